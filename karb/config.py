@@ -1,0 +1,200 @@
+"""Engine configuration: frozen dataclasses loaded from YAML and validated on load.
+
+``load_config(path)`` returns a ``Config`` or raises ``ConfigError`` whose message starts with
+the key path (``risk.max_trade_krw: must not be negative, was -5``). Every default below is the
+safe one: ``mode`` is ``dry_run`` unless a config says ``live`` (and the command line says
+``--live`` too). Units are in the field names (``_s`` seconds, ``_ms`` milliseconds, ``_krw``
+won, ``_bps`` basis points).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from karb.model import Venue
+from karb.schema import ConfigError, build
+from karb.sim.config import SimConfig
+
+POSITIVE = {"gt": 0}
+_MARKET_RE = re.compile(r"^KRW-[A-Z0-9]{1,15}$")
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Requests per second per endpoint group (token buckets; burst = one second's worth).
+
+    ``reserve_fraction`` of the order bucket is kept for cancels and unwind orders, so a
+    recovery is never throttled by ordinary traffic.
+    """
+
+    public_per_s: float = field(default=10.0, metadata=POSITIVE)
+    private_per_s: float = field(default=30.0, metadata=POSITIVE)
+    order_per_s: float = field(default=8.0, metadata=POSITIVE)
+    reserve_fraction: float = field(default=0.25, metadata={"le": 0.9})
+    retry_reads: int = 3  # a 429 / 5xx on a read is retried this many times with backoff
+
+
+@dataclass(frozen=True)
+class VenueConfig:
+    """One venue's endpoints and limits. ``api`` matters for Bithumb only (``v2`` or ``legacy``).
+
+    Fees are fractions (``0.0005`` = 0.05%). They are the fallback when the venue's own
+    ``/v1/orders/chance`` cannot be read; the strategy uses the larger of the two.
+    """
+
+    rest_url: str
+    ws_url: str
+    taker_fee: Decimal
+    maker_fee: Decimal
+    api: Literal["v2", "legacy"] = "v2"
+    connect_timeout_s: float = field(default=3.05, metadata=POSITIVE)
+    read_timeout_s: float = field(default=5.0, metadata=POSITIVE)
+    ws_levels: int = field(default=15, metadata=POSITIVE)
+    ws_format: Literal["DEFAULT", "SIMPLE"] = "DEFAULT"
+    rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
+
+
+@dataclass(frozen=True)
+class VenuesConfig:
+    upbit: VenueConfig
+    bithumb: VenueConfig
+
+    def __getitem__(self, venue: Venue) -> VenueConfig:
+        return self.upbit if venue is Venue.UPBIT else self.bithumb
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    watchdog_s: float = field(default=60.0, metadata=POSITIVE)  # reconnect after this silence
+    ping_interval_s: float = field(default=30.0, metadata=POSITIVE)  # venues drop idle at ~120 s
+    backoff_initial_s: float = field(default=0.5, metadata=POSITIVE)
+    backoff_max_s: float = field(default=30.0, metadata=POSITIVE)
+    snapshot_check_s: float = field(default=30.0, metadata=POSITIVE)  # Bithumb legacy deltas
+    record_path: str | None = None  # raw frames to a .jsonl.gz for replay
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    threshold_bps: float = field(default=30.0, metadata=POSITIVE)  # net edge after fees
+    cooldown_ms: int = 1000  # per market, after a signal
+    max_book_age_ms: int = field(default=2000, metadata=POSITIVE)
+    max_skew_ms: int = field(default=500, metadata=POSITIVE)  # between the two books' receive times
+    max_volume: dict[str, Decimal] = field(default_factory=dict)  # per market, in coin
+    wait_timeout_ms: int = field(default=50, metadata=POSITIVE)  # idle wake-up of the strategy
+
+
+@dataclass(frozen=True)
+class BandConfig:
+    """Inventory band of one asset on one venue, in that asset's units."""
+
+    min: Decimal = Decimal(0)
+    max: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class InventoryConfig:
+    bands: dict[str, dict[str, BandConfig]] = field(default_factory=dict)  # venue -> asset -> band
+    skew_bps: float = 5.0  # threshold relief for the direction that restores balance
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    max_trade_krw: Decimal = Decimal("1000000")  # ~0.01 BTC: the first-live-run size
+    max_position_krw: Decimal = Decimal("20000000")  # net coin exposure across venues, per asset
+    max_position: dict[str, Decimal] = field(default_factory=dict)  # per asset, coin units
+    daily_loss_limit_krw: Decimal = Decimal("200000")
+    max_drawdown_krw: Decimal = Decimal("300000")
+    max_stale_s: float = field(default=300.0, metadata=POSITIVE)  # halt after this long on stale data
+    circuit_failures: int = field(default=5, metadata=POSITIVE)
+    circuit_reset_s: float = field(default=30.0, metadata=POSITIVE)
+    kill_switch_file: str = "var/KILL"
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    leg_type: Literal["ioc_limit", "market"] = "ioc_limit"
+    workers: int = field(default=4, metadata=POSITIVE)
+    lookup_attempts: int = field(default=5, metadata=POSITIVE)  # after a timeout, by client id
+    unwind_attempts: int = 3
+    unwind_tolerance_bps: float = 30.0  # how far past the signal price a retry may go
+    unwind_loss_cap_krw: Decimal = Decimal("50000")
+    residual_tolerance_krw: Decimal = Decimal("5000")  # exposure below this is "flat"
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    path: str = "var/karb.sqlite"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    file: str | None = "logs/karb.jsonl"
+    rotation: str = "50 MB"
+    retention: str = "14 days"
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    status_interval_s: float = field(default=1.0, metadata=POSITIVE)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9108  # 0 disables the endpoint
+    webhook_url: str | None = None
+    low_balance_krw: Decimal = Decimal("100000")
+    feed_down_alert_s: float = field(default=60.0, metadata=POSITIVE)
+    balance_sync_s: float = field(default=30.0, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
+class Config:
+    venues: VenuesConfig
+    markets: list[str]
+    mode: Literal["dry_run", "live"] = "dry_run"
+    keys_file: str | None = None
+    feed: FeedConfig = field(default_factory=FeedConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    inventory: InventoryConfig = field(default_factory=InventoryConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    sim: SimConfig | None = None
+
+
+def parse_config(data: object) -> Config:
+    """Build and cross-check a ``Config`` from already-parsed YAML data."""
+    config = build(Config, data)
+    if not config.markets:
+        raise ConfigError("markets: at least one market is required")
+    for i, market in enumerate(config.markets):
+        if not _MARKET_RE.match(market):
+            raise ConfigError(f"markets[{i}]: expected a KRW market like KRW-BTC, was {market!r}")
+    for market in config.strategy.max_volume:
+        if market not in config.markets:
+            raise ConfigError(f"strategy.max_volume.{market}: not one of the configured markets")
+    for venue in config.inventory.bands:
+        if venue not in {v.value for v in Venue}:
+            raise ConfigError(f"inventory.bands.{venue}: unknown venue (upbit or bithumb)")
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate a YAML config file. Raises ``ConfigError`` naming the bad key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML") from None
+    return parse_config(data)

@@ -1,0 +1,1 @@
+"""Simulated Upbit and Bithumb venues on loopback (market, accounts, matching, faults)."""
