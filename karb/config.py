@@ -51,7 +51,8 @@ class VenueConfig:
     ws_url: str
     taker_fee: Decimal
     maker_fee: Decimal
-    api: Literal["v2", "legacy"] = "v2"
+    api: Literal["v2", "legacy"] = "v2"  # REST/auth generation
+    ws_api: Literal["v2", "legacy"] = "v2"  # Bithumb legacy = pubwss orderbookdepth deltas
     connect_timeout_s: float = field(default=3.05, metadata=POSITIVE)
     read_timeout_s: float = field(default=5.0, metadata=POSITIVE)
     ws_levels: int = field(default=15, metadata=POSITIVE)

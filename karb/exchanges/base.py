@@ -32,16 +32,18 @@ class VenueClient(Protocol):
     def get_balances(self) -> dict[str, Balance]:
         """Balances by currency (``KRW``, ``BTC``...)."""
 
-    def place_order(self, request: OrderRequest) -> OrderResult:
+    def place_order(self, request: OrderRequest, priority: bool = False) -> OrderResult:
         """Send one order. Raises a ``VenueError`` subclass; ``OrderStateUnknown`` when the
         outcome is unknown (look up by ``request.client_id`` before re-sending).
-        The result may be an acknowledgement only (Bithumb returns ids, no fills)."""
+        The result may be an acknowledgement only (Bithumb returns ids, no fills).
+        ``priority`` orders (unwinds) may use the rate limiter's reserved headroom."""
 
     def get_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
         """One order with its fills, by venue id or by client identifier."""
 
     def cancel_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
-        """Ask the venue to cancel. The returned status may still be OPEN (cancel pending)."""
+        """Ask the venue to cancel (always priority traffic). The returned status may still
+        be OPEN (cancel pending)."""
 
     def get_open_orders(self, market: str | None = None) -> list[OrderResult]:
         """Orders still resting (``wait`` / ``watch``)."""
