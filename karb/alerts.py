@@ -1,0 +1,95 @@
+"""Alert rules evaluated on each ``EngineSnapshot``: a CRITICAL log line, and an optional JSON
+POST to a webhook.
+
+An alert fires once when its condition becomes true and re-arms when it clears, so a feed that
+stays down does not page every second. Webhook POSTs run on the ``alerts`` thread so a slow
+receiver never delays the monitor.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+import requests
+from loguru import logger
+
+from karb.status import EngineSnapshot
+
+FAILURE_STREAK = 5
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str  # low_balance | order_failures | feed_down | residual_exposure | circuit_open
+    key: str  # what it is about (venue, asset...), so two feeds alert separately
+    message: str
+
+
+def evaluate(s: EngineSnapshot, low_balance_krw: Decimal, feed_down_s: float) -> list[Alert]:
+    """Return every alert condition true in ``s``."""
+    alerts: list[Alert] = []
+    for venue, balances in s.balances.items():
+        krw = balances.get("KRW")
+        if krw is not None and krw < low_balance_krw:
+            alerts.append(Alert("low_balance", venue, f"{venue} KRW balance {krw:,.0f} below {low_balance_krw:,.0f}"))
+    if s.consecutive_failures >= FAILURE_STREAK:
+        alerts.append(Alert("order_failures", "all", f"{s.consecutive_failures} consecutive order failures"))
+    for venue, feed in s.feeds.items():
+        if feed.down_for_s > feed_down_s:
+            alerts.append(Alert("feed_down", venue, f"{venue} feed disconnected for {feed.down_for_s:.0f}s"))
+    for asset, amount in s.residual.items():
+        if amount:
+            alerts.append(Alert("residual_exposure", asset, f"residual exposure {amount} {asset} after unwind"))
+    if s.circuit == "open":
+        alerts.append(Alert("circuit_open", "all", "circuit breaker OPEN: trading paused"))
+    return alerts
+
+
+class Alerter:
+    """Turn alert conditions into CRITICAL logs and webhook POSTs, once per episode."""
+
+    def __init__(self, webhook_url: str | None, low_balance_krw: Decimal, feed_down_s: float,
+                 timeout_s: float = 3.0):
+        self._webhook_url = webhook_url
+        self._low_balance_krw = low_balance_krw
+        self._feed_down_s = feed_down_s
+        self._timeout_s = timeout_s
+        self._active: set[tuple[str, str]] = set()
+        self._queue: queue.Queue[Alert | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._post_loop, name="alerts", daemon=True)
+        self.fired: list[Alert] = []
+
+    def start(self) -> "Alerter":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    def check(self, s: EngineSnapshot) -> list[Alert]:
+        """Evaluate ``s``; fire the alerts that are new. Called by the monitor thread."""
+        current = evaluate(s, self._low_balance_krw, self._feed_down_s)
+        keys = {(a.kind, a.key) for a in current}
+        new = [a for a in current if (a.kind, a.key) not in self._active]
+        self._active = keys
+        for alert in new:
+            logger.critical("ALERT {}: {}", alert.kind, alert.message)
+            self.fired.append(alert)
+            if self._webhook_url:
+                self._queue.put(alert)
+        return new
+
+    def _post_loop(self) -> None:
+        session = requests.Session()
+        while (alert := self._queue.get()) is not None:
+            body = {"kind": alert.kind, "key": alert.key, "message": alert.message,
+                    "source": "karb", "time": time.time()}
+            try:
+                session.post(self._webhook_url, json=body, timeout=self._timeout_s).raise_for_status()
+            except requests.RequestException as exc:
+                logger.error("alert webhook failed for {}: {}", alert.kind, type(exc).__name__)
+        session.close()

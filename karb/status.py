@@ -1,0 +1,117 @@
+"""A point-in-time picture of the running engine, and its two renderings.
+
+``EngineSnapshot`` is assembled once a second by the engine from its parts' ``stats()``; the
+status panel (tmux), the plain status line (journalctl), the metrics endpoint and the alert
+rules all read the same snapshot, so they never disagree and never touch live state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class FeedStatus:
+    state: str = "idle"
+    messages: int = 0
+    msgs_per_s: float = 0.0
+    reconnects: int = 0
+    decode_errors: int = 0
+    last_message_age_s: float | None = None
+    down_for_s: float = 0.0  # how long the connection has been not "connected"
+
+
+@dataclass(frozen=True)
+class MarketStatus:
+    market: str
+    book_age_ms: dict[str, float | None] = field(default_factory=dict)  # venue -> age
+    book_valid: dict[str, bool] = field(default_factory=dict)
+    net_bps: dict[str, float | None] = field(default_factory=dict)  # direction -> best net edge
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    mode: str
+    uptime_s: float
+    feeds: dict[str, FeedStatus]
+    markets: list[MarketStatus]
+    signals: int = 0
+    trades: int = 0
+    successes: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    realised_pnl_krw: Decimal = Decimal(0)
+    fees_krw: Decimal = Decimal(0)
+    balances: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # venue -> ccy -> total
+    residual: dict[str, Decimal] = field(default_factory=dict)  # asset -> coin left unhedged
+    latencies_us: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (p50, p99)
+    circuit: str = "closed"
+    trading_state: str = "active"
+    halt_reason: str | None = None
+    transfers: list[str] = field(default_factory=list)  # suggested rebalancing transfers
+
+    @property
+    def success_rate(self) -> float | None:
+        done = self.successes + self.failures
+        return self.successes / done if done else None
+
+
+def _fmt_bps(value: float | None) -> str:
+    return "    -   " if value is None else f"{value:+8.1f}"
+
+
+def _fmt_age(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:6.0f}"
+
+
+def _money(value: Decimal) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.8f}".rstrip("0").rstrip(".")
+
+
+def render_panel(s: EngineSnapshot) -> str:
+    """Multi-line panel for a terminal (tmux). Plain text; the caller adds cursor control."""
+    rate = "-" if s.success_rate is None else f"{100 * s.success_rate:.1f}%"
+    lines = [
+        f"K-Arb  mode={s.mode}  up {s.uptime_s:,.0f}s  state={s.trading_state}"
+        f"  circuit={s.circuit}" + (f"  HALT: {s.halt_reason}" if s.halt_reason else ""),
+        "",
+        "feed      state         msg/s   messages  reconn  errors  last msg",
+    ]
+    for venue, f in sorted(s.feeds.items()):
+        age = "-" if f.last_message_age_s is None else f"{f.last_message_age_s:.2f}s"
+        lines.append(f"{venue:<9} {f.state:<12} {f.msgs_per_s:6.1f} {f.messages:10d} {f.reconnects:7d}"
+                     f" {f.decode_errors:7d}  {age}")
+    lines += ["", "market        age ms up/bt   upbit_sell bithumb_sell (net bps)"]
+    for m in s.markets:
+        ages = " ".join(_fmt_age(m.book_age_ms.get(v)) + ("" if m.book_valid.get(v, False) else "!")
+                        for v in ("upbit", "bithumb"))
+        lines.append(f"{m.market:<12} {ages:<16} {_fmt_bps(m.net_bps.get('upbit_sell'))}"
+                     f"   {_fmt_bps(m.net_bps.get('bithumb_sell'))}")
+    lines += [
+        "",
+        f"signals {s.signals}  trades {s.trades}  success {rate}  failures {s.failures}"
+        f" (consecutive {s.consecutive_failures})",
+        f"realised PnL {_money(s.realised_pnl_krw)} KRW  fees {_money(s.fees_krw)} KRW",
+    ]
+    for venue, balances in sorted(s.balances.items()):
+        shown = "  ".join(f"{ccy} {_money(v)}" for ccy, v in sorted(balances.items()) if v)
+        lines.append(f"{venue:<8} {shown}")
+    if any(s.residual.values()):
+        lines.append("RESIDUAL " + "  ".join(f"{a} {v}" for a, v in s.residual.items() if v))
+    lines.extend(f"rebalance: {t}" for t in s.transfers)
+    if s.latencies_us:
+        lines.append("")
+        lines.append("latency us (p50/p99)  " + "  ".join(
+            f"{stage} {p50:.0f}/{p99:.0f}" for stage, (p50, p99) in s.latencies_us.items()))
+    return "\n".join(lines)
+
+
+def render_line(s: EngineSnapshot) -> str:
+    """One line for logs and journalctl."""
+    feeds = " ".join(f"{v}={f.state}/{f.msgs_per_s:.0f}mps" for v, f in sorted(s.feeds.items()))
+    rate = "-" if s.success_rate is None else f"{100 * s.success_rate:.0f}%"
+    best = max((b for m in s.markets for b in m.net_bps.values() if b is not None), default=None)
+    best_text = "-" if best is None else f"{best:+.1f}bps"
+    return (f"status {s.trading_state} circuit={s.circuit} {feeds} best_net={best_text} "
+            f"signals={s.signals} trades={s.trades} success={rate} "
+            f"pnl={_money(s.realised_pnl_krw)}KRW fees={_money(s.fees_krw)}KRW")

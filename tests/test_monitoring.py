@@ -1,0 +1,128 @@
+"""Status panel, Prometheus endpoint and alert webhooks, all driven by one EngineSnapshot."""
+import json
+import threading
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from karb.alerts import Alerter
+from karb.metrics import MetricsServer, render_metrics
+from karb.status import EngineSnapshot, FeedStatus, MarketStatus, render_line, render_panel
+from tests.conftest import wait_until
+
+
+def snapshot(**overrides) -> EngineSnapshot:
+    base = dict(
+        mode="sim",
+        uptime_s=12.5,
+        feeds={"upbit": FeedStatus("connected", 1200, 100.5, 1, 2, 0.01),
+               "bithumb": FeedStatus("connected", 1100, 99.0, 0, 0, 0.02)},
+        markets=[MarketStatus("KRW-BTC", {"upbit": 12.0, "bithumb": 30.0},
+                              {"upbit": True, "bithumb": True},
+                              {"upbit_sell": 4.5, "bithumb_sell": -22.1})],
+        signals=7, trades=6, successes=5, failures=1, realised_pnl_krw=Decimal("12345.5"),
+        fees_krw=Decimal("321.25"),
+        balances={"upbit": {"KRW": Decimal("50000000"), "BTC": Decimal("1.5")},
+                  "bithumb": {"KRW": Decimal("49000000"), "BTC": Decimal("0.5")}},
+        latencies_us={"book_to_signal": (35.0, 120.0), "signal_to_sent": (400.0, 900.0)},
+    )
+    base.update(overrides)
+    return EngineSnapshot(**base)
+
+
+def test_render_metrics_parses_with_prometheus_parser_and_carries_values():
+    families = {f.name: f for f in text_string_to_metric_families(render_metrics(snapshot()))}
+    spread = {tuple(sorted(s.labels.items())): s.value for s in families["karb_spread_net_bps"].samples}
+    assert spread[(("direction", "upbit_sell"), ("market", "KRW-BTC"))] == 4.5
+    assert families["karb_trade_success_ratio"].samples[0].value == pytest.approx(5 / 6)
+    balances = {(s.labels["venue"], s.labels["currency"]): s.value for s in families["karb_balance"].samples}
+    assert balances[("bithumb", "BTC")] == 0.5
+    circuit = {s.labels["state"]: s.value for s in families["karb_circuit_state"].samples}
+    assert circuit == {"closed": 1.0, "open": 0.0, "half_open": 0.0}
+    lat = {(s.labels["stage"], s.labels["quantile"]): s.value for s in families["karb_stage_latency_seconds"].samples}
+    assert lat[("signal_to_sent", "0.99")] == pytest.approx(900e-6)
+    assert families["karb_feed_reconnects"].samples[0].value in (0.0, 1.0)
+
+
+def test_metrics_server_on_loopback_scrapes_cleanly():
+    server = MetricsServer("127.0.0.1", 0, lambda: snapshot()).start()
+    try:
+        response = requests.get(server.url, timeout=5)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        names = {f.name for f in text_string_to_metric_families(response.text)}
+        assert {"karb_up", "karb_feed_lag_seconds", "karb_realised_pnl_krw"} <= names
+        assert requests.get(server.url.replace("/metrics", "/other"), timeout=5).status_code == 404
+    finally:
+        server.stop()
+
+
+def test_render_panel_and_line_show_feeds_spreads_and_pnl():
+    panel = render_panel(snapshot(halt_reason="kill switch", trading_state="killed"))
+    assert "upbit" in panel and "KRW-BTC" in panel and "+4.5" in panel
+    assert "12,346 KRW" in panel and "HALT: kill switch" in panel and "83.3%" in panel
+    line = render_line(snapshot())
+    assert "\n" not in line and "best_net=+4.5bps" in line and "trades=6" in line
+
+
+class _Receiver:
+    """A loopback webhook receiver collecting JSON bodies."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers["Content-Length"])
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="test-webhook", daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def test_alerter_with_every_condition_posts_each_alert_type_once():
+    receiver = _Receiver()
+    alerter = Alerter(receiver.url, low_balance_krw=Decimal("1000000"), feed_down_s=60).start()
+    bad = snapshot(
+        balances={"upbit": {"KRW": Decimal("500")}, "bithumb": {"KRW": Decimal("5000000")}},
+        consecutive_failures=5,
+        feeds={"upbit": FeedStatus("reconnecting", down_for_s=61.0), "bithumb": FeedStatus("connected")},
+        residual={"BTC": Decimal("0.0012")},
+        circuit="open",
+    )
+    try:
+        first = alerter.check(bad)
+        again = alerter.check(bad)  # still true: not fired twice
+        wait_until(lambda: len(receiver.bodies) == 5, message="5 webhook posts")
+    finally:
+        alerter.stop()
+        receiver.close()
+    kinds = sorted(b["kind"] for b in receiver.bodies)
+    assert kinds == ["circuit_open", "feed_down", "low_balance", "order_failures", "residual_exposure"]
+    assert len(first) == 5 and again == []
+    assert all(b["source"] == "karb" and b["message"] for b in receiver.bodies)
+
+
+def test_alerter_with_cleared_condition_rearms():
+    alerter = Alerter(None, low_balance_krw=Decimal("1000"), feed_down_s=60)
+    low = snapshot(balances={"upbit": {"KRW": Decimal("1")}})
+    ok = snapshot()
+    assert [a.kind for a in alerter.check(low)] == ["low_balance"]
+    assert alerter.check(ok) == []
+    assert [a.kind for a in alerter.check(low)] == ["low_balance"]
