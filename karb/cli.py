@@ -28,6 +28,7 @@ from karb.config import Config, load_config
 from karb.exchanges.errors import VenueError
 from karb.schema import ConfigError
 from karb.secrets import SecretsError
+from karb.startup import StartupError
 
 EXIT_OK, EXIT_BUG, EXIT_CONFIG, EXIT_KEYS, EXIT_VENUE, EXIT_HALTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except SecretsError as exc:
         print(f"keys error: {exc}", file=sys.stderr)
         return EXIT_KEYS
+    except StartupError as exc:
+        print(f"start-up check failed: {exc}", file=sys.stderr)
+        return exc.exit_code
     except VenueError as exc:
         print(f"venue error: {exc}", file=sys.stderr)
         return EXIT_VENUE
