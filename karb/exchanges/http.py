@@ -1,0 +1,261 @@
+"""Shared REST transport: per-thread keep-alive sessions, timeouts, rate limits, retries, errors.
+
+Every venue client sends through one ``RestTransport``:
+
+* one ``requests.Session`` per calling thread (``threading.local``; sessions have no
+  thread-safety promise, psf/requests#2766), each with a pooled ``HTTPAdapter`` kept warm by
+  keep-alive, and no ``Origin`` header ever (Upbit throttles browser-style calls to 1 per 10 s);
+* explicit ``(connect, read)`` timeouts from ``VenueConfig``;
+* the venue's ``RateLimiter`` before each call and its ``Remaining-Req`` header after;
+* reads (``idempotent=True``) retried ``rate_limits.retry_reads`` times on 429 / 5xx /
+  timeouts with exponential backoff (a 429 closes the bucket for ``Retry-After`` instead);
+* writes (orders, cancels) never retried: ``ConnectTimeout`` or a refused connection means
+  "not sent" (``VenueUnavailable``); a ``ReadTimeout`` or any other connection failure, an
+  unreadable 2xx body, or a 5xx other than 503, means "may have been applied"
+  (``OrderStateUnknown``).
+
+Query strings are built here (``wire_query``). urllib3 percent-encodes ``[`` and ``]`` in every
+request target, so arrays go out as ``states%5B%5D=wait`` (as pyupbit sends them); the venue
+decodes before hashing, and the signers hash the *decoded* query read back from the prepared
+request (``states[]=wait``), so the hashed string is exactly what the venue sees.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Callable
+from urllib.parse import quote
+
+import orjson
+import requests
+from loguru import logger
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError
+
+from karb.config import VenueConfig
+from karb.exchanges.errors import (
+    AuthError, InsufficientFunds, InvalidOrder, OrderNotFound, OrderStateUnknown, RateLimited,
+    UnknownVenueError, VenueError, VenueUnavailable,
+)
+from karb.exchanges.ratelimit import Group, RateLimiter
+from karb.model import Venue
+
+Query = Sequence[tuple[str, "str | Sequence[str]"]]
+ErrorOf = Callable[[Venue, int, Any, str, Any], "VenueError | None"]
+"""``error_of(venue, http_status, decoded_body_or_None, body_text, headers)`` -> error or None."""
+
+USER_AGENT = "karb/0.1"
+BACKOFF_BASE_S = 0.2
+BACKOFF_MAX_S = 5.0
+_SAFE = "-_.~,:"  # left as-is in query keys and values; everything else is percent-encoded
+
+AUTH_CODES = frozenset({
+    "jwt_verification", "invalid_access_key", "expired_access_key", "nonce_used",
+    "no_authorization_ip", "out_of_scope", "no_credentials",
+})
+INVALID_ORDER_CODES = frozenset({"validation_error", "invalid_query_payload"})
+INVALID_ORDER_PREFIXES = ("invalid_price", "invalid_volume", "under_min_total", "over_max_total")
+
+
+def render_query(params: Query) -> str:
+    """The unencoded ``k=v&k=v`` string, arrays as repeated ``k[]=v``, in the given order."""
+    return "&".join(f"{k}={v}" for k, v in _pairs(params))
+
+
+def wire_query(params: Query) -> str:
+    """The URL form of ``render_query``: percent-decoding it gives ``render_query`` back.
+
+    Ordinary values (markets, uuids, numbers) are left as they are; ``[]`` becomes ``%5B%5D``
+    (urllib3 would encode it anyway)."""
+    return "&".join(f"{quote(k, safe=_SAFE)}={quote(str(v), safe=_SAFE)}" for k, v in _pairs(params))
+
+
+def _pairs(params: Query):
+    for key, value in params:
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                yield f"{key}[]", item
+        else:
+            yield key, value
+
+
+def classify(venue: Venue, status: int, code: str, message: str,
+             retry_after_s: float | None = None) -> VenueError:
+    """Map a venue's answer to the typed error a caller can act on."""
+    if code in AUTH_CODES or status == 401:
+        return AuthError(venue, message, code, status)
+    if code.startswith("insufficient_funds"):
+        return InsufficientFunds(venue, message, code, status)
+    if code in INVALID_ORDER_CODES or code.startswith(INVALID_ORDER_PREFIXES):
+        return InvalidOrder(venue, message, code, status)
+    if code == "order_not_found" or status == 404:
+        return OrderNotFound(venue, message, code, status)
+    if status in (429, 418):
+        return RateLimited(venue, message, code, status, retry_after_s)
+    if status == 403:  # permission / security on both venues
+        return AuthError(venue, message, code, status)
+    if status >= 500:
+        return VenueUnavailable(venue, message, code, status)
+    if status == 400:
+        return InvalidOrder(venue, message, code, status)
+    return UnknownVenueError(venue, message, code, status)
+
+
+def retry_after_of(headers) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: the backoff applies instead
+
+
+def jwt_api_error(venue: Venue, status: int, body: Any, text: str, headers) -> VenueError | None:
+    """Upbit / Bithumb 2.0: ``{"error": {"name": ..., "message": ...}}`` (also seen with a 2xx)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if status < 400 and not isinstance(error, dict):
+        return None
+    code, message = "", text[:200]
+    if isinstance(error, dict):
+        code = str(error.get("name", "") or "")
+        message = str(error.get("message", "") or "")
+    return classify(venue, status if status >= 400 else 400, code, message, retry_after_of(headers))
+
+
+def _not_sent(exc: Exception) -> bool:
+    # requests raises ConnectTimeout for a connect timeout and ConnectionError wrapping
+    # MaxRetryError(reason=NewConnectionError) for refused / unresolvable: nothing was sent.
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    return isinstance(getattr(reason, "reason", reason), ConnectTimeoutError)
+
+
+_TRANSPORT_ERRORS = (
+    requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
+)
+
+
+class RestTransport:
+    """Send one venue's REST calls. Safe to call from many threads at once.
+
+    ``sleep(seconds)`` is the backoff wait (injected by tests); by default it waits on the
+    transport's close event, so ``close()`` cuts a backoff short.
+    """
+
+    def __init__(self, venue: Venue, config: VenueConfig, limiter: RateLimiter, error_of: ErrorOf,
+                 sleep: Callable[[float], None] | None = None, pool_maxsize: int = 4):
+        self.venue = venue
+        self.base_url = config.rest_url.rstrip("/")
+        self.timeout = (config.connect_timeout_s, config.read_timeout_s)
+        self.retry_reads = config.rate_limits.retry_reads
+        self.limiter = limiter
+        self._error_of = error_of
+        self._closed = threading.Event()
+        self._sleep = sleep or (lambda seconds: self._closed.wait(seconds))
+        self._pool_maxsize = pool_maxsize
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+        self._log = logger.bind(venue=venue.value)
+
+    # --- sessions -------------------------------------------------------------------------
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session, created on first use."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_maxsize, max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+            session.headers.pop("Origin", None)
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    # --- requests -------------------------------------------------------------------------
+    def request(self, method: str, path: str, *, group: Group, query: Query = (),
+                json_body: dict | None = None, form: str | None = None, auth=None,
+                priority: bool = False, idempotent: bool = True,
+                client_id: str | None = None) -> Any:
+        """Send one call and return its decoded JSON body, or raise a ``VenueError``.
+
+        ``json_body`` values must already be strings (they are hashed as sent); ``form`` is
+        an already-encoded ``application/x-www-form-urlencoded`` body (Bithumb legacy).
+        """
+        url = self.base_url + path + (f"?{wire_query(query)}" if query else "")
+        headers, data = {}, None
+        if json_body is not None:
+            data = orjson.dumps(json_body)
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        elif form is not None:
+            data = form.encode("ascii")
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        attempts = 1 + (self.retry_reads if idempotent else 0)
+        for attempt in range(attempts):
+            try:
+                return self._send_once(method, url, group, headers, data, auth, priority,
+                                       idempotent, client_id)
+            except (RateLimited, VenueUnavailable) as exc:
+                if attempt + 1 >= attempts:
+                    raise
+                delay = self._backoff(attempt)
+                if isinstance(exc, RateLimited):
+                    delay = 0.0  # the penalised bucket makes the next acquire wait
+                self._log.warning("{} {} failed ({}); retry {}/{} in {:.2f}s", method, path,
+                                  exc, attempt + 1, attempts - 1, delay)
+                if delay:
+                    self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send_once(self, method, url, group, headers, data, auth, priority, idempotent,
+                   client_id) -> Any:
+        self.limiter.acquire(group, priority)
+        try:
+            response = self.session.request(method, url, headers=headers, data=data, auth=auth,
+                                            timeout=self.timeout, allow_redirects=False)
+        except _TRANSPORT_ERRORS as exc:
+            raise self._transport_error(exc, idempotent, client_id) from exc
+        self.limiter.observe_headers(group, response.headers)
+        text = response.text
+        try:
+            body = orjson.loads(response.content) if response.content else None
+        except orjson.JSONDecodeError:
+            body = None
+        error = self._error_of(self.venue, response.status_code, body, text, response.headers)
+        if error is None and body is None:
+            message = f"unreadable {response.status_code} body: {text[:120]!r}"
+            error = (UnknownVenueError(self.venue, message, "bad_body", response.status_code)
+                     if idempotent else OrderStateUnknown(self.venue, message, client_id))
+        if isinstance(error, VenueUnavailable) and not idempotent and response.status_code != 503:
+            # A 500/502/504 on an order may come after the venue applied it (a gateway timing
+            # out on a slow backend): unknown, not "not placed". 503 is maintenance.
+            error = OrderStateUnknown(self.venue, f"{response.status_code} on a write: {error}",
+                                      client_id)
+        if error is not None:
+            if isinstance(error, RateLimited):
+                self.limiter.penalise(group, error.retry_after_s)
+            raise error
+        return body
+
+    def _transport_error(self, exc: Exception, idempotent: bool, client_id: str | None) -> VenueError:
+        kind = type(exc).__name__
+        if _not_sent(exc):
+            return VenueUnavailable(self.venue, f"not sent: {kind}", "not_sent")
+        if idempotent:
+            return VenueUnavailable(self.venue, f"no answer: {kind}", "timeout")
+        return OrderStateUnknown(self.venue, f"sent, no answer: {kind}", client_id)
+
+    @staticmethod
+    def _backoff(attempt: int) -> float:
+        return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2 ** attempt))

@@ -1,0 +1,148 @@
+"""Upbit REST client: the ``VenueClient`` protocol over ``RestTransport`` with JWT auth.
+
+Every method may be called from any thread (each thread gets its own keep-alive session).
+Reads are retried by the transport; placements and cancels never are. A ``ReadTimeout`` on a
+placement raises ``OrderStateUnknown(client_id)``: look the order up with
+``get_order(client_id=...)`` before sending anything again (Upbit never accepts an
+``identifier`` twice, even after a failed request).
+"""
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any, Callable
+
+from karb.config import VenueConfig
+from karb.exchanges.errors import AuthError, OrderStateUnknown, UnknownVenueError, VenueError
+from karb.exchanges.http import RestTransport, jwt_api_error
+from karb.exchanges.ratelimit import Group, RateLimiter
+from karb.exchanges.upbit import constants as C
+from karb.exchanges.upbit import parse
+from karb.exchanges.upbit.auth import UpbitAuth, new_nonce
+from karb.model import Balance, BookView, OrderRequest, OrderResult, Venue
+from karb.rules import MarketInfo
+from karb.secrets import Credentials
+
+
+class UpbitClient:
+    """Upbit over REST. ``credentials=None`` gives a public-only client whose private methods
+    raise ``AuthError`` (code ``no_credentials``)."""
+
+    venue = Venue.UPBIT
+
+    def __init__(self, config: VenueConfig, credentials: Credentials | None = None, *,
+                 limiter: RateLimiter | None = None, sleep: Callable[[float], None] | None = None,
+                 nonce_factory: Callable[[], str] = new_nonce):
+        self.config = config
+        self._limiter = limiter or RateLimiter(config.rate_limits)
+        self._http = RestTransport(self.venue, config, self._limiter, jwt_api_error, sleep)
+        self._auth = self._make_auth(credentials, nonce_factory) if credentials else None
+
+    def _make_auth(self, credentials: Credentials, nonce_factory: Callable[[], str]):
+        return UpbitAuth(credentials.access_key, credentials.secret_key, nonce_factory)
+
+    # --- plumbing -------------------------------------------------------------------------
+    def _public(self, path: str, query=()) -> Any:
+        return self._http.request("GET", path, group=Group.PUBLIC, query=query)
+
+    def _private(self, method: str, path: str, query=(), *, group: Group = Group.PRIVATE,
+                 json_body: dict | None = None, priority: bool = False,
+                 idempotent: bool = True, client_id: str | None = None) -> Any:
+        if self._auth is None:
+            raise AuthError(self.venue, f"no API keys loaded: this {self.venue.value} client is "
+                            "public-only", "no_credentials")
+        return self._http.request(method, path, group=group, query=query, json_body=json_body,
+                                  auth=self._auth, priority=priority, idempotent=idempotent,
+                                  client_id=client_id)
+
+    def _parsed(self, fn, *args) -> Any:
+        try:
+            return fn(*args)
+        except VenueError:
+            raise
+        except (KeyError, ValueError, TypeError, AttributeError, StopIteration) as exc:
+            raise UnknownVenueError(self.venue, f"unexpected body ({type(exc).__name__}: {exc})",
+                                    "bad_body") from exc
+
+    @staticmethod
+    def _one_id(order_id: str | None, client_id: str | None, id_key: str, client_key: str):
+        if (order_id is None) == (client_id is None):
+            raise ValueError("give exactly one of order_id and client_id")
+        return [(id_key, order_id)] if order_id is not None else [(client_key, client_id)]
+
+    # --- public ---------------------------------------------------------------------------
+    def get_markets(self) -> list[str]:
+        return self._parsed(parse.parse_markets, self._public(C.PATH_MARKETS))
+
+    def get_ticker(self, markets: list[str]) -> dict[str, Decimal]:
+        body = self._public(C.PATH_TICKER, [("markets", ",".join(markets))])
+        return self._parsed(parse.parse_ticker, body)
+
+    def get_orderbook(self, market: str) -> BookView:
+        body = self._public(C.PATH_ORDERBOOK, [("markets", market)])
+        recv_ns = time.monotonic_ns()
+        return self._parsed(parse.parse_orderbook, self.venue, market, body, recv_ns)
+
+    def get_market_info(self, markets: list[str]) -> list[MarketInfo]:
+        """Tick size (``/v1/orderbook/instruments``) at the last price, and with keys the
+        fees and minimum order from ``/v1/orders/chance`` (one call per market)."""
+        joined = ",".join(markets)
+        ticks = self._parsed(parse.parse_instruments,
+                             self._public(C.PATH_INSTRUMENTS, [("markets", joined)]))
+        prices = self.get_ticker(markets)
+        infos = []
+        for market in markets:
+            chance = self._chance(market) if self._auth else MarketInfo(market)
+            infos.append(MarketInfo(market, tick_size=ticks.get(market),
+                                    ref_price=prices.get(market), min_total=chance.min_total,
+                                    taker_fee=chance.taker_fee, maker_fee=chance.maker_fee))
+        return infos
+
+    def _chance(self, market: str) -> MarketInfo:
+        body = self._private("GET", C.PATH_CHANCE, [("market", market)])
+        return self._parsed(parse.parse_chance, market, body)
+
+    # --- private --------------------------------------------------------------------------
+    def get_balances(self) -> dict[str, Balance]:
+        return self._parsed(parse.parse_balances, self._private("GET", C.PATH_ACCOUNTS))
+
+    def place_order(self, request: OrderRequest, priority: bool = False) -> OrderResult:
+        body = parse.order_body(self.venue, request)
+        answer = self._private("POST", C.PATH_ORDERS, group=Group.ORDER, json_body=body,
+                               priority=priority, idempotent=False, client_id=request.client_id)
+        return self._placement_result(request, answer)
+
+    def _placement_result(self, request: OrderRequest, answer: Any) -> OrderResult:
+        # A 2xx whose body we cannot read: the order probably exists. Say so, never "failed".
+        try:
+            return parse.parse_order(self.venue, answer, request.client_id)
+        except (KeyError, ValueError, TypeError, AttributeError, VenueError) as exc:
+            raise OrderStateUnknown(self.venue, f"placement answer unreadable: {exc}",
+                                    request.client_id) from exc
+
+    def get_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
+        query = self._one_id(order_id, client_id, "uuid", "identifier")
+        return self._parsed(parse.parse_order, self.venue, self._private("GET", C.PATH_ORDER, query))
+
+    def cancel_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
+        """DELETE ``/v1/order``; the answer usually still says ``wait`` (cancel pending)."""
+        query = self._one_id(order_id, client_id, "uuid", "identifier")
+        body = self._private("DELETE", C.PATH_ORDER, query, group=Group.ORDER, priority=True,
+                             idempotent=False, client_id=client_id)
+        return self._parsed(parse.parse_order, self.venue, body)
+
+    def get_open_orders(self, market: str | None = None) -> list[OrderResult]:
+        """``wait`` and ``watch`` orders, all pages (up to 20 x 100)."""
+        orders: list[OrderResult] = []
+        for page in range(1, C.OPEN_ORDERS_MAX_PAGES + 1):
+            query = [("market", market)] if market else []
+            query += [("states", list(C.OPEN_STATES)), ("page", str(page)),
+                      ("limit", str(C.OPEN_ORDERS_LIMIT))]
+            body = self._private("GET", C.PATH_OPEN_ORDERS, query)
+            orders += self._parsed(lambda b: [parse.parse_order(self.venue, o) for o in b], body)
+            if len(body) < C.OPEN_ORDERS_LIMIT:
+                break
+        return orders
+
+    def close(self) -> None:
+        self._http.close()
