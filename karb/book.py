@@ -1,0 +1,357 @@
+"""Order books: one ``Book`` per venue and market, all of them on a ``BookBoard``.
+
+Writers are the feed threads (one per venue connection, through ``BookBoard.sink(venue)``);
+readers (strategy, monitor, ``watch``) read ``book.view``, an immutable ``BookView`` replaced
+by reference after every change, so readers never take a lock.
+
+Representation. A book is two ``SortedDict`` (price -> size) under the book's lock. Bids are
+kept with plain price keys and read from the end: measured against negated keys on this
+project's 2-core VM, reading the top 15 from the end took 3.1 us against 5.5 us (negating
+every key back costs a tuple per level), and set/delete cost the same (3.1-3.2 us).
+
+Snapshots (Upbit, Bithumb 2.0: the full top-N in every message) arrive sorted. Rebuilding two
+SortedDicts per snapshot is where a naive book spends ~75% of its time, so a snapshot is kept
+as the validated level tuples it arrived as, and the SortedDicts are rebuilt from them only
+when a delta needs them (Bithumb legacy). Either way the book's content is one set of levels.
+
+Validity. A book is invalid until its first snapshot, and goes invalid (until the next
+snapshot) on a reset (reconnect, bad frame), a delta without a base snapshot, a crossed
+result, or a negative / non-numeric / non-finite value. An invalid book keeps no levels.
+Snapshots older (by exchange timestamp) than the book are dropped and change nothing.
+"""
+from __future__ import annotations
+
+import threading
+from itertools import islice
+from operator import gt, itemgetter, lt
+from typing import Iterable, Sequence
+
+from sortedcontainers import SortedDict
+
+from karb.model import BookView, Level, Venue
+
+_INF = float("inf")
+_price = itemgetter(0)
+_size = itemgetter(1)
+Changes = Iterable[tuple[str, float, float]]
+
+
+def _clean_side(levels: Sequence[Level], better) -> tuple[Level, ...] | str:
+    """Return ``levels`` as a tuple if sorted best-first with sane values, else a reason.
+
+    ``better`` is ``operator.gt`` for bids, ``operator.lt`` for asks. Zero-size levels are
+    dropped (a venue may pad a thin book). Runs on the feed thread, before the book lock.
+    """
+    if not levels:
+        return ()
+    try:
+        prices = list(map(_price, levels))
+        sizes = list(map(_size, levels))
+        if not (all(map(better, prices, islice(prices, 1, None)))
+                and 0.0 < min(prices[0], prices[-1]) and max(prices[0], prices[-1]) < _INF):
+            return "unsorted, duplicate or out-of-range prices"
+        if not (min(sizes) >= 0.0 and max(sizes) < _INF):
+            return "negative or non-finite size"
+    except (TypeError, IndexError, ValueError):
+        return "non-numeric level"
+    if min(sizes) > 0.0:
+        return tuple(levels)
+    return tuple([level for level in levels if level[1] > 0.0])
+
+
+class Book:
+    """One venue's book for one market. See the module docstring for the threading model.
+
+    ``view`` is the latest ``BookView`` (top ``depth`` levels per side). ``reason`` is why
+    the book is invalid, or ``None`` while it is valid.
+    """
+
+    __slots__ = ("venue", "market", "depth", "view", "reason", "_on_change", "_lock",
+                 "_bids", "_asks", "_snap_bids", "_snap_asks", "_sorted_ok", "_version",
+                 "_exch_ts_ms", "_has_base")
+
+    def __init__(self, venue: Venue, market: str, depth: int = 15, on_change=None) -> None:
+        self.venue = venue
+        self.market = market
+        self.depth = depth
+        self._on_change = on_change  # called after the lock is released, with no arguments
+        self._lock = threading.Lock()
+        self._bids: SortedDict = SortedDict()
+        self._asks: SortedDict = SortedDict()
+        self._snap_bids: tuple[Level, ...] = ()
+        self._snap_asks: tuple[Level, ...] = ()
+        self._sorted_ok = True  # SortedDicts agree with the snapshot tuples
+        self._version = 0
+        self._exch_ts_ms = 0
+        self._has_base = False
+        self.reason: str | None = "no snapshot yet"
+        self.view = BookView(venue, market, (), (), 0, 0, 0, False)
+
+    # --- writers (feed thread) ----------------------------------------------------------
+
+    def apply_snapshot(self, bids: Sequence[Level], asks: Sequence[Level], exch_ts_ms: int,
+                       recv_ns: int) -> bool:
+        """Replace the whole book. Return False if dropped (older) or invalid (bad values).
+
+        ``bids`` / ``asks``: (price, size) best first. Called from the feed thread; validates
+        before taking the lock, O(levels) under it only when the book had deltas applied.
+        """
+        clean_bids = _clean_side(bids, gt)
+        clean_asks = _clean_side(asks, lt)
+        problem = clean_bids if isinstance(clean_bids, str) else (
+            clean_asks if isinstance(clean_asks, str) else None)
+        if problem is None and clean_bids and clean_asks and clean_bids[0][0] >= clean_asks[0][0]:
+            problem = "crossed snapshot"
+        if problem is not None:
+            with self._lock:
+                if exch_ts_ms < self._exch_ts_ms and self._has_base:
+                    return False  # older: dropped whatever it holds
+            self.invalidate(f"bad snapshot: {problem}", exch_ts_ms, recv_ns)
+            return False
+        depth = self.depth
+        with self._lock:
+            if exch_ts_ms < self._exch_ts_ms and self._has_base:
+                return False
+            self._snap_bids = clean_bids
+            self._snap_asks = clean_asks
+            self._sorted_ok = False
+            self._has_base = True
+            self._exch_ts_ms = exch_ts_ms
+            self._version += 1
+            self.reason = None
+            self.view = BookView(self.venue, self.market, clean_bids[:depth], clean_asks[:depth],
+                                 self._version, exch_ts_ms, recv_ns, True)
+        if self._on_change is not None:
+            self._on_change()
+        return True
+
+    def apply_delta(self, changes: Changes, exch_ts_ms: int, recv_ns: int) -> bool:
+        """Set or remove levels: ``(side, price, size)`` with side ``'bid'``/``'ask'``, size 0
+        removes. Return False if the book cannot take it (no base snapshot, bad value, or the
+        result is crossed); the book is then invalid until the next snapshot.
+
+        Called from the feed thread. Values are checked before the lock; under it, O(log n)
+        per change plus the top-N copy.
+        """
+        checked = []
+        try:
+            for side, price, size in changes:
+                if not (0.0 < price < _INF and 0.0 <= size < _INF) or side not in ("bid", "ask"):
+                    raise ValueError
+                checked.append((side == "bid", price, size))
+        except (TypeError, ValueError):
+            self.invalidate("bad delta value", exch_ts_ms, recv_ns)
+            return False
+        problem = None
+        with self._lock:
+            if not self._has_base:
+                problem = self.reason or "delta without a base snapshot"
+            else:
+                bids, asks = self._materialize()
+                for is_bid, price, size in checked:
+                    levels = bids if is_bid else asks
+                    if size > 0.0:
+                        levels[price] = size
+                    elif price in levels:
+                        del levels[price]
+                if bids and asks and bids.peekitem(-1)[0] >= asks.peekitem(0)[0]:
+                    problem = "crossed after delta"
+                else:
+                    self._exch_ts_ms = max(self._exch_ts_ms, exch_ts_ms)
+                    self._version += 1
+                    self.view = BookView(self.venue, self.market, self._top_bids(),
+                                         self._top_asks(), self._version, self._exch_ts_ms,
+                                         recv_ns, True)
+        if problem is not None:
+            self.invalidate(problem, exch_ts_ms, recv_ns)
+            return False
+        if self._on_change is not None:
+            self._on_change()
+        return True
+
+    def invalidate(self, reason: str, exch_ts_ms: int = 0, recv_ns: int = 0) -> None:
+        """Mark the book invalid (levels dropped) until the next snapshot; publish that.
+
+        Called from the feed thread (reconnect, bad frame) or from a book method itself.
+        """
+        with self._lock:
+            already = not self._has_base and self.reason == reason
+            self._has_base = False
+            self.reason = reason
+            if already:
+                return
+            self._snap_bids = self._snap_asks = ()
+            self._bids.clear()
+            self._asks.clear()
+            self._sorted_ok = True
+            self._version += 1
+            self.view = BookView(self.venue, self.market, (), (), self._version,
+                                 max(self._exch_ts_ms, exch_ts_ms), recv_ns, False)
+        if self._on_change is not None:
+            self._on_change()
+
+    # --- readers (any thread) -----------------------------------------------------------
+
+    def is_fresh(self, now_ns: int, max_age_ns: int) -> bool:
+        """True if the book is valid and its last change was received <= ``max_age_ns`` ago."""
+        view = self.view
+        return view.valid and now_ns - view.recv_ns <= max_age_ns
+
+    def health(self, now_ns: int, max_age_ns: int) -> str | None:
+        """Why the book cannot be traded on (``"invalid: ..."`` / ``"stale: ..."``), or None."""
+        view = self.view
+        if not view.valid:
+            return f"invalid: {self.reason}"
+        age_ns = now_ns - view.recv_ns
+        if age_ns > max_age_ns:
+            return f"stale: last update {age_ns / 1e9:.1f} s ago"
+        return None
+
+    def levels(self) -> tuple[list[Level], list[Level]]:
+        """Every level the book holds (bids, asks), best first. Takes the lock; O(n)."""
+        with self._lock:
+            if self._sorted_ok:
+                return list(reversed(self._bids.items())), list(self._asks.items())
+            return list(self._snap_bids), list(self._snap_asks)
+
+    def _check(self) -> None:
+        """Assert the invariants (for tests): sorted, positive, uncrossed, view consistent."""
+        with self._lock:
+            view = self.view
+            if self._sorted_ok:
+                bids = list(reversed(self._bids.items()))
+                asks = list(self._asks.items())
+            else:
+                bids, asks = list(self._snap_bids), list(self._snap_asks)
+            assert view.version == self._version
+            assert view.valid == self._has_base == (self.reason is None)
+            if not self._has_base:
+                assert not bids and not asks and not view.bids and not view.asks
+                return
+            assert all(p > 0 and s > 0 for p, s in bids + asks)
+            assert all(a[0] > b[0] for a, b in zip(bids, bids[1:]))
+            assert all(a[0] < b[0] for a, b in zip(asks, asks[1:]))
+            if bids and asks:
+                assert bids[0][0] < asks[0][0], "crossed while valid"
+            assert view.bids == tuple(bids[: self.depth])
+            assert view.asks == tuple(asks[: self.depth])
+
+    # --- internals (caller holds the lock) ----------------------------------------------
+
+    def _materialize(self) -> tuple[SortedDict, SortedDict]:
+        if not self._sorted_ok:
+            self._bids = SortedDict(self._snap_bids)
+            self._asks = SortedDict(self._snap_asks)
+            self._snap_bids = self._snap_asks = ()
+            self._sorted_ok = True
+        return self._bids, self._asks
+
+    def _top_bids(self) -> tuple[Level, ...]:
+        bids = self._bids
+        keys = bids.keys()[-self.depth:]
+        return tuple([(price, bids[price]) for price in reversed(keys)])
+
+    def _top_asks(self) -> tuple[Level, ...]:
+        asks = self._asks
+        return tuple([(price, asks[price]) for price in asks.keys()[: self.depth]])
+
+
+class BookBoard:
+    """Every book of both venues, plus a change counter readers can wait on.
+
+    ``seq`` bumps once per applied change of any book. ``wait_for_change`` blocks on an
+    ``Event`` owned by the waiting thread; writers set the Events of the threads waiting at
+    that moment, after the book lock is released. Measured here against one shared
+    ``Condition``: the same wake latency (~40 us median, ~150 us p99 with a 2-core VM under
+    load), but a writer with nobody waiting pays 0.8 us instead of 1.7 us per change.
+    """
+
+    def __init__(self, markets: list[str], depth: int = 15) -> None:
+        self.markets = list(markets)
+        self.depth = depth
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+        self._waiters: tuple[threading.Event, ...] = ()  # replaced, never mutated
+        self._waiters_lock = threading.Lock()
+        self._local = threading.local()
+        self._books = {
+            (venue, market): Book(venue, market, depth, on_change=self._bump)
+            for venue in Venue for market in self.markets
+        }
+        self._sinks = {venue: BookSink(self, venue) for venue in Venue}
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def get(self, venue: Venue | str, market: str) -> Book:
+        """The book of ``market`` on ``venue``. Raises ``KeyError`` for an unknown market."""
+        return self._books[(Venue(venue), market)]
+
+    def books(self, venue: Venue | str | None = None) -> list[Book]:
+        """All books, or those of one venue."""
+        if venue is None:
+            return list(self._books.values())
+        venue = Venue(venue)
+        return [book for (v, _), book in self._books.items() if v is venue]
+
+    def sink(self, venue: Venue | str) -> "BookSink":
+        """The object a feed of ``venue`` hands its decoded updates to (see ``feeds``)."""
+        return self._sinks[Venue(venue)]
+
+    def wait_for_change(self, last_seq: int, timeout_s: float) -> int:
+        """Block until ``seq != last_seq`` or ``timeout_s`` passes; return the current seq.
+
+        Any thread may call it; each waiting thread uses its own Event.
+        """
+        if self._seq != last_seq:
+            return self._seq
+        event = getattr(self._local, "event", None)
+        if event is None:
+            event = self._local.event = threading.Event()
+        event.clear()
+        with self._waiters_lock:
+            self._waiters = (*self._waiters, event)
+        try:
+            if self._seq == last_seq:  # a change between the first check and registering
+                event.wait(timeout_s)
+        finally:
+            with self._waiters_lock:
+                self._waiters = tuple(e for e in self._waiters if e is not event)
+        return self._seq
+
+    def _bump(self) -> None:
+        # Called by a book after its lock is released (feed thread).
+        with self._seq_lock:
+            self._seq += 1
+        for event in self._waiters:
+            event.set()
+
+
+class BookSink:
+    """Adapter from a feed's callbacks (``feeds`` interface) to one venue's books.
+
+    Each method returns whether the market's book is valid afterwards, so a delta feed knows
+    when to fetch a new snapshot. Called from that venue's feed thread.
+    """
+
+    __slots__ = ("_books", "_venue_books")
+
+    def __init__(self, board: BookBoard, venue: Venue) -> None:
+        self._books = {m: board.get(venue, m) for m in board.markets}
+        self._venue_books = tuple(self._books.values())
+
+    def on_snapshot(self, market: str, bids: Sequence[Level], asks: Sequence[Level],
+                    exch_ts_ms: int, recv_ns: int) -> bool:
+        book = self._books[market]
+        book.apply_snapshot(bids, asks, exch_ts_ms, recv_ns)
+        return book.view.valid
+
+    def on_delta(self, market: str, changes: Changes, exch_ts_ms: int, recv_ns: int) -> bool:
+        book = self._books[market]
+        return book.apply_delta(changes, exch_ts_ms, recv_ns)
+
+    def on_reset(self, market: str | None, reason: str) -> None:
+        books = self._venue_books if market is None else (self._books[market],)
+        for book in books:
+            book.invalidate(reason)

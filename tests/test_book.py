@@ -1,0 +1,193 @@
+"""Book and BookBoard: snapshots, deltas, validity rules, published views, waiting."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from karb.book import Book, BookBoard
+from karb.model import Venue
+
+BIDS = [(100.0, 1.0), (99.0, 2.0), (98.0, 3.0)]
+ASKS = [(101.0, 1.5), (102.0, 2.5), (103.0, 3.5)]
+
+
+def _book(depth: int = 15) -> Book:
+    book = Book(Venue.UPBIT, "KRW-BTC", depth)
+    assert book.apply_snapshot(BIDS, ASKS, 1000, 1)
+    return book
+
+
+def test_book_before_any_snapshot_is_invalid_and_empty():
+    book = Book(Venue.UPBIT, "KRW-BTC")
+    assert not book.view.valid
+    assert book.health(0, 10**9).startswith("invalid")
+    book._check()
+
+
+def test_snapshot_with_sorted_levels_publishes_top_n_view():
+    book = _book(depth=2)
+    view = book.view
+    assert view.valid and view.version == 1 and view.exch_ts_ms == 1000 and view.recv_ns == 1
+    assert view.bids == ((100.0, 1.0), (99.0, 2.0))
+    assert view.asks == ((101.0, 1.5), (102.0, 2.5))
+    assert view.best_bid == 100.0 and view.best_ask == 101.0
+    assert book.levels() == (BIDS, ASKS)
+    book._check()
+
+
+def test_snapshot_with_zero_size_level_drops_that_level():
+    book = Book(Venue.UPBIT, "KRW-BTC")
+    assert book.apply_snapshot([(100.0, 1.0), (99.0, 0.0)], [(101.0, 0.0), (102.0, 1.0)], 1, 1)
+    assert book.view.bids == ((100.0, 1.0),) and book.view.asks == ((102.0, 1.0),)
+    book._check()
+
+
+def test_snapshot_older_than_book_is_dropped_without_change():
+    book = _book()
+    before = book.view
+    assert not book.apply_snapshot([(90.0, 1.0)], [(91.0, 1.0)], 999, 2)
+    assert book.view is before
+
+
+@pytest.mark.parametrize("bids, asks, why", [
+    ([(100.0, 1.0)], [(100.0, 1.0)], "crossed (touching)"),
+    ([(100.0, 1.0)], [(99.0, 1.0)], "crossed"),
+    ([(100.0, -1.0)], [(101.0, 1.0)], "negative size"),
+    ([(-100.0, 1.0)], [(101.0, 1.0)], "negative price"),
+    ([(0.0, 1.0)], [(101.0, 1.0)], "zero price"),
+    ([("100", 1.0)], [(101.0, 1.0)], "string price"),
+    ([(100.0, None)], [(101.0, 1.0)], "null size"),
+    ([(100.0, float("nan"))], [(101.0, 1.0)], "nan size"),
+    ([(100.0, 1.0)], [(float("inf"), 1.0)], "infinite price"),
+    ([(99.0, 1.0), (100.0, 1.0)], [(101.0, 1.0)], "bids ascending"),
+    ([(100.0, 1.0), (100.0, 2.0)], [(101.0, 1.0)], "duplicate price"),
+    ([(100.0,)], [(101.0, 1.0)], "short level"),
+])
+def test_snapshot_with_bad_values_marks_book_invalid(bids, asks, why):
+    book = _book()
+    assert not book.apply_snapshot(bids, asks, 2000, 2), why
+    assert not book.view.valid and book.view.bids == ()
+    assert book.health(2, 10**9).startswith("invalid")
+    book._check()
+    assert book.apply_snapshot(BIDS, ASKS, 2001, 3)  # a fresh snapshot restores it
+    assert book.view.valid
+
+
+def test_delta_sets_and_removes_levels_after_snapshot():
+    book = _book()
+    assert book.apply_delta([("bid", 100.5, 4.0), ("ask", 101.0, 0.0), ("bid", 98.0, 0.0)], 1001, 5)
+    assert book.view.bids == ((100.5, 4.0), (100.0, 1.0), (99.0, 2.0))
+    assert book.view.asks == ((102.0, 2.5), (103.0, 3.5))
+    assert book.view.exch_ts_ms == 1001 and book.view.version == 2
+    book._check()
+
+
+def test_delta_removing_absent_level_changes_nothing_but_version():
+    book = _book()
+    assert book.apply_delta([("ask", 150.0, 0.0)], 1001, 5)
+    assert book.levels() == (BIDS, ASKS)
+
+
+def test_delta_without_base_snapshot_marks_book_invalid():
+    book = Book(Venue.BITHUMB, "KRW-BTC")
+    assert not book.apply_delta([("bid", 100.0, 1.0)], 1, 1)
+    assert not book.view.valid and book.view.bids == ()
+    book._check()
+
+
+def test_delta_that_crosses_book_marks_invalid_until_snapshot():
+    book = _book()
+    assert not book.apply_delta([("bid", 101.0, 1.0)], 1001, 2)
+    assert not book.view.valid and "crossed" in book.reason
+    assert not book.apply_delta([("ask", 101.0, 0.0)], 1002, 3)  # no base: stays invalid
+    book._check()
+    assert book.apply_snapshot(BIDS, ASKS, 900, 4)  # any snapshot after a reset is taken
+    assert book.view.valid
+    book._check()
+
+
+@pytest.mark.parametrize("change", [
+    ("bid", -1.0, 1.0), ("ask", 101.0, -2.0), ("bid", "100", 1.0), ("mid", 100.0, 1.0),
+    ("bid", float("nan"), 1.0), ("bid", 100.0, float("inf")), ("bid", 100.0),
+])
+def test_delta_with_bad_value_marks_book_invalid(change):
+    book = _book()
+    assert not book.apply_delta([("bid", 99.5, 1.0), change], 1001, 2)
+    assert not book.view.valid
+    book._check()
+
+
+def test_invalidate_publishes_invalid_view_once_per_reason():
+    book = _book()
+    book.invalidate("disconnected")
+    version = book.view.version
+    book.invalidate("disconnected")
+    assert book.view.version == version and not book.view.valid
+    assert book.reason == "disconnected"
+
+
+def test_is_fresh_with_old_receive_time_is_false():
+    book = _book()  # recv_ns=1
+    assert book.is_fresh(1 + 500, 1000)
+    assert not book.is_fresh(1 + 2000, 1000)
+    assert book.health(1 + 2000, 1000).startswith("stale")
+    assert book.health(1 + 500, 1000) is None
+
+
+def test_snapshot_after_deltas_replaces_sorted_levels():
+    book = _book()
+    book.apply_delta([("bid", 99.5, 1.0)], 1001, 2)
+    assert book.apply_snapshot([(97.0, 1.0)], [(98.0, 1.0)], 1002, 3)
+    assert book.levels() == ([(97.0, 1.0)], [(98.0, 1.0)])
+    assert book.apply_delta([("ask", 97.5, 2.0)], 1003, 4)
+    assert book.view.asks == ((97.5, 2.0), (98.0, 1.0))
+    book._check()
+
+
+def test_board_seq_bumps_once_per_applied_change():
+    board = BookBoard(["KRW-BTC", "KRW-ETH"], depth=5)
+    sink = board.sink("upbit")
+    assert sink.on_snapshot("KRW-BTC", BIDS, ASKS, 1, 1)
+    assert sink.on_delta("KRW-BTC", [("bid", 99.5, 1.0)], 2, 2)
+    assert not board.sink(Venue.BITHUMB).on_delta("KRW-ETH", [("bid", 1.0, 1.0)], 2, 2)
+    assert board.seq == 2  # the refused delta changed nothing
+    assert board.get("upbit", "KRW-BTC").view.version == 2
+    assert board.get(Venue.BITHUMB, "KRW-ETH").view.valid is False
+    sink.on_reset(None, "disconnected")
+    assert not board.get("upbit", "KRW-BTC").view.valid
+    assert len(board.books()) == 4 and len(board.books("bithumb")) == 2
+
+
+def test_board_get_with_unknown_market_raises_key_error():
+    board = BookBoard(["KRW-BTC"])
+    with pytest.raises(KeyError):
+        board.get("upbit", "KRW-XRP")
+
+
+def test_wait_for_change_with_no_change_times_out_with_same_seq():
+    board = BookBoard(["KRW-BTC"])
+    assert board.wait_for_change(board.seq, 0.01) == board.seq
+
+
+def test_wait_for_change_wakes_when_another_thread_applies_snapshot():
+    board = BookBoard(["KRW-BTC"])
+    started = threading.Event()
+    result = []
+
+    def waiter():
+        started.set()
+        result.append(board.wait_for_change(0, 5.0))
+
+    thread = threading.Thread(target=waiter, name="test-waiter")
+    thread.start()
+    started.wait(1.0)
+    board.sink("bithumb").on_snapshot("KRW-BTC", BIDS, ASKS, 1, 1)
+    thread.join(5.0)
+    assert not thread.is_alive() and result == [1]
+
+
+def test_wait_for_change_with_stale_last_seq_returns_at_once():
+    board = BookBoard(["KRW-BTC"])
+    board.sink("upbit").on_snapshot("KRW-BTC", BIDS, ASKS, 1, 1)
+    assert board.wait_for_change(0, 10.0) == 1
