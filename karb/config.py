@@ -101,6 +101,7 @@ class BandConfig:
 class InventoryConfig:
     bands: dict[str, dict[str, BandConfig]] = field(default_factory=dict)  # venue -> asset -> band
     skew_bps: float = 5.0  # threshold relief for the direction that restores balance
+    rebalance_imbalance: float = field(default=0.5, metadata={"le": 1})  # suggest a transfer beyond
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class RiskConfig:
     max_stale_s: float = field(default=300.0, metadata=POSITIVE)  # halt after this long on stale data
     circuit_failures: int = field(default=5, metadata=POSITIVE)
     circuit_reset_s: float = field(default=30.0, metadata=POSITIVE)
+    halt_after_failures: int = field(default=10, metadata=POSITIVE)  # consecutive: halt, not just open
     kill_switch_file: str = "var/KILL"
 
 

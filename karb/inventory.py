@@ -1,0 +1,132 @@
+"""Inventory: trading without transfers drains one venue's coin and the other venue's KRW.
+
+Three jobs, all read-only over the ``Ledger``'s free balances:
+
+* bands: per venue and asset (``KRW`` included) a ``[min, max]``; a direction whose trade would
+  take a balance outside its band is capped, and blocked when nothing tradeable is left
+  (``volume_cap`` on the hot path with top-of-book prices, ``check`` exactly on the final
+  signal);
+* skew: the threshold is lowered for the direction that sells where the coin has piled up and
+  raised for the other, by ``skew_bps`` times the imbalance (never below zero);
+* transfers: the rebalancing transfer to suggest (what, from where, to where, how much).
+
+Called from the strategy thread (caps, threshold) and the status thread (transfers); no state
+of its own, so no lock.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+
+from karb.config import BandConfig, InventoryConfig
+from karb.ledger import Ledger
+from karb.model import Signal, Venue, base_currency, quote_currency
+
+INF = math.inf
+STEP = Decimal("0.00000001")  # finest coin precision either venue uses
+
+
+@dataclass(frozen=True)
+class Transfer:
+    asset: str
+    from_venue: Venue
+    to_venue: Venue
+    amount: Decimal
+    why: str
+
+    def __str__(self) -> str:
+        return (f"transfer {self.amount.normalize():f} {self.asset} from {self.from_venue.value} "
+                f"to {self.to_venue.value} ({self.why})")
+
+
+class Inventory:
+    def __init__(self, config: InventoryConfig, ledger: Ledger):
+        self.config = config
+        self.ledger = ledger
+        self._bands: dict[tuple[Venue, str], BandConfig] = {
+            (Venue(venue), asset): band
+            for venue, assets in config.bands.items() for asset, band in assets.items()
+        }
+
+    def imbalance(self, asset: str) -> float:
+        """``(upbit - bithumb) / (upbit + bithumb)`` of ``asset``: +1 all on Upbit, 0 even."""
+        up = self.ledger.free(Venue.UPBIT, asset)
+        bt = self.ledger.free(Venue.BITHUMB, asset)
+        total = up + bt
+        return float((up - bt) / total) if total > 0 else 0.0
+
+    def threshold_bps(self, market: str, sell_venue: Venue, base_bps: float) -> float:
+        """The threshold for selling on ``sell_venue``: lower when that restores balance."""
+        if not self.config.skew_bps:
+            return base_bps
+        tilt = self.imbalance(base_currency(market))
+        if sell_venue is Venue.BITHUMB:
+            tilt = -tilt
+        return max(base_bps - self.config.skew_bps * tilt, 0.0)
+
+    def volume_cap(self, market: str, buy_venue: Venue, sell_venue: Venue, price: float) -> float:
+        """Largest coin volume keeping all four balances in band (KRW valued at ``price``)."""
+        if not self._bands:
+            return INF
+        coin, krw = base_currency(market), quote_currency(market)
+        cap = INF
+        # coin rises on the buy venue and falls on the sell venue; KRW the other way round
+        for venue, asset, sign, unit in ((buy_venue, coin, +1, 1.0), (sell_venue, coin, -1, 1.0),
+                                         (buy_venue, krw, -1, price), (sell_venue, krw, +1, price)):
+            band = self._bands.get((venue, asset))
+            if band is None or unit <= 0:
+                continue
+            have = float(self.ledger.free(venue, asset))
+            if sign > 0 and band.max is not None:
+                cap = min(cap, (float(band.max) - have) / unit)
+            elif sign < 0:
+                cap = min(cap, (have - float(band.min)) / unit)
+        return max(cap, 0.0)
+
+    def check(self, signal: Signal, buy_fee: Decimal, sell_fee: Decimal) -> str | None:
+        """Why ``signal`` would take a balance outside its band (exact, worst case), or None."""
+        if not self._bands:
+            return None
+        coin, krw = base_currency(signal.market), quote_currency(signal.market)
+        v = signal.volume
+        after = {
+            (signal.buy_venue, coin): v,
+            (signal.sell_venue, coin): -v,
+            (signal.buy_venue, krw): -v * signal.buy_price * (1 + buy_fee),
+            (signal.sell_venue, krw): v * signal.sell_price * (1 - sell_fee),
+        }
+        for (venue, asset), delta in after.items():
+            band = self._bands.get((venue, asset))
+            if band is None:
+                continue
+            value = self.ledger.free(venue, asset) + delta
+            if value < band.min or (band.max is not None and value > band.max):
+                return (f"{venue.value} {asset} would end at {value:f}, outside its band "
+                        f"[{band.min}, {band.max if band.max is not None else 'inf'}]")
+        return None
+
+    def transfers(self, assets: list[str]) -> list[Transfer]:
+        """Transfers that would rebalance: a balance outside its band, or past the imbalance."""
+        out = []
+        for asset in assets:
+            up = self.ledger.free(Venue.UPBIT, asset)
+            bt = self.ledger.free(Venue.BITHUMB, asset)
+            total = up + bt
+            if total <= 0:
+                continue
+            rich, poor = (Venue.UPBIT, Venue.BITHUMB) if up >= bt else (Venue.BITHUMB, Venue.UPBIT)
+            rich_amt, poor_amt = max(up, bt), min(up, bt)
+            poor_band = self._bands.get((poor, asset))
+            rich_band = self._bands.get((rich, asset))
+            if poor_band is not None and poor_amt < poor_band.min:
+                why = f"{poor.value} below its band minimum {poor_band.min}"
+            elif rich_band is not None and rich_band.max is not None and rich_amt > rich_band.max:
+                why = f"{rich.value} above its band maximum {rich_band.max}"
+            elif abs(float((up - bt) / total)) >= self.config.rebalance_imbalance:
+                why = f"{rich.value} holds {float(rich_amt / total):.0%}"
+            else:
+                continue
+            amount = ((rich_amt - poor_amt) / 2).quantize(STEP, rounding=ROUND_DOWN)
+            out.append(Transfer(asset, rich, poor, amount, why))
+        return out

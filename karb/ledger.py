@@ -1,0 +1,165 @@
+"""Balance ledger per venue and currency, with reservations, in exact ``Decimal``.
+
+``free`` is what the venue would let us spend (its ``balance``, not its ``locked``).
+A ``Reservation`` holds amounts for one trade so that two signals in flight can never spend the
+same won or the same coin: ``available = free - everything held``. Fills move money between
+currencies and shift the trade's holds onto what it received (bought coin stays held for its
+own unwind until the trade is released), so nothing the trade may still need is spent by
+another trade. Every method takes the ledger's one lock, does arithmetic only, and returns;
+any thread may call any method.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from karb.model import Balance, Side, Venue, base_currency, quote_currency
+
+ZERO = Decimal(0)
+Key = tuple[Venue, str]
+
+
+@dataclass
+class Reservation:
+    """Amounts one trade holds. Mutated only by ``Ledger`` under its lock."""
+
+    id: str
+    holds: dict[Key, Decimal] = field(default_factory=dict)
+    released: bool = False
+
+    def held(self, venue: Venue, currency: str) -> Decimal:
+        return self.holds.get((venue, currency), ZERO)
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: dict[Key, Decimal] = {}
+        self._held: dict[Key, Decimal] = {}
+        self._open: dict[str, Reservation] = {}
+        self._version = 0  # bumped by every reserve, fill and release
+
+    @property
+    def version(self) -> int:
+        """Changes whenever trading touched the ledger; read it before fetching balances."""
+        return self._version
+
+    # --- balances ---------------------------------------------------------------------------
+    def load(self, venue: Venue, balances: dict[str, Balance], if_version: int | None = None) -> bool:
+        """Replace ``venue``'s free balances with what the venue reported.
+
+        With ``if_version`` (the ``version`` read before the venue was asked), load only if no
+        trade touched the ledger since and none is open, so an answer that raced a trade is
+        never taken as truth. Return whether it loaded.
+        """
+        with self._lock:
+            if if_version is not None and (if_version != self._version or self._open):
+                return False
+            for key in [k for k in self._free if k[0] is venue]:
+                if key[1] not in balances:
+                    self._free[key] = ZERO
+            for currency, balance in balances.items():
+                self._free[(venue, currency)] = balance.free
+            return True
+
+    def free(self, venue: Venue, currency: str) -> Decimal:
+        with self._lock:
+            return self._free.get((venue, currency), ZERO)
+
+    def available(self, venue: Venue, currency: str) -> Decimal:
+        """Free minus every open reservation's hold (may be negative after a drift)."""
+        key = (venue, currency)
+        with self._lock:
+            return self._free.get(key, ZERO) - self._held.get(key, ZERO)
+
+    def snapshot(self) -> dict[Key, tuple[Decimal, Decimal]]:
+        """``(venue, currency) -> (free, held)`` for every known balance."""
+        with self._lock:
+            keys = set(self._free) | set(self._held)
+            return {k: (self._free.get(k, ZERO), self._held.get(k, ZERO)) for k in keys}
+
+    def open_reservations(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    # --- reservations -----------------------------------------------------------------------
+    def reserve(self, reservation_id: str, amounts: dict[Key, Decimal]) -> Reservation | str:
+        """Hold all ``amounts`` or none; return the reservation, or why it was refused."""
+        with self._lock:
+            if reservation_id in self._open:
+                return f"reservation {reservation_id} already exists"
+            for key, amount in amounts.items():
+                if amount < 0:
+                    return f"cannot reserve a negative amount of {key[1]} on {key[0].value}"
+                left = self._free.get(key, ZERO) - self._held.get(key, ZERO)
+                if amount > left:
+                    return (f"{key[0].value} {key[1]} available {left} is less than the "
+                            f"{amount} needed")
+            reservation = Reservation(reservation_id)
+            for key, amount in amounts.items():
+                self._hold(reservation, key, amount)
+            self._open[reservation_id] = reservation
+            self._version += 1
+            return reservation
+
+    def extend(self, reservation: Reservation, venue: Venue, currency: str,
+               amount: Decimal) -> bool:
+        """Hold ``amount`` more for an open reservation if available (unwind orders)."""
+        key = (venue, currency)
+        with self._lock:
+            if reservation.released or amount < 0:
+                return False
+            if self._free.get(key, ZERO) - self._held.get(key, ZERO) < amount:
+                return False
+            self._hold(reservation, key, amount)
+            self._version += 1
+            return True
+
+    def apply_fill(self, reservation: Reservation, venue: Venue, market: str, side: Side,
+                   volume: Decimal, funds: Decimal, fee: Decimal) -> None:
+        """Book one order's execution (fee in KRW on both sides, as both venues charge it).
+
+        A buy spends ``funds + fee`` KRW and receives ``volume`` coin; a sell gives ``volume``
+        coin and receives ``funds - fee`` KRW. What was spent comes out of the trade's hold;
+        what was received is held for the trade until ``release``.
+        """
+        coin, krw = (venue, base_currency(market)), (venue, quote_currency(market))
+        spent_key, spent, got_key, got = (
+            (krw, funds + fee, coin, volume) if side is Side.BUY else (coin, volume, krw, funds - fee)
+        )
+        with self._lock:
+            self._free[spent_key] = self._free.get(spent_key, ZERO) - spent
+            self._free[got_key] = self._free.get(got_key, ZERO) + got
+            self._version += 1
+            if not reservation.released:
+                self._hold(reservation, spent_key, -min(spent, reservation.held(*spent_key)))
+                self._hold(reservation, got_key, got)
+
+    def release(self, reservation: Reservation) -> None:
+        """Drop every hold of ``reservation``; calling it twice is harmless."""
+        with self._lock:
+            if reservation.released:
+                return
+            for key, amount in list(reservation.holds.items()):
+                self._hold(reservation, key, -amount)
+            reservation.released = True
+            self._open.pop(reservation.id, None)
+            self._version += 1
+
+    def _hold(self, reservation: Reservation, key: Key, delta: Decimal) -> None:
+        # caller holds self._lock
+        reservation.holds[key] = reservation.holds.get(key, ZERO) + delta
+        self._held[key] = self._held.get(key, ZERO) + delta
+        if reservation.holds[key] == 0:
+            del reservation.holds[key]
+        if self._held[key] == 0:
+            del self._held[key]
+
+
+def order_side_amounts(side: Side, market: str, venue: Venue, volume: Decimal,
+                       price: Decimal, fee_rate: Decimal) -> dict[Key, Decimal]:
+    """What an order at worst ``price`` can spend: KRW incl. fee for a buy, coin for a sell."""
+    if side is Side.BUY:
+        return {(venue, quote_currency(market)): volume * price * (1 + fee_rate)}
+    return {(venue, base_currency(market)): volume}

@@ -1,0 +1,231 @@
+"""The ``strategy`` thread: wake on every book change, find executable spreads, emit signals.
+
+It waits on ``BookBoard.wait_for_change`` with a short timeout (no busy spin: an idle strategy
+sleeps in ``Event.wait``), then re-evaluates every market whose books changed, and all markets
+on each idle timeout (a cooldown may have ended or balances changed with no book change).
+
+Per market it needs both books valid, each received within ``max_book_age_ms``, and their
+receive times within ``max_skew_ms`` of each other. For each direction it walks the books
+(``karb.spread``) with the direction's threshold (skewed by inventory), capped by config
+``max_volume``, the sell venue's available coin, the buy venue's available KRW, risk's
+``max_trade_krw`` and position room, and the inventory bands. The better direction's signal
+goes to ``on_signal`` (the executor's ``submit``), which returns None if it took it, or why
+not; a taken signal starts the market's cooldown. Log lines are written after ``on_signal``
+returns, so logging never delays the legs.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections import Counter
+from typing import Callable
+
+from loguru import logger
+
+from karb.clock import NS_PER_MS, Clock
+from karb.config import Config
+from karb.inventory import Inventory
+from karb.model import BookView, Signal, Venue, base_currency, quote_currency
+from karb.risk import Risk, taker_fee
+from karb.rules import RulesBook
+from karb.spread import describe, finalize, top_net_bps, walk_spread
+
+DIRECTIONS = ((Venue.BITHUMB, Venue.UPBIT), (Venue.UPBIT, Venue.BITHUMB))  # (buy, sell)
+OnSignal = Callable[[Signal], "str | None"]
+
+
+def new_signal_id() -> str:
+    """20 hex characters (80 random bits): leg ids add a short suffix and stay short."""
+    return uuid.uuid4().hex[:20]
+
+
+class Strategy:
+    def __init__(self, board, rules: RulesBook, risk: Risk, inventory: Inventory,
+                 config: Config, clock: Clock, on_signal: OnSignal):
+        self.board = board
+        self.rules = rules
+        self.risk = risk
+        self.inventory = inventory
+        self.config = config
+        self.settings = config.strategy
+        self.clock = clock
+        self.on_signal = on_signal
+        self.markets = list(config.markets)
+        self._max_age_ns = self.settings.max_book_age_ms * NS_PER_MS
+        self._max_skew_ns = self.settings.max_skew_ms * NS_PER_MS
+        self._cooldown_ns = self.settings.cooldown_ms * NS_PER_MS
+        self._max_volume = {m: float(v) for m, v in self.settings.max_volume.items()}
+        self._fees: dict[tuple[Venue, str], tuple[object, float]] = {}
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._cooldown_until: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.evaluations = 0
+        self.signals = 0
+        self.submitted = 0
+        self.skipped: Counter[str] = Counter()  # why a market/direction made no signal
+        self.last_net_bps: dict[tuple[str, str], float | None] = {}  # (market, direction)
+        self.last_reason: dict[str, str] = {}  # market -> last refusal
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="strategy", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.warning("strategy thread did not stop within {} s", timeout)
+
+    def stats(self) -> dict:
+        return {
+            "evaluations": self.evaluations,
+            "signals": self.signals,
+            "submitted": self.submitted,
+            "skipped": dict(self.skipped),
+            "net_bps": dict(self.last_net_bps),
+            "last_reason": dict(self.last_reason),
+        }
+
+    def _run(self) -> None:
+        seq = -1
+        timeout_s = self.settings.wait_timeout_ms / 1000
+        full_every_ns = self.settings.wait_timeout_ms * NS_PER_MS
+        last_full_ns = 0
+        while not self._stop.is_set():
+            seq = self.board.wait_for_change(seq, timeout_s)
+            now_ns = self.clock.monotonic_ns()
+            # a full pass at least once per timeout: cooldowns end and balances change
+            # without any book changing, even on a board that never goes quiet
+            full = now_ns - last_full_ns >= full_every_ns
+            if full:
+                last_full_ns = now_ns
+            try:
+                self.evaluate(now_ns, changed_only=not full)
+            except Exception:  # a bug in one pass must not end the thread
+                logger.exception("strategy pass failed")
+
+    # --- evaluation ---------------------------------------------------------------------
+    def evaluate(self, now_ns: int, changed_only: bool = False) -> list[Signal]:
+        """One pass over the markets; return the signals submitted. Strategy thread only.
+
+        ``changed_only`` skips markets whose two book versions are those last evaluated.
+        """
+        submitted = []
+        any_fresh = False
+        blocked = self.risk.blocked()
+        for market in self.markets:
+            up = self.board.get(Venue.UPBIT, market).view
+            bt = self.board.get(Venue.BITHUMB, market).view
+            problem = self._book_problem(up, bt, now_ns)
+            any_fresh = any_fresh or problem is None
+            versions = (up.version, bt.version)
+            if changed_only and self._seen.get(market) == versions:
+                continue
+            self._seen[market] = versions
+            self.evaluations += 1
+            if problem:
+                self._skip(market, problem)
+                continue
+            signal = self._best_signal(market, {Venue.UPBIT: up, Venue.BITHUMB: bt}, now_ns,
+                                       blocked)
+            if signal is None:
+                continue
+            self.signals += 1
+            try:
+                refused = self.on_signal(signal)
+            except Exception:
+                logger.exception("submitting signal {} failed", signal.id)
+                refused = "submit raised"
+            if refused:
+                self._skip(market, "refused", refused)
+                logger.info("{} refused: {}", describe(signal), refused)
+                continue
+            self.submitted += 1
+            self._cooldown_until[market] = now_ns + self._cooldown_ns
+            submitted.append(signal)
+            logger.info("{}", describe(signal))
+        self.risk.note_market_data(any_fresh, now_ns)
+        return submitted
+
+    def _book_problem(self, up: BookView, bt: BookView, now_ns: int) -> str | None:
+        for view in (up, bt):
+            if not view.valid:
+                return f"{view.venue.value} book invalid"
+            if now_ns - view.recv_ns > self._max_age_ns:
+                return f"{view.venue.value} book stale"
+        if abs(up.recv_ns - bt.recv_ns) > self._max_skew_ns:
+            return "books skewed"
+        return None
+
+    def _best_signal(self, market: str, views: dict[Venue, BookView], now_ns: int,
+                     blocked: str | None) -> Signal | None:
+        best = None
+        for buy_venue, sell_venue in DIRECTIONS:
+            asks, bids = views[buy_venue].asks, views[sell_venue].bids
+            buy_fee, sell_fee = self._fee(buy_venue, market), self._fee(sell_venue, market)
+            direction = f"{sell_venue.value}_sell"
+            net = top_net_bps(asks, bids, buy_fee, sell_fee)
+            self.last_net_bps[(market, direction)] = net
+            threshold = self.inventory.threshold_bps(market, sell_venue, self.settings.threshold_bps)
+            if net is None or net < threshold:
+                continue  # the common case: no edge at the top, nothing deeper can have one
+            if blocked:
+                self._skip(market, "blocked", blocked)
+                continue
+            if now_ns < self._cooldown_until.get(market, 0):
+                self._skip(market, "cooldown")
+                continue
+            walk = walk_spread(asks, bids, buy_fee, sell_fee, threshold,
+                               self._volume_cap(market, buy_venue, sell_venue, asks[0][0]),
+                               self._krw_budget(market, buy_venue, buy_fee))
+            if walk is None:
+                self._skip(market, "no size within caps")
+                continue
+            signal = finalize(walk, market, buy_venue, sell_venue, asks, bids,
+                              self.rules.get(buy_venue, market), self.rules.get(sell_venue, market),
+                              buy_fee, sell_fee, threshold, now_ns,
+                              (views[buy_venue].version, views[sell_venue].version),
+                              (views[buy_venue].recv_ns, views[sell_venue].recv_ns),
+                              new_signal_id())
+            if isinstance(signal, str):
+                self._skip(market, "unfit", signal)
+                continue
+            reason = self.inventory.check(signal, taker_fee(self.config, self.rules, buy_venue, market),
+                                          taker_fee(self.config, self.rules, sell_venue, market))
+            if reason:
+                self._skip(market, "inventory", reason)
+                continue
+            if best is None or signal.est_profit_krw > best.est_profit_krw:
+                best = signal
+        return best
+
+    def _volume_cap(self, market: str, buy_venue: Venue, sell_venue: Venue, ask: float) -> float:
+        coin = base_currency(market)
+        return min(
+            self._max_volume.get(market, math.inf),
+            float(self.risk.available(sell_venue, coin)),
+            self.risk.position_room(coin, ask),
+            self.inventory.volume_cap(market, buy_venue, sell_venue, ask),
+        )
+
+    def _krw_budget(self, market: str, buy_venue: Venue, buy_fee: float) -> float:
+        # budget for buy_limit * volume * (1 + fee): what the ledger will reserve
+        return min(float(self.risk.available(buy_venue, quote_currency(market))),
+                   float(self.risk.max_trade_krw) * (1.0 + buy_fee))
+
+    def _fee(self, venue: Venue, market: str) -> float:
+        # cached per rules object: RulesBook swaps whole objects when the venue refreshes
+        rules = self.rules.get(venue, market)
+        cached = self._fees.get((venue, market))
+        if cached is None or cached[0] is not rules:
+            cached = (rules, float(taker_fee(self.config, self.rules, venue, market)))
+            self._fees[(venue, market)] = cached
+        return cached[1]
+
+    def _skip(self, market: str, kind: str, detail: str = "") -> None:
+        self.skipped[kind] += 1
+        self.last_reason[market] = f"{kind}: {detail}" if detail else kind
