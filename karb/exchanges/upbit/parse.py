@@ -51,8 +51,7 @@ def parse_ticker(body: list) -> dict[str, Decimal]:
     return {item["market"]: dec(item["trade_price"]) for item in body}
 
 
-def parse_orderbook(venue: Venue, market: str, body: list, recv_ns: int,
-                    ts_divisor: int = 1) -> BookView:
+def parse_orderbook(venue: Venue, market: str, body: list, recv_ns: int) -> BookView:
     """One market of a ``GET /v1/orderbook`` answer as a ``BookView``.
 
     ::
@@ -63,8 +62,8 @@ def parse_orderbook(venue: Venue, market: str, body: list, recv_ns: int,
             ...], "level": 0}]
 
     Levels with size 0 are dropped; bids best (highest) first, asks best (lowest) first. A
-    crossed snapshot is returned with ``valid=False``. ``ts_divisor`` turns a µs timestamp
-    into ms (Bithumb before 2025-11).
+    crossed snapshot is returned with ``valid=False``. A µs timestamp (Bithumb's single-market
+    answer before 2025-11) is turned into ms.
     """
     entry = next(item for item in body if item["market"] == market)
     units = entry["orderbook_units"]
@@ -73,8 +72,10 @@ def parse_orderbook(venue: Venue, market: str, body: list, recv_ns: int,
     asks = sorted((float(u["ask_price"]), float(u["ask_size"])) for u in units
                   if float(u["ask_size"]) > 0)
     crossed = bool(bids and asks and bids[0][0] >= asks[0][0])
-    return BookView(venue, market, tuple(bids), tuple(asks), 0,
-                    int(entry.get("timestamp") or 0) // ts_divisor, recv_ns, not crossed)
+    ts = int(entry.get("timestamp") or 0)
+    if ts > 10**14:
+        ts //= 1000
+    return BookView(venue, market, tuple(bids), tuple(asks), 0, ts, recv_ns, not crossed)
 
 
 def parse_instruments(body: list) -> dict[str, Decimal]:
