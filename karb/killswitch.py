@@ -48,8 +48,11 @@ class KillSwitch:
         self._set(True, reason, sticky)
 
     def clear(self) -> None:
-        """Remove the file and let trading resume."""
-        self.path.unlink(missing_ok=True)
+        """Remove the file and let trading resume (an ``OSError`` if it cannot be removed)."""
+        try:
+            self.path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            pass
         self._set(False, "cleared", False)
 
     def check(self) -> bool:
