@@ -1,0 +1,48 @@
+"""What a ``FeedConnection`` needs from a venue protocol, and the error a bad frame raises."""
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class FrameError(ValueError):
+    """A frame that cannot be used.
+
+    ``markets`` are the books it concerned: a tuple (possibly empty: a status message, an
+    unknown code) or ``None`` when the frame could have concerned any of them (unreadable).
+    """
+
+    def __init__(self, reason: str, markets: tuple[str, ...] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.markets = markets
+
+
+class BookProtocol(Protocol):
+    """One venue's wire format. Every method is called from the feed thread.
+
+    ``handle`` decodes one frame and calls the sink; it raises ``FrameError`` (or any other
+    exception, which the connection treats the same way) for a frame it cannot use.
+    """
+
+    venue: str
+
+    def subscribe_messages(self) -> list[str]:
+        """Frames to send right after connecting."""
+
+    def on_connected(self, now_ns: int) -> None:
+        """The connection is up and subscribed."""
+
+    def handle(self, data: bytes, recv_ns: int) -> None:
+        """Decode one text or binary frame and hand its updates to the sink."""
+
+    def on_bad_frame(self, markets: tuple[str, ...] | None) -> None:
+        """A frame was dropped; ``markets`` as in ``FrameError`` (None: could be any)."""
+
+    def poll(self, now_ns: int) -> None:
+        """Periodic work between frames (at least every few hundred ms). Must be cheap."""
+
+    def on_disconnected(self, reason: str) -> None:
+        """The connection is gone: every book of this feed is untrustworthy."""
+
+    def close(self) -> None:
+        """Stop helper threads; the feed is shutting down."""
