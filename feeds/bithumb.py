@@ -34,7 +34,6 @@ from loguru import logger
 from feeds.protocol import FrameError
 
 Snapshot = tuple[list[tuple[float, float]], list[tuple[float, float]], int]  # bids, asks, ts_ms
-_RETRY_NS = 1_000_000_000  # wait before asking again after a failed fetch or on connect
 
 
 def legacy_symbol(market: str) -> str:
@@ -89,18 +88,21 @@ class BithumbLegacyBookProtocol:
     """Deltas + snapshots for one legacy connection (see the module docstring).
 
     ``fetch(market) -> (bids, asks, ts_ms)`` runs on this protocol's snapshot thread; every
-    other method runs on the feed thread. ``max_buffer`` bounds the deltas held per market
+    other method runs on the feed thread. ``retry_s`` is the wait before asking again after a
+    failed fetch (and for a filter ack after connecting). ``max_buffer`` bounds the deltas held per market
     while a snapshot is on its way; past it the snapshot is thrown away and asked for again.
     """
 
     venue = "bithumb"
 
     def __init__(self, sink, markets: list[str], fetch: Callable[[str], Snapshot], *,
-                 snapshot_check_s: float = 30.0, max_buffer: int = 20_000) -> None:
+                 snapshot_check_s: float = 30.0, retry_s: float = 1.0,
+                 max_buffer: int = 20_000) -> None:
         self.markets = list(markets)
         self._sink = sink
         self._fetch = fetch
         self._check_ns = int(snapshot_check_s * 1e9)
+        self._retry_ns = int(retry_s * 1e9)  # after a failed fetch, and the grace on connect
         self._max_buffer = max_buffer
         self._by_symbol = {legacy_symbol(m): m for m in markets}
         self._synced = dict.fromkeys(markets, False)
@@ -129,7 +131,7 @@ class BithumbLegacyBookProtocol:
                                             daemon=True)
             self._thread.start()
         for market in self.markets:
-            self._forget(market, now_ns + _RETRY_NS)
+            self._forget(market, now_ns + self._retry_ns)
 
     def on_disconnected(self, reason: str) -> None:
         for market in self.markets:
@@ -269,7 +271,7 @@ class BithumbLegacyBookProtocol:
         if error is not None:
             self.fetch_errors += 1
             self._log.warning("bithumb snapshot: {}", error)
-            self._due_ns[market] = now_ns + _RETRY_NS
+            self._due_ns[market] = now_ns + self._retry_ns
             return
         bids, asks, snap_ms = snapshot
         book = {"bid": dict(bids), "ask": dict(asks)}
@@ -291,7 +293,7 @@ class BithumbLegacyBookProtocol:
         self.snapshots += 1
         valid = self._sink.on_snapshot(market, merged_bids, merged_asks, ts_ms, now_ns)
         self._synced[market] = valid
-        self._due_ns[market] = now_ns + (self._check_ns if valid else _RETRY_NS)
+        self._due_ns[market] = now_ns + (self._check_ns if valid else self._retry_ns)
 
     # --- snapshot thread ----------------------------------------------------------------
 
