@@ -35,7 +35,7 @@ class LegacyRoutes:
         self.sim = sim
         self.nonces = NonceBook()
         private: dict[str, Callable[[Request, Account], Response]] = {
-            "/info/balance": self.balance, "/trade/place": self.place, "/trade/market_buy": self.market_buy,
+            "/info/balance": self.balance, "/info/account": self.account_info, "/trade/place": self.place, "/trade/market_buy": self.market_buy,
             "/trade/market_sell": self.market_sell, "/trade/cancel": self.cancel,
             "/info/order_detail": self.order_detail, "/info/orders": self.orders,
         }
@@ -57,26 +57,35 @@ class LegacyRoutes:
         if request.method != "GET":
             return self.fail("5302", "Method Not Allowed")
         kind, _, symbol = request.path[len("/public/"):].partition("/")
+        if kind == "ticker" and symbol.upper() == "ALL_KRW":
+            data: dict = {base_currency(m): self._ticker(m) for m in self.exchange.rules}
+            data["date"] = str(int(time.time() * 1000))
+            return Response(200, {"status": "0000", "data": data})
         market = to_upbit_symbol(symbol) if "_" in symbol else ""
         if market not in self.exchange.rules:
             return self.fail("5500", "Invalid Parameter")
-        bids, asks, ts_ms = self.exchange.snapshot(market)
         if kind == "orderbook":
             try:
                 count = int(request.get("count") or 30)
             except ValueError:
                 return self.fail("5500", "Invalid Parameter")
+            bids, asks, ts_ms = self.exchange.snapshot(market)
             return Response(200, legacy_orderbook_body(market, bids, asks, ts_ms, max(1, min(count, 30))))
-        price = dec_str(to_decimal(bids[0][0])) if bids else dec_str(self.sim.markets[market].price)
-        start = dec_str(self.sim.markets[market].price)
-        return Response(200, {"status": "0000", "data": {
-            "opening_price": start, "closing_price": price, "min_price": min(start, price, key=Decimal),
-            "max_price": max(start, price, key=Decimal), "units_traded": "0", "acc_trade_value": "0",
-            "prev_closing_price": start, "units_traded_24H": "0", "acc_trade_value_24H": "0",
-            "fluctate_24H": dec_str(Decimal(price) - Decimal(start)) or "0",
-            "fluctate_rate_24H": f"{(Decimal(price) / Decimal(start) - 1) * 100:.2f}",
-            "date": str(ts_ms or int(time.time() * 1000)),
-        }})
+        data = self._ticker(market)
+        data["date"] = str(int(time.time() * 1000))
+        return Response(200, {"status": "0000", "data": data})
+
+    def _ticker(self, market: str) -> dict:
+        bids, _, _ = self.exchange.snapshot(market)
+        start = self.sim.markets[market].price
+        price = to_decimal(bids[0][0]) if bids else start
+        return {
+            "opening_price": dec_str(start), "closing_price": dec_str(price), "min_price": dec_str(min(start, price)),
+            "max_price": dec_str(max(start, price)), "units_traded": "0", "acc_trade_value": "0",
+            "prev_closing_price": dec_str(start), "units_traded_24H": "0", "acc_trade_value_24H": "0",
+            "fluctate_24H": dec_str(price - start) if price != start else "0",
+            "fluctate_rate_24H": f"{(price / start - 1) * 100:.2f}",
+        }
 
     # --- private --------------------------------------------------------------------------------
     def _private(self, handler: Callable[[Request, Account], Response]) -> Callable:
@@ -118,6 +127,15 @@ class LegacyRoutes:
                 bids, _, _ = self.exchange.snapshot(market)
                 data[f"xcoin_last_{low}"] = dec_str(to_decimal(bids[0][0])) if bids else "0"
         return Response(200, {"status": "0000", "data": data})
+
+    def account_info(self, request: Request, account: Account) -> Response:
+        market = self._market(request)
+        rules = self.exchange.rules[market]
+        return Response(200, {"status": "0000", "data": {
+            "created": "1546268400000", "account_id": account.access_key[:12], "order_currency": base_currency(market),
+            "payment_currency": "KRW", "trade_fee": dec_str(rules.taker_fee),
+            "balance": dec_str(account.free(base_currency(market))),
+        }})
 
     def _side(self, request: Request) -> Side:
         kind = request.get("type")
