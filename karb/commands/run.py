@@ -1,0 +1,127 @@
+"""``run``: the engine. Against the loopback sim with ``--sim``, else the venues in the config.
+
+Real orders are sent only when the config says ``mode: live`` AND ``--live`` is given (or
+against the sim's paper accounts with ``--sim``). SIGINT/SIGTERM stop cleanly; SIGUSR1 engages
+the kill switch (the process keeps running and reporting).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from loguru import logger
+
+from karb import logs
+from karb.cli import EXIT_CONFIG, EXIT_HALTED, EXIT_OK, config_from_args
+from karb.engine import Engine
+from karb.exchanges.factory import make_client
+from karb.model import Venue
+from karb.secrets import SecretsError, load_credentials
+
+NAME = "run"
+HELP = "run the engine (dry-run unless config mode: live and --live; --sim for the loopback sim)"
+ORDER = 10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sim", action="store_true",
+                        help="start the simulated venues in-process and trade on their paper accounts")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="never send orders: fills are computed from the live books")
+    parser.add_argument("--live", action="store_true",
+                        help="send real orders (also needs mode: live in the config)")
+    parser.add_argument("--duration", type=float, metavar="SECONDS",
+                        help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
+    parser.add_argument("--no-panel", action="store_true",
+                        help="plain status lines even on a terminal")
+
+
+def _mode(args: argparse.Namespace, config_mode: str) -> str:
+    if args.live and args.dry_run:
+        raise SystemExit("--live and --dry-run contradict each other")
+    if args.sim:
+        if args.live:
+            raise SystemExit("--live is for real venues; --sim trades on paper accounts")
+        return "dry_run" if args.dry_run else "sim"
+    if args.live and config_mode != "live":
+        raise SystemExit("--live needs `mode: live` in the config too (both, on purpose)")
+    return "live" if (args.live and not args.dry_run) else "dry_run"
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    try:
+        mode = _mode(args, config.mode)
+    except SystemExit as exc:
+        print(f"usage error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    panel = sys.stdout.isatty() and not args.no_panel
+    logs.setup_logging(config.log, console=not panel)
+    cluster = None
+    if args.sim:
+        from karb.sim.cluster import SimCluster
+
+        cluster = SimCluster.from_config(config).start()
+        config = cluster.apply_to(config)
+    try:
+        engine = _build(config, mode, cluster, panel)
+        if panel:
+            logger.add(engine.monitor.log_sink, level=config.log.level, format=logs.CONSOLE_FORMAT,
+                       colorize=False)
+        return _run_until_stopped(engine, args.duration)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _build(config, mode: str, cluster, panel: bool) -> Engine:
+    clients = {}
+    paper = None
+    for venue in Venue:
+        if cluster is not None:
+            credentials = cluster.credentials(venue)
+        elif mode == "live":
+            credentials = load_credentials(venue, config.keys_file)
+        else:
+            try:
+                credentials = load_credentials(venue, config.keys_file)
+            except SecretsError:
+                credentials = None  # dry-run without keys: public data, paper balances
+        clients[venue] = make_client(venue, config, credentials)
+    if mode == "dry_run":
+        paper = {v: (cluster.balances(v) if cluster is not None else _paper_or_real(clients[v]))
+                 for v in Venue}
+    return Engine(config, clients, mode, panel=panel, paper_balances=paper)
+
+
+def _paper_or_real(client):
+    """Dry-run balances: the account's real ones when keys work, else a paper account."""
+    from karb.dryrun import paper_balances
+    from karb.exchanges.errors import VenueError
+
+    try:
+        return client.get_balances()
+    except VenueError:
+        return paper_balances()
+
+
+def _run_until_stopped(engine: Engine, duration: float | None) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        logger.warning("{} received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    engine.risk.kill.install_signal_handler(signal.SIGUSR1)
+    try:
+        engine.start()
+        stop.wait(duration)
+    finally:
+        engine.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print(engine.summary(), flush=True)
+    return EXIT_HALTED if engine.risk.state.value != "active" else EXIT_OK
