@@ -15,7 +15,6 @@ from loguru import logger
 
 from karb import logs
 from karb.cli import EXIT_CONFIG, EXIT_HALTED, EXIT_OK, config_from_args
-from karb.engine import Engine
 from karb.exchanges.factory import make_client
 from karb.model import Venue
 from karb.secrets import SecretsError, load_credentials
@@ -76,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
             cluster.stop()
 
 
-def _build(config, mode: str, cluster, panel: bool) -> Engine:
+def _build(config, mode: str, cluster, panel: bool):
+    from karb.engine import Engine  # heavy: the whole engine, only for this command
+
     clients = {}
     paper = None
     for venue in Venue:
@@ -107,7 +108,7 @@ def _paper_or_real(client):
         return paper_balances()
 
 
-def _run_until_stopped(engine: Engine, duration: float | None) -> int:
+def _run_until_stopped(engine, duration: float | None) -> int:
     stop = threading.Event()
 
     def on_signal(signum, _frame):
