@@ -127,6 +127,8 @@ class ExecutionConfig:
     unwind_tolerance_bps: float = 30.0  # how far past the signal price a retry may go
     unwind_loss_cap_krw: Decimal = Decimal("50000")
     residual_tolerance_krw: Decimal = Decimal("5000")  # exposure below this is "flat"
+    fill_timeout_s: float = field(default=5.0, metadata=POSITIVE)  # follow a leg to a final state
+    poll_interval_ms: int = field(default=20, metadata=POSITIVE)  # first poll / lookup backoff
 
 
 @dataclass(frozen=True)

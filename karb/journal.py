@@ -115,6 +115,10 @@ class Journal:
         ops += [self._order_op(signal.id, leg) for leg in legs]
         self._sync(ops, timeout)
 
+    def record_intent_order(self, signal_id: str, leg, timeout: float = 2.0) -> None:
+        """Journal one more order of a trade (an unwind) and return once committed."""
+        self._sync([self._order_op(signal_id, leg)], timeout)
+
     def record_order(self, signal_id: str, leg) -> None:
         """Insert or update one order row with the leg's current state and amounts."""
         self._queue.put([self._order_op(signal_id, leg)])

@@ -1,0 +1,380 @@
+"""Two-leg executor: reserve, journal the intent, fire both legs at once, unwind, book.
+
+``submit(signal)`` runs on the strategy thread and returns at once: risk approves and reserves
+both legs' worst-case spend, the intent (both legs, sizes, prices, client ids) is committed to
+the journal, and the two legs go to two idle threads of a pre-started pool (``leg-0``,
+``leg-1``, ...), which send them at the same moment. Each leg thread follows its order to a
+final state (``karb.placement``) and books its fill in the ledger; the thread that finishes
+second completes the trade: the unwind policy if the fills differ (``karb.unwind``), then
+``risk.finish`` (exact realised PnL, circuit breaker, halts) and the journal's result row. A
+trade's reservation is released on every path, exceptions included.
+
+On start, orders the journal left open are looked up by client id and closed out before any
+signal is taken; when the kill switch engages, every open order on the traded markets is
+cancelled.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from decimal import ROUND_FLOOR, Decimal
+from typing import Callable
+
+from loguru import logger
+
+from karb.clock import Clock
+from karb.config import Config
+from karb.exchanges.base import VenueClient
+from karb.exchanges.errors import OrderNotFound, VenueError
+from karb.journal import Journal, JournalError
+from karb.ledger import Reservation
+from karb.legs import Leg, LegState
+from karb.model import OrderRequest, OrderType, Side, Signal, TimeInForce, Venue
+from karb.placement import Placer
+from karb.risk import Risk, TradeOutcome
+from karb.rules import RulesBook
+from karb.unwind import Unwinder, filled
+
+STAGES = ("frame_to_signal", "signal_to_sent", "frame_to_sent", "sent_to_acked")
+_STOP = object()
+
+
+class LegPool:
+    """Pre-started worker threads named ``leg-0``..``leg-N``; ``idle`` counts free workers."""
+
+    def __init__(self, workers: int):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.idle = workers
+        self._threads = [threading.Thread(target=self._run, name=f"leg-{i}", daemon=True)
+                         for i in range(workers)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def claim(self, n: int) -> bool:
+        """Reserve ``n`` idle workers for tasks about to be submitted."""
+        with self._lock:
+            if self.idle < n:
+                return False
+            self.idle -= n
+            return True
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` claimed workers that will not get a task."""
+        with self._lock:
+            self.idle += n
+
+    def submit(self, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` on a worker claimed with ``claim``."""
+        self._queue.put((fn, args))
+
+    def stop(self, timeout: float) -> None:
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for t in self._threads:
+            t.join(timeout)
+            if t.is_alive():
+                logger.warning("{} did not stop within {} s", t.name, timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("leg task failed")
+            finally:
+                with self._lock:
+                    self.idle += 1
+
+
+class Trade:
+    """One signal in flight: its reservation, two legs and, later, its unwind orders."""
+
+    def __init__(self, signal: Signal, reservation: Reservation, buy: Leg, sell: Leg,
+                 submit_ns: int):
+        self.signal = signal
+        self.reservation = reservation
+        self.buy = buy
+        self.sell = sell
+        self.unwinds: list[Leg] = []
+        self.submit_ns = submit_ns
+        self._pending = 2
+        self._lock = threading.Lock()
+
+    def leg_done(self) -> bool:
+        """Return True for the caller that finished the last leg."""
+        with self._lock:
+            self._pending -= 1
+            return self._pending == 0
+
+    @property
+    def orders(self) -> list[Leg]:
+        return [self.buy, self.sell, *self.unwinds]
+
+
+class Executor:
+    def __init__(self, clients: dict[Venue, VenueClient], rules: RulesBook, risk: Risk,
+                 journal: Journal, config: Config, clock: Clock):
+        self.clients = clients
+        self.rules = rules
+        self.risk = risk
+        self.journal = journal
+        self.config = config
+        self.settings = config.execution
+        self.clock = clock
+        self.placer = Placer(clients, journal, self.settings, clock)
+        self.unwinder = Unwinder(self.placer, rules, risk.ledger, journal, config)
+        self.pool = LegPool(self.settings.workers)
+        self.label = "[DryRun] " if all(getattr(c, "dry_run", False) for c in clients.values()) else ""
+        self._listeners: list[Callable[[Trade], None]] = []
+        self._running = False
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, Trade] = {}
+        self._idle = threading.Condition(self._lock)
+        self._latency: dict[str, deque] = {s: deque(maxlen=2048) for s in STAGES}
+        self.trades = self.successes = self.failures = self.refused = 0
+        self.reconciled = 0
+        risk.kill.add_listener(self._on_kill)
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Reconcile what the journal left open, then start the leg threads."""
+        self.reconcile()
+        self.pool.start()
+        self._running = True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Take no new signals, let trades in flight finish (bounded), stop the threads."""
+        self._running = False
+        with self._idle:
+            self._idle.wait_for(lambda: not self._in_flight, timeout)
+            if self._in_flight:
+                logger.error("stopping with {} trades still in flight", len(self._in_flight))
+        self.pool.stop(timeout)
+
+    def add_listener(self, listener: Callable[[Trade], None]) -> None:
+        """``listener(trade)`` runs on a leg thread after each trade is booked."""
+        self._listeners.append(listener)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no trade is in flight (tests, graceful stop)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._in_flight, timeout)
+
+    # --- the hot path -------------------------------------------------------------------
+    def submit(self, signal: Signal) -> str | None:
+        """Start a trade for ``signal``; return None, or why it was not started."""
+        submit_ns = self.clock.monotonic_ns()
+        if not self._running:
+            return "executor not running"
+        if not self.pool.claim(2):
+            self.refused += 1
+            return "no two idle leg threads"
+        reservation = self.risk.approve(signal)
+        if isinstance(reservation, str):
+            self.pool.release(2)
+            self.refused += 1
+            return reservation
+        trade = Trade(signal, reservation, *self._legs(signal), submit_ns)
+        stages = {"recv_ns": max(signal.book_recv_ns), "submit_ns": submit_ns}
+        try:
+            self.journal.record_intent(signal, (trade.buy, trade.sell), stages)
+        except JournalError as exc:
+            self.risk.abandon(signal, reservation)
+            self.pool.release(2)
+            self.refused += 1
+            logger.error("{}not trading {}: intent not journalled ({})", self.label, signal.id, exc)
+            return f"journal: {exc}"
+        with self._lock:
+            self._in_flight[signal.id] = trade
+        self.pool.submit(self._run_leg, trade, trade.buy)
+        self.pool.submit(self._run_leg, trade, trade.sell)
+        return None
+
+    def _legs(self, signal: Signal) -> tuple[Leg, Leg]:
+        market, vol = signal.market, signal.volume
+        if self.settings.leg_type == "market":
+            funds = (vol * signal.buy_price).quantize(Decimal(1), rounding=ROUND_FLOOR)
+            buy = OrderRequest(signal.buy_venue, market, Side.BUY, OrderType.MARKET_BUY,
+                               f"{signal.id}b", funds=funds)
+            sell = OrderRequest(signal.sell_venue, market, Side.SELL, OrderType.MARKET_SELL,
+                                f"{signal.id}s", volume=vol)
+        else:
+            buy = OrderRequest(signal.buy_venue, market, Side.BUY, OrderType.LIMIT, f"{signal.id}b",
+                               price=signal.buy_price, volume=vol, tif=TimeInForce.IOC)
+            sell = OrderRequest(signal.sell_venue, market, Side.SELL, OrderType.LIMIT,
+                                f"{signal.id}s", price=signal.sell_price, volume=vol,
+                                tif=TimeInForce.IOC)
+        return Leg("buy", buy), Leg("sell", sell)
+
+    # --- leg threads --------------------------------------------------------------------
+    def _run_leg(self, trade: Trade, leg: Leg) -> None:
+        try:
+            self.placer.run(trade.signal.id, leg)
+            if leg.executed_volume:
+                self.risk.ledger.apply_fill(trade.reservation, leg.request.venue, leg.request.market,
+                                            leg.request.side, leg.executed_volume,
+                                            leg.executed_funds, leg.paid_fee)
+            if leg.state is not LegState.FILLED:
+                self.journal.record_incident(
+                    f"leg_{leg.state.value}",
+                    f"{leg.role} {leg.client_id} on {leg.request.venue.value}: filled "
+                    f"{leg.executed_volume} of {leg.request.volume} {leg.error}".rstrip(),
+                    trade.signal.id, "warning")
+        finally:
+            if trade.leg_done():
+                self._complete(trade)
+
+    def _complete(self, trade: Trade) -> None:
+        signal = trade.signal
+        try:
+            if trade.buy.executed_volume != trade.sell.executed_volume:
+                trade.unwinds = self.unwinder.run(signal, trade.reservation, trade.buy, trade.sell)
+        except Exception:
+            logger.exception("unwind of {} failed", signal.id)
+            self.journal.record_incident("unwind_error", "unwind raised; see log", signal.id, "critical")
+        finally:
+            self._book(trade)
+
+    def _book(self, trade: Trade) -> None:
+        signal = trade.signal
+        orders = trade.orders
+        bought, buy_funds, buy_fees = filled(orders, Side.BUY)
+        sold, sell_funds, sell_fees = filled(orders, Side.SELL)
+        success = (trade.buy.state is LegState.FILLED and trade.sell.state is LegState.FILLED
+                   and bought == sold == signal.volume)
+        outcome = TradeOutcome(signal.market, success, bought, buy_funds, sold, sell_funds,
+                               buy_fees + sell_fees, signal.buy_price)
+        realised = Decimal(0)
+        success_counted = False
+        try:
+            realised = self.risk.finish(signal, trade.reservation, outcome)
+            done_ns = self.clock.monotonic_ns()
+            status = "filled" if success else ("flat" if outcome.residual == 0 else "residual")
+            self.journal.record_result(signal.id, status, self._stages(trade, done_ns), realised,
+                                       outcome.fees, outcome.residual, self._summary(trade))
+            log = logger.info if success else logger.warning
+            log("{}Trade {} {} {}: {}; realised {:,.2f} KRW (fees {:,.2f})", self.label,
+                signal.id, signal.direction, signal.market, self._summary(trade), realised,
+                outcome.fees)
+            for listener in list(self._listeners):
+                try:
+                    listener(trade)
+                except Exception:
+                    logger.exception("trade listener failed")
+            success_counted = success
+        finally:
+            with self._lock:  # last: wait_idle() returning means the trade is fully booked
+                self.trades += 1
+                if success_counted:
+                    self.successes += 1
+                else:
+                    self.failures += 1
+                self._in_flight.pop(signal.id, None)
+                self._idle.notify_all()
+
+    @staticmethod
+    def _summary(trade: Trade) -> str:
+        return ", ".join(f"{leg.role} {leg.request.venue.value} {leg.state.value} "
+                         f"{leg.executed_volume}" for leg in trade.orders)
+
+    def _stages(self, trade: Trade, done_ns: int) -> dict[str, int]:
+        signal = trade.signal
+        recv = max(signal.book_recv_ns)
+        sent = max(trade.buy.sent_ns, trade.sell.sent_ns)
+        acked = max(trade.buy.acked_ns, trade.sell.acked_ns)
+        with self._lock:
+            if recv:
+                self._latency["frame_to_signal"].append(signal.created_ns - recv)
+                self._latency["frame_to_sent"].append(sent - recv)
+            self._latency["signal_to_sent"].append(sent - signal.created_ns)
+            if trade.buy.acked_ns and trade.sell.acked_ns:
+                self._latency["sent_to_acked"].append(acked - sent)
+        return {"sent_ns": sent, "acked_ns": acked or None, "done_ns": done_ns}
+
+    # --- reporting ----------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Counts, and per stage (p50, p99) latency in microseconds over recent trades."""
+        with self._lock:
+            samples = {k: sorted(v) for k, v in self._latency.items()}
+            counts = {"trades": self.trades, "successes": self.successes,
+                      "failures": self.failures, "refused": self.refused,
+                      "in_flight": len(self._in_flight), "reconciled": self.reconciled,
+                      "lookups": self.placer.lookups}
+        latency = {}
+        for stage, values in samples.items():
+            if values:
+                latency[stage] = (values[len(values) // 2] / 1000,
+                                  values[min(len(values) - 1, int(len(values) * 0.99))] / 1000)
+        return {**counts, "latency_us": latency}
+
+    # --- recovery -----------------------------------------------------------------------
+    def reconcile(self) -> int:
+        """Look up every order the journal left open, record the venue's answer, cancel any
+        still resting. Return how many were reconciled. Called from ``start``."""
+        count = 0
+        for row in self.journal.open_orders():
+            venue = Venue(row["venue"])
+            leg = Leg(row["role"], OrderRequest(
+                venue, row["market"], Side.BUY if row["side"] == "buy" else Side.SELL,
+                OrderType(row["order_type"]), row["client_id"],
+                price=Decimal(row["price"]) if row["price"] else None,
+                volume=Decimal(row["volume"]) if row["volume"] else None,
+                funds=Decimal(row["funds"]) if row["funds"] else None, tif=TimeInForce(row["tif"])))
+            leg.state = LegState(row["state"])
+            if leg.state is LegState.NEW:
+                leg.mark_sent(self.clock.monotonic_ns())
+            client = self.clients[venue]
+            try:
+                result = client.get_order(client_id=leg.client_id)
+                if not result.is_final:
+                    client.cancel_order(order_id=result.order_id)
+                    result = client.get_order(order_id=result.order_id)
+                leg.apply(result, self.clock.monotonic_ns())
+                detail = f"{leg.client_id} on {venue.value}: {leg.state.value}, filled {leg.executed_volume}"
+            except OrderNotFound:
+                leg.reject("not found at the venue when reconciling: never placed")
+                detail = f"{leg.client_id} on {venue.value}: never placed"
+            except Exception as exc:  # VenueError or a bug: keep reconciling the rest
+                logger.error("reconciling {} failed: {}", leg.client_id, exc)
+                self.journal.record_incident("reconcile_failed", f"{leg.client_id}: {exc}",
+                                             row["signal_id"], "critical")
+                continue
+            self.journal.record_order(row["signal_id"], leg)
+            self.journal.record_incident("reconciled", detail, row["signal_id"], "info")
+            count += 1
+        self.journal.flush()
+        self.reconciled += count
+        if count:
+            logger.warning("reconciled {} orders left open by a previous run", count)
+        return count
+
+    def cancel_open_orders(self) -> int:
+        """Cancel every order resting on the traded markets (kill switch). Return the count."""
+        cancelled = 0
+        for venue, client in self.clients.items():
+            for market in self.config.markets:
+                try:
+                    orders = client.get_open_orders(market)
+                except VenueError as exc:
+                    logger.error("listing open orders on {} failed: {}", venue.value, exc)
+                    continue
+                for order in orders:
+                    try:
+                        client.cancel_order(order_id=order.order_id)
+                        cancelled += 1
+                    except VenueError as exc:
+                        logger.error("cancelling {} on {} failed: {}", order.order_id, venue.value, exc)
+        self.journal.record_incident("kill_switch", f"cancelled {cancelled} open orders", None, "critical")
+        return cancelled
+
+    def _on_kill(self, engaged: bool, reason: str) -> None:
+        if engaged:
+            self.cancel_open_orders()

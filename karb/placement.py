@@ -1,0 +1,137 @@
+"""Send one leg to its venue and follow it to a final state, never sending it twice.
+
+``Placer.run`` is called on a leg thread. The rules, by outcome of ``place_order``:
+
+* an answer: apply it, then poll ``get_order`` (doubling from ``poll_interval_ms``) until the
+  leg is final or ``fill_timeout_s`` passes; then ask for a cancel and look once more;
+* ``InvalidOrder`` / ``InsufficientFunds`` / ``RateLimited`` / ``VenueUnavailable`` /
+  ``AuthError`` / a 4xx ``UnknownVenueError``: the venue says it was not placed: REJECTED;
+* ``OrderStateUnknown``, a 5xx or status-less ``UnknownVenueError``, or any other exception:
+  the order may exist. The leg goes UNKNOWN and is looked up by its client id up to
+  ``lookup_attempts`` times. It is never re-sent; if it cannot be found it stays UNKNOWN, an
+  incident is journalled, and start-up reconciliation looks again.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from loguru import logger
+
+from karb.clock import NS_PER_S, Clock
+from karb.config import ExecutionConfig
+from karb.exchanges.base import VenueClient
+from karb.exchanges.errors import (AuthError, InsufficientFunds, InvalidOrder, OrderNotFound,
+                                   RateLimited, UnknownVenueError, VenueError, VenueUnavailable)
+from karb.journal import Journal
+from karb.legs import IllegalTransition, Leg, LegState
+from karb.model import OrderResult, Venue
+
+NOT_PLACED = (InvalidOrder, InsufficientFunds, RateLimited, VenueUnavailable, AuthError)
+
+
+class Placer:
+    def __init__(self, clients: dict[Venue, VenueClient], journal: Journal,
+                 config: ExecutionConfig, clock: Clock,
+                 pause: Callable[[float], None] = time.sleep):
+        self.clients = clients
+        self.journal = journal
+        self.config = config
+        self.clock = clock
+        self.pause = pause  # injectable so tests of the polling need no real waiting
+        self.lookups = 0
+
+    def run(self, signal_id: str, leg: Leg, priority: bool = False) -> Leg:
+        """Send ``leg`` (state NEW), follow it, journal it; return it. Leg thread only."""
+        client = self.clients[leg.request.venue]
+        leg.mark_sent(self.clock.monotonic_ns())
+        result = self._place(client, leg, priority)
+        if result is None and leg.state is LegState.UNKNOWN:
+            result = self._lookup(client, leg)
+        if result is not None:
+            self._apply(signal_id, leg, result)
+            self._follow(signal_id, client, leg)
+        self.journal.record_order(signal_id, leg)
+        if leg.fills:
+            self.journal.record_fills(leg)
+        if leg.state is LegState.UNKNOWN:
+            self.journal.record_incident(
+                "leg_unknown", f"{leg.role} {leg.client_id} on {leg.request.venue.value}: "
+                f"{leg.error}; not re-sent", signal_id, "critical")
+        elif not leg.final:
+            self.journal.record_incident(
+                "leg_not_final", f"{leg.role} {leg.client_id} still {leg.state.value} after "
+                f"{self.config.fill_timeout_s} s and a cancel", signal_id, "critical")
+        return leg
+
+    def _place(self, client: VenueClient, leg: Leg, priority: bool) -> OrderResult | None:
+        try:
+            return client.place_order(leg.request, priority=priority)
+        except NOT_PLACED as exc:
+            self._reject(leg, exc)
+        except UnknownVenueError as exc:
+            if 400 <= exc.status < 500:
+                self._reject(leg, exc)
+            else:
+                self._unknown(leg, exc)
+        except VenueError as exc:  # OrderStateUnknown, or anything not saying "not placed"
+            self._unknown(leg, exc)
+        except Exception as exc:  # a bug or a transport surprise: the order may exist
+            logger.exception("placing {} raised unexpectedly", leg.client_id)
+            self._unknown(leg, exc)
+        return None
+
+    def _reject(self, leg: Leg, exc: Exception) -> None:
+        leg.reject(f"{type(exc).__name__}: {exc}", self.clock.monotonic_ns())
+        logger.warning("{} leg {} rejected: {}", leg.role, leg.client_id, exc)
+
+    def _unknown(self, leg: Leg, exc: Exception) -> None:
+        leg.error = f"{type(exc).__name__}: {exc}"
+        leg.transition(LegState.UNKNOWN, self.clock.monotonic_ns())
+        logger.warning("{} leg {} state unknown ({}); looking it up by client id",
+                       leg.role, leg.client_id, exc)
+
+    def _lookup(self, client: VenueClient, leg: Leg) -> OrderResult | None:
+        delay = self.config.poll_interval_ms / 1000
+        for attempt in range(self.config.lookup_attempts):
+            self.lookups += 1
+            try:
+                return client.get_order(client_id=leg.client_id)
+            except OrderNotFound:
+                leg.error = f"not found by client id after {attempt + 1} lookups"
+            except Exception as exc:  # keep looking; never fall back to sending again
+                leg.error = f"lookup failed: {type(exc).__name__}: {exc}"
+            if attempt + 1 < self.config.lookup_attempts:
+                self.pause(delay)
+                delay *= 2
+        return None
+
+    def _follow(self, signal_id: str, client: VenueClient, leg: Leg) -> None:
+        deadline = self.clock.monotonic_ns() + int(self.config.fill_timeout_s * NS_PER_S)
+        delay = self.config.poll_interval_ms / 1000
+        while not leg.final and self.clock.monotonic_ns() < deadline:
+            self.pause(delay)
+            delay = min(delay * 2, 0.5)
+            self._refresh(signal_id, client, leg)
+        if not leg.final:
+            try:
+                client.cancel_order(order_id=leg.order_id, client_id=None if leg.order_id else leg.client_id)
+            except VenueError as exc:
+                logger.warning("cancelling {} failed: {}", leg.client_id, exc)
+            self._refresh(signal_id, client, leg)
+
+    def _refresh(self, signal_id: str, client: VenueClient, leg: Leg) -> None:
+        try:
+            result = client.get_order(order_id=leg.order_id) if leg.order_id else \
+                client.get_order(client_id=leg.client_id)
+        except VenueError as exc:
+            logger.warning("polling {} failed: {}", leg.client_id, exc)
+            return
+        self._apply(signal_id, leg, result)
+
+    def _apply(self, signal_id: str, leg: Leg, result: OrderResult) -> None:
+        try:
+            leg.apply(result, self.clock.monotonic_ns())
+        except IllegalTransition as exc:
+            self.journal.record_incident("illegal_transition", str(exc), signal_id, "critical")
+            logger.error("{}", exc)
