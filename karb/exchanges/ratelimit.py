@@ -30,6 +30,8 @@ from karb.config import RateLimitConfig
 Clock = Callable[[], float]
 Waiter = Callable[[threading.Condition, float], None]
 
+_EPSILON = 1e-9  # float refill arithmetic must not leave a waiter one rounding error short
+_MIN_WAIT_S = 1e-6
 _REMAINING_REQ = re.compile(r"group=([a-z\-]+);\s*min=(\d+);\s*sec=(\d+)")
 
 
@@ -89,10 +91,10 @@ class TokenBucket:
             start = now = self._clock()
             while True:
                 self._refill(now)
-                if now >= self._blocked_until and self._tokens >= floor:
-                    self._tokens -= 1.0
+                if now >= self._blocked_until and self._tokens + _EPSILON >= floor:
+                    self._tokens = max(0.0, self._tokens - 1.0)
                     return now - start
-                delay = max(self._blocked_until - now, (floor - self._tokens) / self.rate)
+                delay = max(self._blocked_until - now, (floor - self._tokens) / self.rate, _MIN_WAIT_S)
                 self._wait(self._cond, delay)
                 now = self._clock()
 
