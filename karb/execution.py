@@ -141,12 +141,15 @@ class Executor:
         self._latency: dict[str, deque] = {s: deque(maxlen=2048) for s in STAGES}
         self.trades = self.successes = self.failures = self.refused = 0
         self.reconciled = 0
+        self._reconciled = False
         risk.kill.add_listener(self._on_kill)
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        """Reconcile what the journal left open, then start the leg threads."""
-        self.reconcile()
+        """Reconcile what the journal left open (unless done already, or dry-run: dry-run
+        venues cannot know real orders), then start the leg threads."""
+        if not self.label and not self._reconciled:
+            self.reconcile()
         self.pool.start()
         self._running = True
 
@@ -351,6 +354,7 @@ class Executor:
             self.journal.record_incident("reconciled", detail, row["signal_id"], "info")
             count += 1
         self.journal.flush()
+        self._reconciled = True
         self.reconciled += count
         if count:
             logger.warning("reconciled {} orders left open by a previous run", count)
