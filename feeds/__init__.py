@@ -18,7 +18,13 @@ feed thread; prices and sizes are floats, levels best first)::
     sink.on_reset(market_or_None, reason) -> None
         the book (None: every book of this feed) cannot be trusted until its next snapshot.
 
-``on_snapshot`` / ``on_delta`` return whether the market's book is valid afterwards; a delta
+    sink.on_snapshot_columns(market, bid_prices, bid_sizes, ask_prices, ask_sizes,
+                             exch_ts_ms, recv_ns) -> bool        (optional)
+        the same snapshot as four parallel lists, best first; snapshot feeds use it when the
+        sink has it: it spares building and re-reading a tuple per level (measured in
+        tools/bench_feed.py).
+
+``on_snapshot`` / ``on_snapshot_columns`` / ``on_delta`` return whether the market's book is valid afterwards; a delta
 feed fetches a new snapshot when it is not. ``recv_ns`` is ``time.monotonic_ns()`` when the
 frame arrived; ``exch_ts_ms`` the venue's timestamp in milliseconds.
 

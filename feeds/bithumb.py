@@ -164,12 +164,14 @@ class BithumbLegacyBookProtocol:
         groups: dict[str, list] = {}
         bad: list[str] = []
         problem = None
+        by_symbol = self._by_symbol
         for item in items:
             market = None
             try:
-                market = self._by_symbol.get(item.get("symbol", default_symbol))
+                symbol = item.get("symbol", default_symbol)
+                market = by_symbol.get(symbol)
                 if market is None:
-                    problem = f"unknown symbol {item.get('symbol', default_symbol)!r}"
+                    problem = f"unknown symbol {symbol!r}"
                     continue
                 change = (item["orderType"], float(item["price"]), float(item["quantity"]))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -177,7 +179,11 @@ class BithumbLegacyBookProtocol:
                 if market is not None:
                     bad.append(market)
                 continue
-            groups.setdefault(market, []).append(change)
+            changes = groups.get(market)
+            if changes is None:
+                groups[market] = [change]
+            else:
+                changes.append(change)
         for market, changes in groups.items():
             if market not in bad:
                 self._delta(market, changes, ts_us, recv_ns)

@@ -63,6 +63,7 @@ class UpbitBookProtocol:
          self._k_bp, self._k_bs, self._k_ap, self._k_as) = _FIELDS[fmt]
         self._sink = sink
         self._on_snapshot = sink.on_snapshot
+        self._on_columns = getattr(sink, "on_snapshot_columns", None)
 
     def subscribe_messages(self) -> list[str]:
         request = [{"ticket": f"karb-{uuid.uuid4()}"},
@@ -86,15 +87,26 @@ class UpbitBookProtocol:
             raise FrameError(f"unknown code {market!r}", ())
         try:
             units = msg[self._k_units]
-            bp, bs, ap, as_ = self._k_bp, self._k_bs, self._k_ap, self._k_as
-            bids = [(u[bp], u[bs]) for u in units]
-            asks = [(u[ap], u[as_]) for u in units]
-            ts = exchange_ms(msg[self._k_ts])
+            ts = msg[self._k_ts]
+            if ts.__class__ is not int or ts > _US_THRESHOLD:
+                ts = exchange_ms(ts)
+            k = self._k_bp
+            bid_prices = [u[k] for u in units]
+            k = self._k_bs
+            bid_sizes = [u[k] for u in units]
+            k = self._k_ap
+            ask_prices = [u[k] for u in units]
+            k = self._k_as
+            ask_sizes = [u[k] for u in units]
         except KeyError as exc:
             raise FrameError(f"missing field {exc}", (market,)) from None
         except (TypeError, ValueError):
             raise FrameError("mistyped field", (market,)) from None
-        self._on_snapshot(market, bids, asks, ts, recv_ns)
+        if self._on_columns is not None:
+            self._on_columns(market, bid_prices, bid_sizes, ask_prices, ask_sizes, ts, recv_ns)
+        else:
+            self._on_snapshot(market, list(zip(bid_prices, bid_sizes)),
+                              list(zip(ask_prices, ask_sizes)), ts, recv_ns)
 
     def _other(self, msg: dict, kind: object) -> None:
         if kind is None and msg.get("status") == "UP":

@@ -191,3 +191,48 @@ def test_wait_for_change_with_stale_last_seq_returns_at_once():
     board = BookBoard(["KRW-BTC"])
     board.sink("upbit").on_snapshot("KRW-BTC", BIDS, ASKS, 1, 1)
     assert board.wait_for_change(0, 10.0) == 1
+
+
+def test_snapshot_with_zero_padded_rows_drops_padding():
+    # Arrange: the sim (and Upbit on a thin book) pads the shorter side with price 0, size 0
+    book = Book(Venue.UPBIT, "KRW-BTC")
+    # Act
+    applied = book.apply_snapshot([(100.0, 1.0), (0.0, 0.0)], [(101.0, 1.0), (102.0, 2.0)], 1, 1)
+    # Assert
+    assert applied and book.view.bids == ((100.0, 1.0),)
+    book._check()
+
+
+def test_snapshot_with_nan_among_sizes_marks_book_invalid():
+    book = Book(Venue.UPBIT, "KRW-BTC")
+    assert not book.apply_snapshot([(100.0, 1.0), (99.0, float("nan"))], [(101.0, 1.0)], 1, 1)
+    assert not book.view.valid
+
+
+def test_snapshot_columns_with_clean_levels_equals_tuple_snapshot():
+    book = Book(Venue.UPBIT, "KRW-BTC", depth=2)
+    assert book.apply_snapshot_columns([100.0, 99.0, 98.0], [1.0, 2.0, 3.0],
+                                       [101.0, 102.0, 103.0], [1.5, 2.5, 3.5], 1000, 1)
+    assert book.view.bids == ((100.0, 1.0), (99.0, 2.0)) and book.levels() == (BIDS, ASKS)
+    book._check()
+
+
+@pytest.mark.parametrize("bp, bs, ap, asz, valid, bids", [
+    ([100.0, 0.0], [1.0, 0.0], [101.0, 102.0], [1.0, 1.0], True, ((100.0, 1.0),)),  # padding
+    ([100.0], [1.0], [100.0], [1.0], False, ()),                                    # crossed
+    ([100.0, 100.0], [1.0, 2.0], [101.0], [1.0], False, ()),                        # duplicate
+    ([100.0], ["1"], [101.0], [1.0], False, ()),                                    # wrong type
+    ([], [], [101.0], [1.0], True, ()),                                             # one side
+    ([100.0], [float("nan")], [101.0], [1.0], False, ()),                           # NaN
+])
+def test_snapshot_columns_off_the_fast_path_follow_the_general_rules(bp, bs, ap, asz, valid, bids):
+    book = Book(Venue.UPBIT, "KRW-BTC")
+    assert book.apply_snapshot_columns(bp, bs, ap, asz, 1, 1) is valid
+    assert book.view.valid is valid and book.view.bids == bids
+    book._check()
+
+
+def test_sink_snapshot_columns_reports_validity():
+    board = BookBoard(["KRW-BTC"])
+    assert board.sink("upbit").on_snapshot_columns("KRW-BTC", [100.0], [1.0], [101.0], [1.0], 1, 1)
+    assert not board.sink("upbit").on_snapshot_columns("KRW-BTC", [102.0], [1.0], [101.0], [1.0], 2, 2)

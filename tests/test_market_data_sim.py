@@ -151,6 +151,7 @@ def test_market_data_stats_report_each_venue():
 
 def test_market_data_with_record_path_writes_frames_of_both_venues(tmp_path):
     from feeds.recorder import read_recording
+    from karb.sim.replay import ReplaySource
 
     path = tmp_path / "frames.jsonl.gz"
     with running(sim_config(record_path=str(path))) as (_, _, market_data):
@@ -158,3 +159,5 @@ def test_market_data_with_record_path_writes_frames_of_both_venues(tmp_path):
                    timeout=10.0, message="messages on both venues")
     venues = {venue for _, venue, _ in read_recording(path)}
     assert venues == {"upbit", "bithumb"}
+    replayed = list(ReplaySource(str(path), MARKETS).events())  # the sim reads what we wrote
+    assert {event.venue for event in replayed} == {Venue.UPBIT, Venue.BITHUMB}
