@@ -76,7 +76,7 @@ class Engine:
         self.strategy = Strategy(self.board, self.rules, self.risk, self.inventory, config, self.clock,
                                  on_signal=self.executor.submit)
         self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock)
-        self.executor.on_trade_done = self.balance_sync.request_refresh
+        self.executor.add_listener(self.balance_sync.request_refresh)
         self.monitor = Monitor(config.monitor, self.snapshot, out=out, panel=panel)
         self._rules_stop = threading.Event()
         self._rules_thread = threading.Thread(target=self._refresh_rules_daily, name="rules-refresh",
@@ -98,10 +98,8 @@ class Engine:
                 self.order_clients[venue].load(venue_balances)
         self._refresh_rules()
         self.journal.start()
-        if self.mode != "dry_run":
-            self.executor.reconcile()  # orders a previous run left open, before any signal
         self.market_data.start()
-        self.executor.start()
+        self.executor.start()  # first reconciles orders a previous run left open
         self.strategy.start()
         self.balance_sync.start()
         self.risk.kill.add_listener(self._on_kill)
@@ -133,10 +131,9 @@ class Engine:
             client.close()
 
     def _on_kill(self, engaged: bool, reason: str) -> None:
+        # the executor's own listener cancels the open orders
         if engaged:
             logger.critical("KILL SWITCH engaged ({}): no new signals, cancelling open orders", reason)
-            self._cancel_open_orders()
-            self.journal.record_incident("kill_switch", reason)
         else:
             logger.warning("kill switch cleared: trading may resume")
 

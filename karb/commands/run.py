@@ -10,13 +10,15 @@ import argparse
 import signal
 import sys
 import threading
+from decimal import ROUND_DOWN, Decimal
 
 from loguru import logger
 
 from karb import logs
 from karb.cli import EXIT_CONFIG, EXIT_HALTED, EXIT_OK, config_from_args
+from karb.exchanges.errors import VenueError
 from karb.exchanges.factory import make_client
-from karb.model import Venue
+from karb.model import Balance, Venue, base_currency
 from karb.secrets import SecretsError, load_credentials
 
 NAME = "run"
@@ -92,20 +94,27 @@ def _build(config, mode: str, cluster, panel: bool):
                 credentials = None  # dry-run without keys: public data, paper balances
         clients[venue] = make_client(venue, config, credentials)
     if mode == "dry_run":
-        paper = {v: (cluster.balances(v) if cluster is not None else _paper_or_real(clients[v]))
-                 for v in Venue}
+        paper = {v: (cluster.balances(v) if cluster is not None
+                     else _paper_or_real(clients[v], config.markets)) for v in Venue}
     return Engine(config, clients, mode, panel=panel, paper_balances=paper)
 
 
-def _paper_or_real(client):
-    """Dry-run balances: the account's real ones when keys work, else a paper account."""
-    from karb.dryrun import paper_balances
-    from karb.exchanges.errors import VenueError
+PAPER_KRW = Decimal("50000000")
+PAPER_COIN_KRW = Decimal("10000000")
 
+
+def _paper_or_real(client, markets: list[str]) -> dict[str, Balance]:
+    """Dry-run balances: the account's real ones when keys work, else a paper account of
+    50,000,000 KRW and 10,000,000 KRW worth of each traded coin at the last price."""
     try:
         return client.get_balances()
     except VenueError:
-        return paper_balances()
+        prices = client.get_ticker(markets)
+    paper = {"KRW": Balance("KRW", PAPER_KRW)}
+    for market, price in prices.items():
+        coin = base_currency(market)
+        paper[coin] = Balance(coin, (PAPER_COIN_KRW / price).quantize(Decimal("0.00000001"), ROUND_DOWN))
+    return paper
 
 
 def _run_until_stopped(engine, duration: float | None) -> int:
