@@ -8,6 +8,7 @@ the metrics endpoint, which only ever reads the latest one.
 from __future__ import annotations
 
 import collections
+import shutil
 import sys
 import threading
 import time
@@ -69,6 +70,14 @@ class Monitor:
         self.alerter.check(snapshot)
         return snapshot
 
+    def _draw(self, snapshot: EngineSnapshot) -> None:
+        width, height = shutil.get_terminal_size((100, 40))
+        panel = render_panel(snapshot, width - 1)
+        room = max(0, height - panel.count("\n") - 3)
+        tail = [line[:width - 1] for line in list(self.recent)[-room:]] if room else []
+        self._out.write(CLEAR_HOME + panel + "\n\n" + "\n".join(tail) + "\n")
+        self._out.flush()
+
     def _loop(self) -> None:
         last_line = 0.0
         while not self._stop.wait(self._config.status_interval_s):
@@ -78,8 +87,7 @@ class Monitor:
                 logger.exception("monitor tick failed")
                 continue
             if self._panel:
-                log_tail = "\n".join(self.recent)
-                self._out.write(f"{CLEAR_HOME}{render_panel(snapshot)}\n\n{log_tail}\n")
+                self._draw(snapshot)
                 self._out.flush()
             elif time.monotonic() - last_line >= self._line_every_s:
                 last_line = time.monotonic()

@@ -68,8 +68,20 @@ def _money(value: Decimal) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.8f}".rstrip("0").rstrip(".")
 
 
-def render_panel(s: EngineSnapshot) -> str:
-    """Multi-line panel for a terminal (tmux). Plain text; the caller adds cursor control."""
+def _wrap(prefix: str, items: list[str], width: int) -> list[str]:
+    lines, line = [], prefix
+    for item in items:
+        if len(line) + len(item) + 2 > width and line.strip():
+            lines.append(line)
+            line = " " * len(prefix)
+        line += item + "  "
+    lines.append(line.rstrip())
+    return lines
+
+
+def render_panel(s: EngineSnapshot, width: int = 100) -> str:
+    """Multi-line panel for a terminal (tmux) of ``width`` columns. Plain text; the caller
+    adds cursor control."""
     rate = "-" if s.success_rate is None else f"{100 * s.success_rate:.1f}%"
     lines = [
         f"K-Arb  mode={s.mode}  up {s.uptime_s:,.0f}s  state={s.trading_state}"
@@ -94,16 +106,16 @@ def render_panel(s: EngineSnapshot) -> str:
         f"realised PnL {_money(s.realised_pnl_krw)} KRW  fees {_money(s.fees_krw)} KRW",
     ]
     for venue, balances in sorted(s.balances.items()):
-        shown = "  ".join(f"{ccy} {_money(v)}" for ccy, v in sorted(balances.items()) if v)
-        lines.append(f"{venue:<8} {shown}")
+        items = [f"{ccy} {_money(v)}" for ccy, v in sorted(balances.items()) if v]
+        lines.extend(_wrap(f"{venue:<8} ", items, width))
     if any(s.residual.values()):
         lines.append("RESIDUAL " + "  ".join(f"{a} {v}" for a, v in s.residual.items() if v))
     lines.extend(f"rebalance: {t}" for t in s.transfers)
     if s.latencies_us:
         lines.append("")
-        lines.append("latency us (p50/p99)  " + "  ".join(
-            f"{stage} {p50:.0f}/{p99:.0f}" for stage, (p50, p99) in s.latencies_us.items()))
-    return "\n".join(lines)
+        lines.extend(_wrap("latency us p50/p99  ", [
+            f"{stage} {p50:.0f}/{p99:.0f}" for stage, (p50, p99) in s.latencies_us.items()], width))
+    return "\n".join(line[:width] for line in lines)
 
 
 def render_line(s: EngineSnapshot) -> str:
