@@ -21,8 +21,8 @@ import yaml
 
 from karb.config import load_config
 from karb.model import Venue
-from karb.secrets import ENV_NAMES
 from karb.sim.cluster import SimCluster
+from karb.sim.external import engine_config_data, engine_env
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -30,20 +30,18 @@ ROOT = Path(__file__).resolve().parent.parent
 MARKETS = ["KRW-BTC", "KRW-XRP"]
 
 
-def _write_config(tmp_path: Path, cluster: SimCluster | None, sim_section: dict) -> Path:
+def _write_config(tmp_path: Path, cluster: SimCluster | None) -> Path:
     data = yaml.safe_load((ROOT / "config" / "sim.yaml").read_text(encoding="utf-8"))
     data["markets"] = MARKETS
-    data["sim"] = sim_section
+    data["sim"] = {"seed": 5, "gaps_per_min": 0, "update_hz": 20,
+                   "markets": {"KRW-BTC": {"price": "140000000"}, "KRW-XRP": {"price": "3200"}}}
     data["strategy"] = {"threshold_bps": 20, "cooldown_ms": 300}
     data["journal"] = {"path": str(tmp_path / "journal.sqlite")}
     data["log"] = {"level": "INFO", "file": str(tmp_path / "karb.jsonl")}
     data["risk"] = {"max_trade_krw": "2000000", "kill_switch_file": str(tmp_path / "KILL")}
     data["monitor"] = {"metrics_port": 0, "status_interval_s": 0.5}
     if cluster is not None:
-        data["mode"] = "live"
-        for venue in Venue:
-            ep = cluster.endpoints(venue)
-            data["venues"][venue.value].update(rest_url=ep.rest_url, ws_url=ep.ws_url)
+        data = engine_config_data(cluster, data)
     path = tmp_path / "karb.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
@@ -68,21 +66,12 @@ class _Lines:
         self._thread.join(10)
 
 
-def _sim_section():
-    return {"seed": 5, "gaps_per_min": 0, "update_hz": 20,
-            "markets": {"KRW-BTC": {"price": "140000000"}, "KRW-XRP": {"price": "3200"}}}
-
-
 def test_run_live_against_sim_trades_stops_on_sigterm_and_journal_matches_sim_accounts(tmp_path):
-    sim_config = load_config(_write_config(tmp_path, None, _sim_section()))
+    sim_config = load_config(_write_config(tmp_path, None))
     with SimCluster.from_config(sim_config).start() as cluster:
-        config_path = _write_config(tmp_path, cluster, _sim_section())
+        config_path = _write_config(tmp_path, cluster)
         start = {v: cluster.balances(v) for v in Venue}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KARB_")}
-        for venue in Venue:
-            access_env, secret_env = ENV_NAMES[venue]
-            creds = cluster.credentials(venue)
-            env[access_env], env[secret_env] = creds.access_key, creds.secret_key
+        env = engine_env(cluster, dict(os.environ))
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "main.py"), "run", "--config", str(config_path), "--live",
              "--no-panel"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
