@@ -58,6 +58,7 @@ class Engine:
         self._started_ns = self.clock.monotonic_ns()
         self._stop_lock = threading.Lock()
         self._stopped = False
+        self._stops: list = []  # stop callables of the parts started, in start order
 
         fees = {v: (config.venues[v].taker_fee, config.venues[v].maker_fee) for v in Venue}
         self.rules = RulesBook.fallback(config.markets, fees)
@@ -97,38 +98,49 @@ class Engine:
             if isinstance(self.order_clients[venue], DryRunVenue):
                 self.order_clients[venue].load(venue_balances)
         self._refresh_rules()
-        self.journal.start()
-        self.market_data.start()
-        self.executor.start()  # first reconciles orders a previous run left open
-        self.strategy.start()
-        self.balance_sync.start()
+        # Data-flow order; each part's stop goes on a stack, so a failed start stops only
+        # what did start, in reverse.
+        self._run_part(self.journal.start, self.journal.stop)
+        self._run_part(self.market_data.start, self.market_data.stop)
+        self._run_part(self.executor.start, self._stop_executor)  # reconciles leftovers first
+        self._run_part(self.strategy.start, self.strategy.stop)
+        self._run_part(self.balance_sync.start, self.balance_sync.stop)
         self.risk.kill.add_listener(self._on_kill)
-        self.risk.kill.start()
-        self._rules_thread.start()
-        self.monitor.start()
+        self._run_part(self.risk.kill.start, self.risk.kill.stop)
+        self._run_part(self._rules_thread.start, self._stop_rules_thread)
+        self._run_part(self.monitor.start, self.monitor.stop)
         if self.mode == "live":
             self._announce_live()
         logger.info("engine started: mode={} markets={}", self.mode, ",".join(config.markets))
 
+    def _run_part(self, start, stop) -> None:
+        start()
+        self._stops.append(stop)
+
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop within about ``timeout_s``: strategy first, then legs, orders, feeds, journal."""
+        """Stop within about ``timeout_s``, in reverse start order: monitor, strategy (no new
+        signals), executor (legs in flight finish, open orders cancelled), feeds, journal."""
         with self._stop_lock:
             if self._stopped:
                 return
             self._stopped = True
         deadline = time.monotonic() + timeout_s
-        left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
-        self.strategy.stop(min(1.0, left()))
-        self.executor.stop(left())  # in-flight legs finish or are cancelled
-        self._cancel_open_orders()
-        self._rules_stop.set()
-        self.balance_sync.stop(min(1.0, left()))
-        self.risk.kill.stop(min(1.0, left()))
-        self.market_data.stop(left())
-        self.monitor.stop(min(1.0, left()))
-        self.journal.stop(left())
+        while self._stops:
+            stop = self._stops.pop()
+            try:
+                stop(max(0.1, deadline - time.monotonic()))
+            except Exception:  # keep stopping the rest: the journal must still be flushed
+                logger.exception("stopping {} failed", getattr(stop, "__qualname__", stop))
         for client in self.venue_clients.values():
             client.close()
+
+    def _stop_executor(self, timeout_s: float) -> None:
+        self.executor.stop(timeout_s)
+        self._cancel_open_orders()
+
+    def _stop_rules_thread(self, timeout_s: float) -> None:
+        self._rules_stop.set()
+        self._rules_thread.join(timeout_s)
 
     def _on_kill(self, engaged: bool, reason: str) -> None:
         # the executor's own listener cancels the open orders

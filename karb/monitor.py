@@ -19,6 +19,7 @@ from loguru import logger
 from karb.alerts import Alerter
 from karb.config import MonitorConfig
 from karb.metrics import MetricsServer
+from karb.schema import ConfigError
 from karb.status import EngineSnapshot, render_line, render_panel
 
 CLEAR_HOME = "\x1b[H\x1b[2J"
@@ -39,7 +40,11 @@ class Monitor:
         self.alerter = Alerter(config.webhook_url, config.low_balance_krw, config.feed_down_alert_s)
         self.metrics: MetricsServer | None = None
         if config.metrics_port:
-            self.metrics = MetricsServer(config.metrics_host, config.metrics_port, lambda: self.latest)
+            try:
+                self.metrics = MetricsServer(config.metrics_host, config.metrics_port, lambda: self.latest)
+            except OSError as exc:
+                raise ConfigError(f"monitor.metrics_port: cannot listen on {config.metrics_host}:"
+                                  f"{config.metrics_port} ({exc.strerror}); pick another or 0 to disable") from None
 
     def start(self) -> "Monitor":
         self.alerter.start()
