@@ -309,7 +309,7 @@ class WsServer:
         self.path = path
         self._server: Server = serve(
             hub.handle, host, port, process_request=self._check_path, ping_interval=None,
-            create_connection=TrackingConnection, server_header=None,
+            create_connection=TrackingConnection, server_header=None, close_timeout=1.0,
         )
         self.port = self._server.socket.getsockname()[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"sim-{hub.name}-ws",
