@@ -145,5 +145,5 @@ class Unwinder:
 
     def _note(self, signal: Signal, kind: str, detail: str, severity: str = "warning") -> None:
         self.journal.record_incident(kind, detail, signal.id, severity)
-        log = logger.critical if severity == "critical" else logger.warning
+        log = {"critical": logger.critical, "info": logger.info}.get(severity, logger.warning)
         log("trade {} {}: {}", signal.id, kind, detail)
