@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from decimal import ROUND_FLOOR, Decimal
 from typing import Callable
@@ -46,6 +47,8 @@ class LegPool:
     def __init__(self, workers: int):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._all_idle = threading.Condition(self._lock)
+        self.workers = workers
         self.idle = workers
         self._threads = [threading.Thread(target=self._run, name=f"leg-{i}", daemon=True)
                          for i in range(workers)]
@@ -66,6 +69,11 @@ class LegPool:
         """Give back ``n`` claimed workers that will not get a task."""
         with self._lock:
             self.idle += n
+            self._all_idle.notify_all()
+
+    def wait_all_idle(self, timeout: float) -> bool:
+        with self._lock:
+            return self._all_idle.wait_for(lambda: self.idle == self.workers, timeout)
 
     def submit(self, fn: Callable, *args) -> None:
         """Run ``fn(*args)`` on a worker claimed with ``claim``."""
@@ -92,6 +100,7 @@ class LegPool:
             finally:
                 with self._lock:
                     self.idle += 1
+                    self._all_idle.notify_all()
 
 
 class Trade:
@@ -167,9 +176,12 @@ class Executor:
         self._listeners.append(listener)
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until no trade is in flight (tests, graceful stop)."""
+        """Block until no trade is in flight and every leg thread is free again."""
+        deadline = time.monotonic() + timeout
         with self._idle:
-            return self._idle.wait_for(lambda: not self._in_flight, timeout)
+            if not self._idle.wait_for(lambda: not self._in_flight, timeout):
+                return False
+        return self.pool.wait_all_idle(max(0.0, deadline - time.monotonic()))
 
     # --- the hot path -------------------------------------------------------------------
     def submit(self, signal: Signal) -> str | None:
