@@ -339,6 +339,9 @@ def test_get_open_orders_without_market_searches_configured_markets(client):
     ({"status": "5600", "message": "최소 주문금액은 500 KRW 입니다."}, InvalidOrder),
     ({"status": "5600", "message": "점검 중입니다."}, VenueUnavailable),
     (NOT_FOUND, OrderNotFound),
+    ({"status": "5600", "message": "주문을 찾지 못했습니다."}, OrderNotFound),
+    ({"status": "5600", "message": "이미 체결되었거나 취소된 주문입니다."}, OrderNotFound),
+    ({"status": "5600", "message": "order value below 5000 KRW"}, InvalidOrder),
     ({"status": "5600", "message": "CUSTOM NOTICE"}, UnknownVenueError),
     ({"status": "5900", "message": "Unknown Error"}, UnknownVenueError),
 ])

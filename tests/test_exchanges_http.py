@@ -282,3 +282,42 @@ def test_wire_query_with_awkward_values_decodes_to_the_hashed_string():
     assert wire == ("identifier=a%20b%26c%3Dd%2Be%25&states%5B%5D=wait&states%5B%5D=watch"
                     "&markets=KRW-BTC,KRW-ETH")
     assert unquote(wire) == render_query(params)
+
+
+def test_close_with_pool_still_referenced_closes_keep_alive_sockets():
+    # A kept traceback can hold a response (and its pool) alive; close() must still hang up,
+    # or a loopback server waiting on our idle keep-alive socket can never stop.
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    serving = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    serving.start()
+    try:
+        config = venue_config()
+        config = type(config)(**{**config.__dict__, "rest_url": f"http://127.0.0.1:{server.server_port}"})
+        t = RestTransport(Venue.UPBIT, config, RateLimiter(config.rate_limits), jwt_api_error)
+        t.request("GET", "/v1/x", group=Group.PUBLIC)
+        pools = t.session.get_adapter(t.base_url).poolmanager.pools
+        connections = [c for key in pools.keys() for c in list(pools[key].pool.queue) if c]
+        assert connections and connections[0].sock is not None
+
+        t.close()
+
+        assert all(c.sock is None for c in connections)
+    finally:
+        server.shutdown()
+        server.server_close()
+        serving.join(5)

@@ -136,6 +136,20 @@ _TRANSPORT_ERRORS = (
 )
 
 
+def _close_session(session: requests.Session) -> None:
+    # urllib3 2.x pool managers close pooled connections only when the pool is garbage
+    # collected, and a kept traceback (a response in a frame) can keep it alive: a server
+    # then waits on our idle keep-alive socket. Close every pool explicitly.
+    for adapter in {id(a): a for a in session.adapters.values()}.values():
+        pools = getattr(getattr(adapter, "poolmanager", None), "pools", None)
+        for key in list(pools.keys()) if pools is not None else ():
+            try:
+                pools[key].close()
+            except KeyError:
+                pass
+    session.close()
+
+
 class RestTransport:
     """Send one venue's REST calls. Safe to call from many threads at once.
 
@@ -181,7 +195,7 @@ class RestTransport:
         with self._sessions_lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
-            session.close()
+            _close_session(session)
 
     # --- requests -------------------------------------------------------------------------
     def request(self, method: str, path: str, *, group: Group, query: Query = (),

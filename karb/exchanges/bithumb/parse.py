@@ -23,10 +23,11 @@ from karb.rules import to_upbit_symbol
 LEGACY_OK = "0000"
 LEGACY_STATES = {"pending": OrderStatus.OPEN, "completed": OrderStatus.DONE,
                  "cancel": OrderStatus.CANCELLED}
-# 5600 "CUSTOM NOTICE" is decided by its text [U: wording from pybithumb/ccxt users' reports].
+# 5600 "CUSTOM NOTICE" is decided by its text [U: wording from pybithumb/ccxt users' reports
+# and the sim's messages]. "Already filled or cancelled" counts as not found: nothing to act on.
 _INSUFFICIENT = ("부족", "초과", "insufficient", "not enough")
-_MINIMUM = ("최소", "minimum")
-_NOT_FOUND = ("존재하지", "not exist", "not found")
+_MINIMUM = ("최소", "minimum", "below", "단위", "tick", "decimals")
+_NOT_FOUND = ("존재하지", "찾지 못", "찾을 수 없", "이미 체결", "취소된 주문", "not exist", "not found")
 _MAINTENANCE = ("점검", "maintenance")
 
 
