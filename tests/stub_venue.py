@@ -6,7 +6,9 @@ placements do instead (one entry per placement, in order):
 
 ``"reject"`` InsufficientFunds, nothing placed; ``"invalid"`` InvalidOrder;
 ``("partial", f)`` fills fraction ``f`` then cancels the rest;
-``"timeout"`` places (fills) but raises OrderStateUnknown; ``"lost"`` raises
+``"timeout"`` places (fills) but raises OrderStateUnknown; ``"5xx"`` / ``"boom"`` place
+(fill) but raise UnknownVenueError(500) / RuntimeError; ``"4xx"`` raises
+UnknownVenueError(418) without placing; ``"lost"`` raises
 OrderStateUnknown without placing; ``"ack"`` answers OPEN with nothing filled and fills when
 first looked at; ``"rest"`` leaves the order open until cancelled; ``"none"`` fills nothing.
 """
@@ -17,7 +19,7 @@ import threading
 from decimal import ROUND_DOWN, Decimal
 
 from karb.exchanges.errors import (InsufficientFunds, InvalidOrder, OrderNotFound,
-                                   OrderStateUnknown)
+                                   OrderStateUnknown, UnknownVenueError)
 from karb.model import (Balance, Fill, OrderRequest, OrderResult, OrderStatus, OrderType, Side,
                         Venue)
 
@@ -55,6 +57,8 @@ class StubVenue:
             raise InvalidOrder(self.venue, "bad price", "invalid_price", 400)
         if action == "lost":
             raise OrderStateUnknown(self.venue, "read timeout", request.client_id)
+        if action == "4xx":
+            raise UnknownVenueError(self.venue, "teapot", "teapot", 418)
         if request.client_id in self.orders:
             raise InvalidOrder(self.venue, "identifier already used", "duplicate_identifier", 400)
         fraction = Decimal(1)
@@ -72,6 +76,10 @@ class StubVenue:
             return final
         if action == "timeout":
             raise OrderStateUnknown(self.venue, "read timeout", request.client_id)
+        if action == "5xx":
+            raise UnknownVenueError(self.venue, "internal error", "server_error", 500)
+        if action == "boom":
+            raise RuntimeError("connection reset after the body was sent")
         return final
 
     def get_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:

@@ -176,6 +176,23 @@ def test_submit_with_placement_timeout_looks_up_and_never_sends_twice(rig):
     assert r.risk.summary()["successes"] == 1
 
 
+@pytest.mark.parametrize("failure", ["5xx", "boom"])
+def test_submit_with_ambiguous_placement_error_looks_up_instead_of_resending(rig, failure):
+    r = rig()
+    r.venues[UP].script = [failure]  # placed, but the answer was an error
+    trade = r.run()
+    assert trade.sell.state is LegState.FILLED and trade.unwinds == []
+    assert [p.client_id for p in r.venues[UP].placements] == ["s1s"]
+
+
+def test_submit_with_4xx_unknown_error_treats_the_leg_as_rejected(rig):
+    r = rig()
+    r.venues[UP].script = ["4xx"]
+    trade = r.run()
+    assert trade.sell.state is LegState.REJECTED and r.executor.stats()["lookups"] == 0
+    assert trade.unwinds[0].state is LegState.FILLED  # the retry completed the hedge
+
+
 def test_submit_with_lost_order_never_retries_on_that_venue_and_flattens(rig):
     r = rig(lookup_attempts=3)
     r.venues[UP].script = ["lost"]  # timed out and truly never placed
