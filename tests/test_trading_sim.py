@@ -4,7 +4,6 @@ Each test wires SimCluster + MarketData + BookBoard + Strategy + Executor (real 
 mode live against the sim's paper accounts), forces Bithumb cheap for KRW-BTC, and checks the
 journal, the ledger and the sim's own accounts against each other, to the last decimal.
 """
-import gc
 from decimal import Decimal as D
 
 import pytest
@@ -118,10 +117,6 @@ class SimRig:
         self.journal.stop()
         for c in self.clients.values():
             c.close()
-        # A timed-out request's urllib3 pool (with an idle keep-alive connection) lives on in
-        # its exception's traceback cycle until the cycle collector runs, and the sim's REST
-        # server joins its handler threads on stop: collect first so that join can end.
-        gc.collect()
         self.cluster.stop()
 
 

@@ -28,7 +28,6 @@ References, measured in the same run on the same machine while the engine is up:
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import tempfile
@@ -198,7 +197,6 @@ def run(trades: int, seed: int, switch_interval: float | None) -> int:
         journal.stop()
         for c in clients.values():
             c.close()
-        gc.collect()  # see tests/test_trading_sim.py: lets the sim's REST server join its threads
         cluster.stop()
 
 
