@@ -260,16 +260,15 @@ class Executor:
 
     def _book(self, trade: Trade) -> None:
         signal = trade.signal
-        orders = trade.orders
-        bought, buy_funds, buy_fees = filled(orders, Side.BUY)
-        sold, sell_funds, sell_fees = filled(orders, Side.SELL)
-        success = (trade.buy.state is LegState.FILLED and trade.sell.state is LegState.FILLED
-                   and bought == sold == signal.volume)
-        outcome = TradeOutcome(signal.market, success, bought, buy_funds, sold, sell_funds,
-                               buy_fees + sell_fees, signal.buy_price)
-        realised = Decimal(0)
         success_counted = False
         try:
+            orders = trade.orders
+            bought, buy_funds, buy_fees = filled(orders, Side.BUY)
+            sold, sell_funds, sell_fees = filled(orders, Side.SELL)
+            success = (trade.buy.state is LegState.FILLED and trade.sell.state is LegState.FILLED
+                       and bought == sold == signal.volume)
+            outcome = TradeOutcome(signal.market, success, bought, buy_funds, sold, sell_funds,
+                                   buy_fees + sell_fees, signal.buy_price)
             realised = self.risk.finish(signal, trade.reservation, outcome)
             done_ns = self.clock.monotonic_ns()
             status = "filled" if success else ("flat" if outcome.residual == 0 else "residual")
@@ -286,6 +285,9 @@ class Executor:
                     logger.exception("trade listener failed")
             success_counted = success
         finally:
+            if not trade.reservation.released:  # booking itself failed: never leak the hold
+                logger.error("trade {} could not be booked; releasing its reservation", signal.id)
+                self.risk.abandon(signal, trade.reservation)
             with self._lock:  # last: wait_idle() returning means the trade is fully booked
                 self.trades += 1
                 if success_counted:

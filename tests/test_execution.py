@@ -309,3 +309,16 @@ def test_kill_switch_cancels_open_orders_and_blocks_new_legs(rig):
     assert r.venues[UP].cancelled == ["xs"]
     assert "kill switch" in r.executor.submit(make_signal("y"))
     assert [p.client_id for p in r.venues[UP].placements] == ["xs"]
+
+
+def test_booking_that_raises_still_releases_the_reservation(rig):
+    r = rig()
+
+    def broken_finish(*args):
+        raise RuntimeError("bug in booking")
+
+    r.risk.finish = broken_finish
+    assert r.executor.submit(make_signal()) is None
+    assert r.executor.wait_idle(5.0)
+    assert r.risk.ledger.open_reservations() == 0
+    assert r.risk.summary()["in_flight"] == 0 and r.executor.stats()["failures"] == 1
