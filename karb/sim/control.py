@@ -11,7 +11,9 @@ Answers ``{"ok": true}`` or ``{"error": "..."}`` with status 400/404. Thread ``s
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from karb.sim.rest import TrackingHTTPServer
 from typing import TYPE_CHECKING
 
 import orjson
@@ -44,7 +46,7 @@ class ControlServer:
             do_POST = do_GET
 
         self.cluster = cluster
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd = TrackingHTTPServer((host, port), Handler)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="sim-control",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
@@ -55,6 +57,7 @@ class ControlServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._httpd.shutdown()
+        self._httpd.close_connections()
         self._httpd.server_close()
         self._thread.join(timeout)
 

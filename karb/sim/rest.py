@@ -11,6 +11,7 @@ thread (joined on ``stop()``).
 """
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -79,6 +80,36 @@ class RateWindows:
         return limit - used
 
 
+class TrackingHTTPServer(ThreadingHTTPServer):
+    """A ``ThreadingHTTPServer`` that can cut its open (keep-alive) connections on stop."""
+
+    daemon_threads = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request, client_address):
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 class RestServer:
     """One venue's REST endpoint on ``host:port``."""
 
@@ -104,8 +135,7 @@ class RestServer:
 
             do_POST = do_DELETE = do_PUT = do_GET
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = False
+        self._httpd = TrackingHTTPServer((host, port), Handler)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"sim-{venue.value}-rest",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
@@ -116,6 +146,7 @@ class RestServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._httpd.shutdown()
+        self._httpd.close_connections()  # idle keep-alive connections would block the join
         self._httpd.server_close()  # joins the request threads
         self._thread.join(timeout)
 
