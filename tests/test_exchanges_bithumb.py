@@ -84,7 +84,8 @@ def test_get_balances_with_ccxt_sample_returns_krw(client):
     balances = client.get_balances()
 
     assert balances["KRW"].free == Decimal("51026")
-    assert responses.calls[0].request.headers["Authorization"] == f"Bearer {VECTORS['accounts_no_params']['jwt']}"
+    jwt = VECTORS["accounts_no_params"]["jwt"]
+    assert responses.calls[0].request.headers["Authorization"] == f"Bearer {jwt}"
 
 
 @responses.activate

@@ -18,7 +18,8 @@ from karb.secrets import Credentials
 from tests.conftest import load_json
 from tests.exchanges_support import BASE, venue_config
 
-VECTOR = {v["name"]: v for v in load_json("spec/auth_vectors.json")["bithumb_legacy_hmac"]}["trade_place_ccxt_order"]
+VECTOR = {v["name"]: v for v in load_json("spec/auth_vectors.json")["bithumb_legacy_hmac"]}[
+    "trade_place_ccxt_order"]
 SAMPLES = load_json("spec/rest_samples.json")["bithumb_legacy"]
 PLACED_ID = SAMPLES["POST /trade/place"]["body"]["order_id"]
 NOT_FOUND = {"status": "5600", "message": "거래 진행중인 내역이 존재하지 않습니다."}

@@ -105,7 +105,8 @@ def test_balances_with_keys_prints_non_zero_balances(config_path, capsys, monkey
     for access, secret in ENV_NAMES.values():
         monkeypatch.setenv(access, "test-access-key-000000")
         monkeypatch.setenv(secret, "test-secret-key-000000")
-    responses.get(f"{UPBIT}/v1/accounts", json=load_json("spec/rest_samples.json")["upbit"]["GET /v1/accounts"]["body"])
+    accounts = load_json("spec/rest_samples.json")["upbit"]["GET /v1/accounts"]["body"]
+    responses.get(f"{UPBIT}/v1/accounts", json=accounts)
 
     code = cli.main(["balances", "--venue", "upbit", "--config", config_path()])
 

@@ -113,3 +113,12 @@ def test_rejections_against_sim_raise_typed_errors(client):
         client.place_order(_order(client, Side.BUY, bid + rules.tick_for(bid) / 2, Decimal("10")))
     with pytest.raises(OrderNotFound):
         client.get_order(order_id="no-such-order")
+
+
+def test_balances_command_with_sim_prints_paper_account(capsys):
+    from karb import cli
+
+    code = cli.main(["balances", "--sim", "--venue", "upbit"])
+
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("upbit: ") and "  KRW " in out

@@ -27,7 +27,8 @@ LEGACY_STATES = {"pending": OrderStatus.OPEN, "completed": OrderStatus.DONE,
 # and the sim's messages]. "Already filled or cancelled" counts as not found: nothing to act on.
 _INSUFFICIENT = ("부족", "초과", "insufficient", "not enough")
 _MINIMUM = ("최소", "minimum", "below", "단위", "tick", "decimals")
-_NOT_FOUND = ("존재하지", "찾지 못", "찾을 수 없", "이미 체결", "취소된 주문", "not exist", "not found")
+_NOT_FOUND = ("존재하지", "찾지 못", "찾을 수 없", "이미 체결", "취소된 주문", "not exist",
+              "not found")
 _MAINTENANCE = ("점검", "maintenance")
 
 
