@@ -126,6 +126,9 @@ class RestServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two writes: without TCP_NODELAY, Nagle plus the
+            # client's delayed ACK add ~40 ms to every keep-alive response
+            disable_nagle_algorithm = True
 
             def log_message(self, format, *args):  # noqa: A002 - stdlib signature
                 pass
