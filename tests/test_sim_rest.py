@@ -136,7 +136,8 @@ def test_rest_error_fault_maps_to_the_typed_error(cluster, venue, status, error)
 def test_delayed_order_response_is_state_unknown_and_the_order_exists(cluster):
     c = client(cluster, Venue.UPBIT, read_timeout_s=0.3)
     bids, _ = cluster.exchange(Venue.UPBIT).book("KRW-BTC")
-    request = limit(Venue.UPBIT, bids[-1][0] - 100_000, D("0.001"))
+    deep = (bids[-1][0] * D("0.9") / 1000).to_integral_value() * 1000  # 10% down: never fills
+    request = limit(Venue.UPBIT, deep, D("0.001"))
     cluster.faults(Venue.UPBIT).delay_rest(1.0)
     with pytest.raises(OrderStateUnknown):
         c.place_order(request)
