@@ -14,6 +14,7 @@ orders over real HTTP and auth) and ``dry_run`` (fills computed from the live bo
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from decimal import Decimal
@@ -41,7 +42,6 @@ from karb.status import EngineSnapshot, FeedStatus, MarketStatus
 from karb.strategy import Strategy
 
 RULES_REFRESH_S = 24 * 3600
-STAGES = ("frame_to_book", "book_to_signal", "signal_to_sent", "sent_to_acked")
 
 
 class Engine:
@@ -98,6 +98,7 @@ class Engine:
             if isinstance(self.order_clients[venue], DryRunVenue):
                 self.order_clients[venue].load(venue_balances)
         self._refresh_rules()
+        sys.setswitchinterval(config.execution.gil_switch_interval_ms / 1000)
         # Data-flow order; each part's stop goes on a stack, so a failed start stops only
         # what did start, in reverse.
         self._run_part(self.journal.start, self.journal.stop)
@@ -136,7 +137,8 @@ class Engine:
 
     def _stop_executor(self, timeout_s: float) -> None:
         self.executor.stop(timeout_s)
-        self._cancel_open_orders()
+        if self.mode != "dry_run":  # dry-run venues hold no resting orders
+            self.executor.cancel_open_orders("shutdown")
 
     def _stop_rules_thread(self, timeout_s: float) -> None:
         self._rules_stop.set()
@@ -148,22 +150,6 @@ class Engine:
             logger.critical("KILL SWITCH engaged ({}): no new signals, cancelling open orders", reason)
         else:
             logger.warning("kill switch cleared: trading may resume")
-
-    def _cancel_open_orders(self) -> None:
-        if self.mode == "dry_run":
-            return
-        for venue, client in self.order_clients.items():
-            try:
-                open_orders = client.get_open_orders()
-            except VenueError as exc:
-                logger.error("cannot list open orders on {}: {}", venue.value, exc)
-                continue
-            for order in open_orders:
-                try:
-                    client.cancel_order(order_id=order.order_id)
-                    logger.warning("cancelled open order {} on {}", order.order_id, venue.value)
-                except VenueError as exc:
-                    logger.error("cancel of {} on {} failed: {}", order.order_id, venue.value, exc)
 
     # --- market rules ------------------------------------------------------------------------
     def _refresh_rules(self) -> None:

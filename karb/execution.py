@@ -374,8 +374,9 @@ class Executor:
             logger.warning("reconciled {} orders left open by a previous run", count)
         return count
 
-    def cancel_open_orders(self) -> int:
-        """Cancel every order resting on the traded markets (kill switch). Return the count."""
+    def cancel_open_orders(self, reason: str = "kill_switch") -> int:
+        """Cancel every order resting on the traded markets (kill switch, shutdown); journal
+        the count as an incident of kind ``reason``. Return the count."""
         cancelled = 0
         for venue, client in self.clients.items():
             for market in self.config.markets:
@@ -390,7 +391,8 @@ class Executor:
                         cancelled += 1
                     except VenueError as exc:
                         logger.error("cancelling {} on {} failed: {}", order.order_id, venue.value, exc)
-        self.journal.record_incident("kill_switch", f"cancelled {cancelled} open orders", None, "critical")
+        self.journal.record_incident(reason, f"cancelled {cancelled} open orders", None,
+                                     "critical" if reason == "kill_switch" else "info")
         return cancelled
 
     def _on_kill(self, engaged: bool, reason: str) -> None:

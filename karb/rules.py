@@ -99,6 +99,14 @@ def to_legacy_symbol(market: str) -> str:
     return f"{base}_{quote}"
 
 
+def market_code(symbol: str) -> str:
+    """What a user typed (``btc``, ``KRW-BTC``, ``BTC_KRW``) -> ``KRW-BTC``."""
+    symbol = symbol.strip().upper()
+    if "_" in symbol:
+        return to_upbit_symbol(symbol)
+    return symbol if "-" in symbol else f"KRW-{symbol}"
+
+
 @dataclass(frozen=True, slots=True)
 class MarketInfo:
     """What a venue told us about one market; ``None`` where it did not say.

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
+from loguru import logger
 
 DATA = Path(__file__).parent / "data"
 _LOOPBACK = ("127.", "::1", "localhost")
@@ -34,6 +36,15 @@ def _loopback_only(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket, "create_connection", guarded_create_connection)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_sinks():
+    """Code under test may install loguru sinks bound to the stream pytest captured for that
+    test (``setup_logging``); drop them afterwards so no later test writes to a closed file."""
+    yield
+    logger.remove()
+    logger.add(sys.__stderr__, level="DEBUG")  # loguru's own default sink
 
 
 def load_json(relative: str):

@@ -8,7 +8,8 @@ import yaml
 
 from karb.book import BookBoard
 from karb.cli import REPO_CONFIG, main
-from karb.commands.watch import market_code, render
+from karb.commands.watch import render
+from karb.rules import market_code
 from karb.model import Venue
 
 STATS = {v: {"state": "connected", "msgs_per_s": 12.0, "last_message_age_s": 0.1, "reconnects": 0,

@@ -54,6 +54,7 @@ from karb.sim.cluster import SimCluster  # noqa: E402
 from karb.strategy import Strategy  # noqa: E402
 
 MARKET = "KRW-BTC"
+UNLIMITED = {"public_per_s": 100000, "private_per_s": 100000, "order_per_s": 100000}
 
 
 def build_config(tmp: Path, seed: int):
@@ -61,15 +62,17 @@ def build_config(tmp: Path, seed: int):
         "mode": "live",
         "markets": [MARKET],
         "venues": {
+            # rate limits off the table: the REST reference measures a round trip, not pacing
             "upbit": {"rest_url": "http://127.0.0.1:0", "ws_url": "ws://127.0.0.1:0",
-                      "taker_fee": "0.0005", "maker_fee": "0.0005"},
+                      "taker_fee": "0.0005", "maker_fee": "0.0005", "rate_limits": UNLIMITED},
             "bithumb": {"rest_url": "http://127.0.0.1:0", "ws_url": "ws://127.0.0.1:0",
-                        "taker_fee": "0.0004", "maker_fee": "0.0004"},
+                        "taker_fee": "0.0004", "maker_fee": "0.0004", "rate_limits": UNLIMITED},
         },
         "strategy": {"threshold_bps": 25, "cooldown_ms": 600, "max_skew_ms": 1000},
         "risk": {"max_trade_krw": "2000000", "kill_switch_file": str(tmp / "KILL")},
         "journal": {"path": str(tmp / "bench.sqlite")},
         "sim": {"seed": seed, "gaps_per_min": 0, "premium_vol_bps": 0.5, "update_hz": 20,
+                "enforce_rate_limits": False,  # the REST reference loop is a latency probe
                 "markets": {MARKET: {"price": "140000000"}}},
     })
 

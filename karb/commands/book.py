@@ -8,6 +8,7 @@ from decimal import Decimal
 from karb.cli import config_from_args
 from karb.exchanges.factory import venue_clients
 from karb.model import BookView, Venue
+from karb.rules import market_code
 
 NAME = "book"
 HELP = "show the top levels and spread of one market (REST snapshot, read-only)"
@@ -26,15 +27,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, was {value}")
     return value
-
-
-def market_code(symbol: str) -> str:
-    """``btc`` / ``KRW-BTC`` / ``BTC_KRW`` -> ``KRW-BTC``."""
-    symbol = symbol.strip().upper()
-    if "_" in symbol:
-        base, _, quote = symbol.partition("_")
-        return f"{quote}-{base}"
-    return symbol if "-" in symbol else f"KRW-{symbol}"
 
 
 def _num(value: float) -> str:

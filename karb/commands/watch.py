@@ -19,6 +19,7 @@ from karb.cli import config_from_args
 from karb.logs import setup_logging
 from karb.market_data import MarketData
 from karb.model import BookView, Venue
+from karb.rules import market_code
 from karb.spread import top_net_bps
 
 NAME = "watch"
@@ -33,15 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim", action="store_true", help="run against the embedded simulated venues")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes")
     parser.add_argument("--count", type=int, default=0, help="stop after this many refreshes (0: never)")
-
-
-def market_code(symbol: str) -> str:
-    """``btc`` / ``KRW-BTC`` / ``BTC_KRW`` -> ``KRW-BTC``."""
-    symbol = symbol.strip().upper()
-    if "_" in symbol:
-        base, _, quote = symbol.partition("_")
-        return f"{quote}-{base}"
-    return symbol if "-" in symbol else f"KRW-{symbol}"
 
 
 def run(args: argparse.Namespace) -> int:
