@@ -79,6 +79,30 @@ class LegPool:
         """Run ``fn(*args)`` on a worker claimed with ``claim``."""
         self._queue.put((fn, args))
 
+    def run_on_each(self, fn: Callable[[], None], timeout: float) -> bool:
+        """Run ``fn()`` once on every worker (a barrier keeps one worker from taking two);
+        return True if all finished within ``timeout``. Call while no trade is in flight."""
+        if not self.claim(self.workers):
+            return False
+        barrier = threading.Barrier(self.workers + 1)
+
+        def task() -> None:
+            try:
+                fn()
+            finally:
+                try:
+                    barrier.wait(timeout)
+                except threading.BrokenBarrierError:
+                    pass
+
+        for _ in range(self.workers):
+            self.submit(task)
+        try:
+            barrier.wait(timeout)
+        except threading.BrokenBarrierError:
+            return False
+        return self.wait_all_idle(timeout)
+
     def stop(self, timeout: float) -> None:
         for _ in self._threads:
             self._queue.put(_STOP)
@@ -160,6 +184,8 @@ class Executor:
         if not self.label and not self._reconciled:
             self.reconcile()
         self.pool.start()
+        if not self.label and not self.pool.run_on_each(self._warm_sessions, timeout=10.0):
+            logger.warning("leg threads' venue connections not all warm after 10 s")
         self._running = True
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -170,6 +196,16 @@ class Executor:
             if self._in_flight:
                 logger.error("stopping with {} trades still in flight", len(self._in_flight))
         self.pool.stop(timeout)
+
+    def _warm_sessions(self) -> None:
+        # Each leg thread has its own HTTP session (one per thread): open its keep-alive
+        # connection to both venues now, so the first real order pays no TCP/TLS handshake.
+        for venue, client in self.clients.items():
+            try:
+                client.get_ticker(self.config.markets[:1])
+            except VenueError as exc:
+                logger.warning("warming {} connection on {} failed: {}", venue.value,
+                               threading.current_thread().name, exc)
 
     def add_listener(self, listener: Callable[[Trade], None]) -> None:
         """``listener(trade)`` runs on a leg thread after each trade is booked."""

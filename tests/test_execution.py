@@ -322,3 +322,24 @@ def test_booking_that_raises_still_releases_the_reservation(rig):
     assert r.executor.wait_idle(5.0)
     assert r.risk.ledger.open_reservations() == 0
     assert r.risk.summary()["in_flight"] == 0 and r.executor.stats()["failures"] == 1
+
+
+def test_leg_pool_run_on_each_runs_once_on_every_worker_then_all_idle():
+    from karb.execution import LegPool
+    import threading as _t
+
+    pool = LegPool(4)
+    pool.start()
+    names, lock = [], _t.Lock()
+
+    def record():
+        with lock:
+            names.append(_t.current_thread().name)
+
+    try:
+        assert pool.run_on_each(record, timeout=5.0)
+        assert sorted(names) == ["leg-0", "leg-1", "leg-2", "leg-3"]
+        assert pool.idle == 4 and pool.claim(2)
+    finally:
+        pool.release(2)
+        pool.stop(2.0)

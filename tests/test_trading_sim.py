@@ -166,8 +166,9 @@ def test_partially_filled_sell_leg_ends_flat_with_the_incident_journalled(rig):
 
 
 def test_placement_timeout_is_looked_up_and_produces_no_duplicate_order(rig):
+    rig.start()  # (start warms every leg thread's connections with a ticker call)
     rig.cluster.faults(UP).delay_rest(1.5)  # the sell's answer comes after the 0.5 s read timeout
-    rig.start().trade_once()
+    rig.trade_once()
     access = rig.cluster.credentials(UP).access_key
     sim_orders = rig.cluster.exchange(UP).orders(access)
     assert len(sim_orders) == 1 and sim_orders[0].identifier.endswith("s")
