@@ -1,11 +1,14 @@
 """Status panel, Prometheus endpoint and alert webhooks, all driven by one EngineSnapshot."""
+import io
 import json
+import os
 import threading
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
+from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from karb.alerts import Alerter
@@ -126,3 +129,65 @@ def test_alerter_with_cleared_condition_rearms():
     assert [a.kind for a in alerter.check(low)] == ["low_balance"]
     assert alerter.check(ok) == []
     assert [a.kind for a in alerter.check(low)] == ["low_balance"]
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_monitor_on_terminal_redraws_panel_with_log_tail(monkeypatch):
+    from karb.config import MonitorConfig
+    from karb.monitor import CLEAR_HOME, Monitor
+
+    monkeypatch.setattr("shutil.get_terminal_size", lambda fallback=None: os.terminal_size((100, 60)))
+    out = _Tty()
+    monitor = Monitor(MonitorConfig(status_interval_s=0.01, metrics_port=0), snapshot, out=out)
+    monitor.log_sink("12:00:00.000 INFO strategy Signal upbit_sell KRW-BTC\n")
+    monitor.start()
+    try:
+        wait_until(lambda: out.getvalue().count(CLEAR_HOME) >= 2, message="two redraws")
+    finally:
+        monitor.stop()
+    frame = out.getvalue().split(CLEAR_HOME)[-1]
+    assert monitor.panel and "K-Arb  mode=sim" in frame and frame.rstrip().endswith("Signal upbit_sell KRW-BTC")
+    assert monitor.latest is not None and monitor.latest.trades == 6
+
+
+def test_monitor_off_terminal_logs_status_lines_and_survives_a_failing_snapshot():
+    from karb.config import MonitorConfig
+    from karb.monitor import Monitor
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return snapshot()
+
+    lines = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="INFO", format="{message}")
+    monitor = Monitor(MonitorConfig(status_interval_s=0.01, metrics_port=0), flaky, out=io.StringIO(),
+                      line_every_s=0.0)
+    monitor.start()
+    try:
+        wait_until(lambda: any(line.startswith("status active") for line in lines), message="a status line")
+    finally:
+        monitor.stop()
+        logger.remove(sink)
+    assert not monitor.panel and len(calls) >= 2
+
+
+def test_monitor_with_busy_metrics_port_is_a_config_error_naming_the_key():
+    from karb.config import MonitorConfig
+    from karb.monitor import Monitor
+    from karb.schema import ConfigError
+
+    server = MetricsServer("127.0.0.1", 0, lambda: None)
+    port = int(server.url.split(":")[2].split("/")[0])
+    try:
+        with pytest.raises(ConfigError, match="monitor.metrics_port: cannot listen"):
+            Monitor(MonitorConfig(metrics_port=port), snapshot)
+    finally:
+        server._server.server_close()
