@@ -86,12 +86,12 @@ def test_penalise_with_retry_after_blocks_until_it_passes():
     assert b.acquire(priority=True) == pytest.approx(1.5)
 
 
-def test_penalise_without_retry_after_empties_the_bucket():
+def test_penalise_without_retry_after_waits_out_the_venues_one_second_window():
     b, _ = bucket(10)
 
     b.penalise()
 
-    assert b.acquire() == pytest.approx(0.1)
+    assert b.acquire() == pytest.approx(1.0)
 
 
 def test_bucket_with_non_positive_rate_raises():

@@ -33,6 +33,7 @@ Waiter = Callable[[threading.Condition, float], None]
 _EPSILON = 1e-9  # float refill arithmetic must not leave a waiter one rounding error short
 _MIN_WAIT_S = 1e-6
 _REMAINING_REQ = re.compile(r"group=([a-z\-]+);\s*min=(\d+);\s*sec=(\d+)")
+PENALTY_S = 1.0  # pause after a 429 that carried no Retry-After
 
 
 class Group(str, enum.Enum):
@@ -106,13 +107,15 @@ class TokenBucket:
                 self._tokens = float(max(0, remaining))
 
     def penalise(self, retry_after_s: float | None = None) -> None:
-        """After a 429: empty the bucket, and keep it closed ``retry_after_s`` if given."""
+        """After a 429: empty the bucket and keep it closed ``retry_after_s``, or one whole
+        second when the venue did not say (its limits count per second, and Upbit answers
+        requests that keep coming after a 429 with a 418 ban)."""
         with self._cond:
             now = self._clock()
             self._refill(now)
             self._tokens = 0.0
-            if retry_after_s:
-                self._blocked_until = max(self._blocked_until, now + retry_after_s)
+            pause = retry_after_s if retry_after_s else PENALTY_S
+            self._blocked_until = max(self._blocked_until, now + pause)
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._stamp
