@@ -20,7 +20,7 @@ from decimal import ROUND_DOWN, Decimal
 
 from karb.exchanges.errors import (InsufficientFunds, InvalidOrder, OrderNotFound,
                                    OrderStateUnknown, UnknownVenueError)
-from karb.model import (Balance, Fill, OrderRequest, OrderResult, OrderStatus, OrderType, Side,
+from karb.model import (Balance, Fill, OrderRequest, OrderResult, OrderStatus, OrderType,
                         Venue)
 
 

@@ -13,7 +13,6 @@ from karb.journal import Journal
 from karb.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce, Venue
 from karb.risk import Risk
 from karb.strategy import Strategy
-from tests.conftest import wait_until
 from tests.trading_fixtures import MARKET, balances, make_config, make_rules
 
 UP, BT = Venue.UPBIT, Venue.BITHUMB

@@ -76,7 +76,8 @@ def test_sync_applies_snapshot_plus_deltas_buffered_while_fetching(rig):
     fetcher.gate = threading.Event()
     proto.on_connected(time.monotonic_ns())
     proto.handle(ACK, 1)
-    wait_until(lambda: len(fetcher.calls) == 2, message="both fetches started")
+    # fetches run one at a time on the snapshot thread: the first holds the rest behind the gate
+    wait_until(lambda: fetcher.calls, message="first fetch started")
     # Arrange: while the snapshot (ts 1000 ms) is in flight, one older and two newer deltas
     proto.handle(depth([("KRW-BTC", "bid", 100.0, 9.0)], 999_000), 2)       # older: ignored
     proto.handle(depth([("KRW-BTC", "ask", 101.0, 0.0),                      # newer: applied
@@ -195,7 +196,7 @@ def test_snapshot_fetched_before_a_reconnect_is_ignored(rig):
     fetcher.gate = threading.Event()
     proto.on_connected(time.monotonic_ns())
     proto.handle(ACK, 1)
-    wait_until(lambda: len(fetcher.calls) == 2, message="fetches started")
+    wait_until(lambda: fetcher.calls, message="first fetch started")
     proto.on_disconnected("connection lost")
     fetcher.gate.set()
     wait_until(lambda: len(proto._results) == 2, message="stale results back")

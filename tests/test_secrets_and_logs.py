@@ -65,7 +65,7 @@ def test_log_line_containing_a_loaded_key_is_redacted_in_console_and_file(tmp_pa
     file = tmp_path / "karb.jsonl"
     logs.setup_logging(LogConfig(level="DEBUG", file=str(file)), console=False)
     console = io.StringIO()
-    sink = logger.add(console, level="DEBUG", format="{message} {extra}")
+    logger.add(console, level="DEBUG", format="{message} {extra}")
     try:
         logger.bind(header=f"Bearer {SECRET}").info("signing with {} and {}", SECRET, ACCESS)
         try:

@@ -7,6 +7,8 @@ client identifier before doing anything else.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from karb.model import Venue
 
 
@@ -63,3 +65,18 @@ class OrderStateUnknown(VenueError):
     def __init__(self, venue: Venue, message: str, client_id: str | None = None):
         super().__init__(venue, message, code="state_unknown", status=0)
         self.client_id = client_id
+
+
+_PARSE_ERRORS = (KeyError, ValueError, TypeError, AttributeError, IndexError, StopIteration)
+
+
+def parse_body(venue: Venue, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a venue-body parser; a body of unexpected shape becomes ``UnknownVenueError``
+    (code ``bad_body``) instead of a stray ``KeyError`` in the caller."""
+    try:
+        return fn(*args)
+    except VenueError:
+        raise
+    except _PARSE_ERRORS as exc:
+        raise UnknownVenueError(venue, f"unexpected body ({type(exc).__name__}: {exc})",
+                                "bad_body") from exc

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from decimal import Decimal
 from typing import Callable
 
 from karb.model import Side, base_currency

@@ -33,7 +33,8 @@ from karb.exchanges.bithumb import constants as C
 from karb.exchanges.bithumb import parse as P
 from karb.exchanges.bithumb.auth import BithumbLegacyAuth
 from karb.exchanges.errors import (
-    AuthError, InvalidOrder, OrderNotFound, OrderStateUnknown, UnknownVenueError, VenueError,
+    AuthError, InvalidOrder, OrderNotFound, OrderStateUnknown, VenueError,
+    parse_body,
 )
 from karb.exchanges.http import RestTransport
 from karb.exchanges.ratelimit import Group, RateLimiter
@@ -94,13 +95,7 @@ class BithumbLegacyClient:
                                   priority=priority, idempotent=idempotent, client_id=client_id)
 
     def _parsed(self, fn, *args) -> Any:
-        try:
-            return fn(*args)
-        except VenueError:
-            raise
-        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
-            raise UnknownVenueError(self.venue, f"unexpected body ({type(exc).__name__}: {exc})",
-                                    "bad_body") from exc
+        return parse_body(self.venue, fn, *args)
 
     @staticmethod
     def _currencies(market: str) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from karb.config import VenueConfig
-from karb.exchanges.errors import AuthError, OrderStateUnknown, UnknownVenueError, VenueError
+from karb.exchanges.errors import AuthError, OrderStateUnknown, VenueError, parse_body
 from karb.exchanges.http import RestTransport, jwt_api_error
 from karb.exchanges.ratelimit import Group, RateLimiter
 from karb.exchanges.upbit import constants as C
@@ -56,13 +56,7 @@ class UpbitClient:
                                   client_id=client_id)
 
     def _parsed(self, fn, *args) -> Any:
-        try:
-            return fn(*args)
-        except VenueError:
-            raise
-        except (KeyError, ValueError, TypeError, AttributeError, StopIteration) as exc:
-            raise UnknownVenueError(self.venue, f"unexpected body ({type(exc).__name__}: {exc})",
-                                    "bad_body") from exc
+        return parse_body(self.venue, fn, *args)
 
     @staticmethod
     def _one_id(order_id: str | None, client_id: str | None, id_key: str, client_key: str):
