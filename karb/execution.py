@@ -344,7 +344,7 @@ class Executor:
         sent = max(trade.buy.sent_ns, trade.sell.sent_ns)
         acked = max(trade.buy.acked_ns, trade.sell.acked_ns)
         with self._lock:
-            if recv:
+            if recv and signal.on_update:
                 self._latency["frame_to_signal"].append(signal.created_ns - recv)
                 self._latency["frame_to_sent"].append(sent - recv)
             self._latency["signal_to_sent"].append(sent - signal.created_ns)

@@ -197,6 +197,10 @@ class Signal:
     book_versions: tuple[int, int] = (0, 0)  # (buy venue book, sell venue book)
     book_recv_ns: tuple[int, int] = (0, 0)
     id: str = field(default="")
+    # False when no book changed since the market's last evaluation (a cooldown ended, a
+    # balance moved): the signal is then no reaction to a frame, so frame->signal latency
+    # is not sampled for it
+    on_update: bool = True
 
     @property
     def direction(self) -> str:

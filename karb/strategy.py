@@ -15,6 +15,7 @@ returns, so logging never delays the legs.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import uuid
@@ -123,7 +124,8 @@ class Strategy:
             problem = self._book_problem(up, bt, now_ns)
             any_fresh = any_fresh or problem is None
             versions = (up.version, bt.version)
-            if changed_only and self._seen.get(market) == versions:
+            changed = self._seen.get(market) != versions
+            if changed_only and not changed:
                 continue
             self._seen[market] = versions
             self.evaluations += 1
@@ -134,6 +136,8 @@ class Strategy:
                                        blocked)
             if signal is None:
                 continue
+            if not changed:
+                signal = dataclasses.replace(signal, on_update=False)
             self.signals += 1
             try:
                 refused = self.on_signal(signal)

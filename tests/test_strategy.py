@@ -129,6 +129,15 @@ def test_evaluate_within_cooldown_waits_then_signals_again(tmp_path):
     assert len(h.evaluate()) == 1
 
 
+def test_evaluate_after_cooldown_without_new_book_marks_signal_not_a_reaction(tmp_path):
+    h = Harness(tmp_path, strategy={"threshold_bps": 10, "cooldown_ms": 1000})
+    h.books()
+    (first,) = h.evaluate()
+    h.clock.advance(1.1)
+    (second,) = h.evaluate()  # same book versions: the cooldown ended, no frame arrived
+    assert first.on_update and not second.on_update
+
+
 def test_evaluate_with_refused_signal_does_not_start_cooldown(tmp_path):
     h = Harness(tmp_path, strategy={"threshold_bps": 10}, refuse="ledger says no")
     h.books()
