@@ -57,6 +57,7 @@ class VenueConfig:
     read_timeout_s: float = field(default=5.0, metadata=POSITIVE)
     ws_levels: int = field(default=15, metadata=POSITIVE)
     ws_format: Literal["DEFAULT", "SIMPLE"] = "DEFAULT"
+    proxy: str | None = None  # e.g. http://10.0.0.5:3128; the environment's proxy vars are ignored
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from decimal import Decimal as D
 from urllib.parse import unquote
 
 import pytest
@@ -321,3 +322,20 @@ def test_close_with_pool_still_referenced_closes_keep_alive_sockets():
         server.shutdown()
         server.server_close()
         serving.join(5)
+
+
+def test_session_ignores_environment_proxies_and_uses_configured_proxy(monkeypatch):
+    from karb.config import VenueConfig
+    from karb.exchanges.upbit.client import UpbitClient
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://10.9.9.9:1")
+    plain = UpbitClient(VenueConfig("http://127.0.0.1:1", "ws://127.0.0.1:1", D("0.0005"), D("0.0005")))
+    proxied = UpbitClient(VenueConfig("http://127.0.0.1:1", "ws://127.0.0.1:1", D("0.0005"), D("0.0005"),
+                                      proxy="http://127.0.0.1:3128"))
+    try:
+        assert plain._http.session.trust_env is False and plain._http.session.proxies == {}
+        assert proxied._http.session.proxies == {"http": "http://127.0.0.1:3128",
+                                                 "https": "http://127.0.0.1:3128"}
+    finally:
+        plain.close()
+        proxied.close()

@@ -168,6 +168,7 @@ class RestTransport:
         self._closed = threading.Event()
         self._sleep = sleep or (lambda seconds: self._closed.wait(seconds))
         self._pool_maxsize = pool_maxsize
+        self._proxy = config.proxy
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
@@ -185,6 +186,11 @@ class RestTransport:
             session.mount("http://", adapter)
             session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
             session.headers.pop("Origin", None)
+            # No proxy / .netrc lookups in the environment on every request (about a third of
+            # a request's CPU on the order path); a proxy is explicit config instead.
+            session.trust_env = False
+            if self._proxy:
+                session.proxies = {"http": self._proxy, "https": self._proxy}
             self._local.session = session
             with self._sessions_lock:
                 self._sessions.append(session)
