@@ -132,6 +132,9 @@ class ExecutionConfig:
     # the strategy waits up to this long for a busy thread to yield the GIL; lower sends legs
     # sooner at a small CPU cost (tools/soak.py measures both).
     gil_switch_interval_ms: float = field(default=0.5, metadata=POSITIVE)
+    # Re-warm every leg thread's venue connections when idle this long (venues close idle
+    # keep-alive connections; a cold one costs the next order a TCP/TLS handshake). 0: never.
+    keepalive_s: float = 30.0
     fill_timeout_s: float = field(default=5.0, metadata=POSITIVE)  # follow a leg to a final state
     poll_interval_ms: int = field(default=20, metadata=POSITIVE)  # first poll / lookup backoff
 

@@ -175,6 +175,8 @@ class Executor:
         self.trades = self.successes = self.failures = self.refused = 0
         self.reconciled = 0
         self._reconciled = False
+        self._stop_keepalive = threading.Event()
+        self._keepalive = threading.Thread(target=self._keep_warm, name="leg-keepalive", daemon=True)
         risk.kill.add_listener(self._on_kill)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -187,10 +189,23 @@ class Executor:
         if not self.label and not self.pool.run_on_each(self._warm_sessions, timeout=10.0):
             logger.warning("leg threads' venue connections not all warm after 10 s")
         self._running = True
+        if not self.label and self.settings.keepalive_s > 0:
+            self._keepalive.start()
+
+    def _keep_warm(self) -> None:
+        # Thread ``leg-keepalive``: re-warm the leg threads' connections while no trade is in
+        # flight. ``run_on_each`` claims every worker or none, so it never delays a trade; a
+        # signal arriving during the few ms it runs is refused like any busy moment.
+        while not self._stop_keepalive.wait(self.settings.keepalive_s):
+            if self._running and not self._in_flight:
+                self.pool.run_on_each(self._warm_sessions, timeout=10.0)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Take no new signals, let trades in flight finish (bounded), stop the threads."""
         self._running = False
+        self._stop_keepalive.set()
+        if self._keepalive.is_alive():
+            self._keepalive.join(timeout)
         with self._idle:
             self._idle.wait_for(lambda: not self._in_flight, timeout)
             if self._in_flight:
