@@ -21,6 +21,7 @@ from karb.exchanges.base import VenueClient
 from karb.journal import Journal
 from karb.model import Venue, base_currency
 from karb.risk import Risk
+from karb.threads import stop_thread
 
 ZERO = Decimal(0)
 
@@ -47,12 +48,7 @@ class BalanceSync:
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                logger.warning("balance-sync thread did not stop within {} s", timeout)
+        stop_thread(self._thread, timeout, self._stop, self._wake)
 
     def request_refresh(self, *_args) -> None:
         """Sync soon (any thread; accepts and ignores a listener's arguments)."""

@@ -15,6 +15,8 @@ from typing import Callable
 
 from loguru import logger
 
+from karb.threads import stop_thread
+
 Listener = Callable[[bool, str], None]
 
 
@@ -88,12 +90,7 @@ class KillSwitch:
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                logger.warning("kill-switch thread did not stop within {} s", timeout)
+        stop_thread(self._thread, timeout, self._stop, self._wake)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -31,6 +31,7 @@ from karb.model import BookView, Signal, Venue, base_currency, quote_currency
 from karb.risk import Risk, taker_fee
 from karb.rules import RulesBook
 from karb.spread import describe, finalize, top_net_bps, walk_spread
+from karb.threads import stop_thread
 
 DIRECTIONS = ((Venue.BITHUMB, Venue.UPBIT), (Venue.UPBIT, Venue.BITHUMB))  # (buy, sell)
 OnSignal = Callable[[Signal], "str | None"]
@@ -75,11 +76,7 @@ class Strategy:
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                logger.warning("strategy thread did not stop within {} s", timeout)
+        stop_thread(self._thread, timeout, self._stop)
 
     def stats(self) -> dict:
         return {

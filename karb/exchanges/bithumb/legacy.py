@@ -193,12 +193,7 @@ class BithumbLegacyClient:
                                     f"({exc})", request.client_id) from exc
 
     def get_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
-        if (order_id is None) == (client_id is None):
-            raise ValueError("give exactly one of order_id and client_id")
-        if client_id is not None:
-            order_id = self._order_id_of(client_id)
-        with self._lock:
-            known = self._known.get(order_id)
+        order_id, known = self._resolve(order_id, client_id)
         candidates = [known] if known else [_Known(m, Side.BUY, OrderType.LIMIT, None)
                                            for m in self._markets]
         for guess in candidates:
@@ -211,6 +206,15 @@ class BithumbLegacyClient:
                                 guess.order_type)
         raise OrderNotFound(self.venue, f"order {order_id} not found in {len(candidates)} market(s)",
                             "order_not_found")
+
+    def _resolve(self, order_id: str | None, client_id: str | None) -> tuple[str, "_Known | None"]:
+        """The venue id for exactly one of the two ids, and what this client knows of it."""
+        if (order_id is None) == (client_id is None):
+            raise ValueError("give exactly one of order_id and client_id")
+        if client_id is not None:
+            order_id = self._order_id_of(client_id)
+        with self._lock:
+            return order_id, self._known.get(order_id)
 
     def _order_id_of(self, client_id: str) -> str:
         with self._lock:
@@ -238,12 +242,7 @@ class BithumbLegacyClient:
     def cancel_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
         """``/trade/cancel`` (needs side and currencies, from what this client knows), then
         read the order back."""
-        if (order_id is None) == (client_id is None):
-            raise ValueError("give exactly one of order_id and client_id")
-        if client_id is not None:
-            order_id = self._order_id_of(client_id)
-        with self._lock:
-            known = self._known.get(order_id)
+        order_id, known = self._resolve(order_id, client_id)
         if known is None:
             known = self.get_order(order_id=order_id)  # finds its market and side
             self._remember(order_id, known.market, known.side, known.order_type, None)
