@@ -180,7 +180,8 @@ class Engine:
                 state=s["state"], messages=s["messages"], msgs_per_s=s.get("msgs_per_s", 0.0),
                 reconnects=s["reconnects"], decode_errors=s["decode_errors"],
                 last_message_age_s=s.get("last_message_age_s"), down_for_s=s.get("down_for_s", 0.0))
-        net = self.strategy.stats()["net_bps"]
+        strategy = self.strategy.stats()
+        net = strategy["net_bps"]
         markets = []
         for market in self.config.markets:
             ages, valid = {}, {}
@@ -199,7 +200,7 @@ class Engine:
         assets = sorted({base_currency(m) for m in self.config.markets})
         return EngineSnapshot(
             mode=self.mode, uptime_s=(now_ns - self._started_ns) / 1e9, feeds=feeds, markets=markets,
-            signals=self.strategy.stats()["signals"], trades=risk["trades"], successes=risk["successes"],
+            signals=strategy["signals"], trades=risk["trades"], successes=risk["successes"],
             failures=risk["failures"], consecutive_failures=risk["consecutive_failures"],
             realised_pnl_krw=risk["realised_pnl_krw"], fees_krw=risk["fees_krw"], balances=balances,
             residual={a: v for a, v in risk["residual"].items() if v},
