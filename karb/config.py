@@ -8,6 +8,7 @@ won, ``_bps`` basis points).
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -47,8 +48,8 @@ class VenueConfig:
     ``/v1/orders/chance`` cannot be read; the strategy uses the larger of the two.
     """
 
-    rest_url: str
-    ws_url: str
+    rest_url: str = field(metadata={"schemes": ("http", "https")})
+    ws_url: str = field(metadata={"schemes": ("ws", "wss")})
     taker_fee: Decimal
     maker_fee: Decimal
     api: Literal["v2", "legacy"] = "v2"  # REST/auth generation
@@ -122,7 +123,7 @@ class RiskConfig:
 @dataclass(frozen=True)
 class ExecutionConfig:
     leg_type: Literal["ioc_limit", "market"] = "ioc_limit"
-    workers: int = field(default=4, metadata=POSITIVE)
+    workers: int = field(default=4, metadata={"ge": 2, "why": "a trade fires both legs at once"})
     lookup_attempts: int = field(default=5, metadata=POSITIVE)  # after a timeout, by client id
     unwind_attempts: int = 3
     unwind_tolerance_bps: float = 30.0  # how far past the signal price a retry may go
@@ -194,7 +195,28 @@ def parse_config(data: object) -> Config:
     for venue in config.inventory.bands:
         if venue not in {v.value for v in Venue}:
             raise ConfigError(f"inventory.bands.{venue}: unknown venue (upbit or bithumb)")
+    _check_writable_file("journal.path", config.journal.path)
     return config
+
+
+def _check_writable_file(key: str, value: str) -> None:
+    """Refuse a file path the engine could not create or write: empty, a directory, or under
+    a directory (the nearest existing ancestor) it may not write to. Missing parents are fine:
+    the journal creates them."""
+    if not value.strip():
+        raise ConfigError(f"{key}: must not be empty")
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{key}: is a directory, expected a file path, was {value!r}")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ConfigError(f"{key}: cannot be written (no permission), was {value!r}")
+        return
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: cannot be written ({parent} is not a writable directory), was {value!r}")
 
 
 def load_config(path: str | Path) -> Config:

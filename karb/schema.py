@@ -8,17 +8,24 @@ Rules, applied recursively by field type:
   ``metadata={"gt": 0}`` makes zero an error too;
 * ``Decimal`` fields accept strings, ints and floats (floats through ``str()``, so ``0.0005``
   stays ``Decimal("0.0005")``); ``bool`` is never accepted where a number belongs;
-* ``Literal[...]`` fields accept only the listed values.
+* ``Literal[...]`` fields accept only the listed values;
+* float fields must be finite (``.nan`` / ``.inf`` are refused: a NaN compares false with every
+  limit and later crashes Decimal arithmetic);
+* ``metadata={"ge": n, "why": "..."}`` sets a minimum with its reason;
+* ``metadata={"schemes": ("ws", "wss")}`` makes a string field a URL with one of those schemes
+  and a host.
 
 Every failure raises ``ConfigError("venues.upbit.read_timeout: expected a number, was 'fast'")``.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Union
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -91,6 +98,8 @@ def _convert(tp: Any, value: Any, path: str, meta: Any = None) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, was {_show(value)}")
+        if "schemes" in meta:
+            _check_url(value, path, meta["schemes"])
         return value
     if tp in (int, float, Decimal):
         return _number(tp, value, path, meta)
@@ -114,10 +123,26 @@ def _number(tp: type, value: Any, path: str, meta: Any) -> Any:
     except (ValueError, InvalidOperation):
         kind = "a whole number" if tp is int else "a number"
         raise ConfigError(f"{path}: expected {kind}, was {_show(value)}") from None
+    if tp is float and not math.isfinite(number):
+        raise ConfigError(f"{path}: expected a finite number, was {_show(value)}")
     if not meta.get("signed") and number < 0:
         raise ConfigError(f"{path}: must not be negative, was {value}")
     if "gt" in meta and not number > meta["gt"]:
         raise ConfigError(f"{path}: must be greater than {meta['gt']}, was {value}")
+    if "ge" in meta and not number >= meta["ge"]:
+        why = f" ({meta['why']})" if "why" in meta else ""
+        raise ConfigError(f"{path}: must be at least {meta['ge']}{why}, was {value}")
     if "le" in meta and not number <= meta["le"]:
         raise ConfigError(f"{path}: must be at most {meta['le']}, was {value}")
     return number
+
+
+def _check_url(value: str, path: str, schemes: tuple[str, ...]) -> None:
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in schemes and bool(parts.hostname)
+    except ValueError:  # e.g. a malformed IPv6 host or port
+        ok = False
+    if not ok:
+        wanted = " or ".join(f"{s}://" for s in schemes)
+        raise ConfigError(f"{path}: expected a URL starting {wanted} with a host, was {_show(value)}")
