@@ -31,7 +31,7 @@ import orjson
 import requests
 from loguru import logger
 
-from feeds.protocol import FrameError
+from feeds.protocol import FrameError, check_not_ahead
 
 Snapshot = tuple[list[tuple[float, float]], list[tuple[float, float]], int]  # bids, asks, ts_ms
 
@@ -184,6 +184,7 @@ class BithumbLegacyBookProtocol:
                 groups[market] = [change]
             else:
                 changes.append(change)
+        check_not_ahead(ts_us // 1000, tuple(dict.fromkeys([*groups, *bad])))
         for market, changes in groups.items():
             if market not in bad:
                 self._delta(market, changes, ts_us, recv_ns)

@@ -1,7 +1,18 @@
 """What a ``FeedConnection`` needs from a venue protocol, and the error a bad frame raises."""
 from __future__ import annotations
 
+import time
 from typing import Protocol
+
+MAX_AHEAD_MS = 10_000
+"""A venue timestamp further than this ahead of the local wall clock is implausible (NTP keeps
+both within milliseconds): such a frame is bad. Adopted, it would become the book's newest
+timestamp and every current frame after it would look older and be dropped."""
+
+
+def ahead_ms(exch_ts_ms: int) -> int:
+    """How far ``exch_ts_ms`` is ahead of the local wall clock (negative: behind)."""
+    return exch_ts_ms - time.time_ns() // 1_000_000
 
 
 class FrameError(ValueError):
@@ -15,6 +26,13 @@ class FrameError(ValueError):
         super().__init__(reason)
         self.reason = reason
         self.markets = markets
+
+
+def check_not_ahead(exch_ts_ms: int, markets: tuple[str, ...]) -> None:
+    """Raise ``FrameError`` for ``markets`` if ``exch_ts_ms`` is implausibly far ahead."""
+    ahead = ahead_ms(exch_ts_ms)
+    if ahead > MAX_AHEAD_MS:
+        raise FrameError(f"venue timestamp {ahead / 1000:.0f} s ahead of the local clock", markets)
 
 
 class BookProtocol(Protocol):

@@ -22,7 +22,7 @@ import uuid
 
 import orjson
 
-from feeds.protocol import FrameError
+from feeds.protocol import FrameError, check_not_ahead
 
 _FIELDS = {
     "DEFAULT": ("type", "code", "timestamp", "orderbook_units",
@@ -102,6 +102,7 @@ class UpbitBookProtocol:
             raise FrameError(f"missing field {exc}", (market,)) from None
         except (TypeError, ValueError):
             raise FrameError("mistyped field", (market,)) from None
+        check_not_ahead(ts, (market,))
         if self._on_columns is not None:
             self._on_columns(market, bid_prices, bid_sizes, ask_prices, ask_sizes, ts, recv_ns)
         else:

@@ -20,19 +20,34 @@ Validity. A book is invalid until its first snapshot, and goes invalid (until th
 snapshot) on a reset (reconnect, bad frame), a delta without a base snapshot, a crossed
 result, or a negative / non-numeric / non-finite value. An invalid book keeps no levels.
 Snapshots older (by exchange timestamp) than the book are dropped and change nothing.
+
+Venue time. A frame stamped more than ``feeds.protocol.MAX_AHEAD_MS`` ahead of the local wall
+clock is refused (counted in ``future_frames``, the book goes invalid until the next snapshot):
+adopted, its timestamp would make every current frame look older and freeze the book. The feeds
+already drop such frames as bad; this is the book's own guard (e.g. for a REST snapshot).
+
+Each applied change also records the venue's lag: wall clock at receipt minus the venue's
+timestamp, less the smallest lag this book has seen. That minimum is the clock offset between
+the venue and us plus the best network latency, measured as the book runs (a constant offset
+costs nothing; a venue that was already publishing late before its first frame reads as offset
+until it catches up once). ``BookView.as_of_ns`` = receive time - lag, so a venue whose frames
+arrive on time but whose content is old counts as stale.
 """
 from __future__ import annotations
 
 import threading
+import time
 from itertools import islice
 from operator import gt, itemgetter, lt
 from typing import Iterable, Sequence
 
 from sortedcontainers import SortedDict
 
+from feeds.protocol import MAX_AHEAD_MS
 from karb.model import BookView, Level, Venue
 
 _INF = float("inf")
+_wall_ns = time.time_ns  # the local wall clock (a module attribute so tests can move it)
 _new_view = tuple.__new__  # BookView(...) minus namedtuple's Python-level __new__
 _price = itemgetter(0)
 _size = itemgetter(1)
@@ -75,7 +90,7 @@ class Book:
 
     __slots__ = ("venue", "market", "depth", "view", "reason", "_on_change", "_lock",
                  "_bids", "_asks", "_snap_bids", "_snap_asks", "_sorted_ok", "_version",
-                 "_exch_ts_ms", "_has_base")
+                 "_exch_ts_ms", "_has_base", "_offset_ms", "future_frames")
 
     def __init__(self, venue: Venue, market: str, depth: int = 15, on_change=None) -> None:
         self.venue = venue
@@ -91,6 +106,8 @@ class Book:
         self._version = 0
         self._exch_ts_ms = 0
         self._has_base = False
+        self._offset_ms: int | None = None  # smallest (wall - venue timestamp) seen
+        self.future_frames = 0  # frames refused for a timestamp implausibly far ahead
         self.reason: str | None = "no snapshot yet"
         self.view = BookView(venue, market, (), (), 0, 0, 0, False)
 
@@ -120,9 +137,14 @@ class Book:
     def _replace(self, bids: tuple, asks: tuple, exch_ts_ms: int, recv_ns: int) -> bool:
         # Validated levels in; the lock is held for a few assignments only.
         depth = self.depth
+        wall_ms = _wall_ns() // 1_000_000
+        if exch_ts_ms - wall_ms > MAX_AHEAD_MS:
+            self._refuse_ahead(exch_ts_ms - wall_ms, recv_ns)
+            return False
         with self._lock:
             if exch_ts_ms < self._exch_ts_ms and self._has_base:
                 return False
+            lag_ns = self._lag_ns(wall_ms, exch_ts_ms)
             self._snap_bids = bids
             self._snap_asks = asks
             self._sorted_ok = False
@@ -131,7 +153,7 @@ class Book:
             self._version += 1
             self.reason = None
             self.view = _new_view(BookView, (self.venue, self.market, bids[:depth], asks[:depth],
-                                             self._version, exch_ts_ms, recv_ns, True))
+                                             self._version, exch_ts_ms, recv_ns, True, lag_ns))
         if self._on_change is not None:
             self._on_change()
         return True
@@ -181,12 +203,16 @@ class Book:
         except (TypeError, ValueError):
             self.invalidate("bad delta value", exch_ts_ms, recv_ns)
             return False
+        wall_ms = _wall_ns() // 1_000_000
+        if exch_ts_ms - wall_ms > MAX_AHEAD_MS:
+            self._refuse_ahead(exch_ts_ms - wall_ms, recv_ns)
+            return False
         problem = None
         with self._lock:
             if not self._has_base:
                 problem = self.reason or "delta without a base snapshot"
             else:
-                problem = self._apply_locked(checked, exch_ts_ms, recv_ns)
+                problem = self._apply_locked(checked, exch_ts_ms, recv_ns, wall_ms)
         if problem is not None:
             self.invalidate(problem, exch_ts_ms, recv_ns)
             return False
@@ -194,7 +220,8 @@ class Book:
             self._on_change()
         return True
 
-    def _apply_locked(self, checked: list, exch_ts_ms: int, recv_ns: int) -> str | None:
+    def _apply_locked(self, checked: list, exch_ts_ms: int, recv_ns: int,
+                      wall_ms: int) -> str | None:
         # Caller holds the lock and has a base. A change worse than the last level of a full
         # top-N window cannot alter that side's view, so the side's tuple is then reused.
         bids, asks = self._materialize()
@@ -225,8 +252,24 @@ class Book:
             self._exch_ts_ms = exch_ts_ms
         self._version += 1
         self.view = _new_view(BookView, (self.venue, self.market, top_bids, top_asks,
-                                         self._version, self._exch_ts_ms, recv_ns, True))
+                                         self._version, self._exch_ts_ms, recv_ns, True,
+                                         self._lag_ns(wall_ms, self._exch_ts_ms)))
         return None
+
+    def _lag_ns(self, wall_ms: int, exch_ts_ms: int) -> int:
+        # Caller holds the lock. Lag beyond the smallest seen (see the module docstring).
+        if exch_ts_ms <= 0:
+            return 0  # the venue sent no usable timestamp
+        lag_ms = wall_ms - exch_ts_ms
+        offset = self._offset_ms
+        if offset is None or lag_ms < offset:
+            self._offset_ms = offset = lag_ms
+        return (lag_ms - offset) * 1_000_000
+
+    def _refuse_ahead(self, ahead_ms: int, recv_ns: int) -> None:
+        self.future_frames += 1
+        self.invalidate(f"venue timestamp {ahead_ms / 1000:.0f} s ahead of the local clock",
+                        0, recv_ns)
 
     def invalidate(self, reason: str, exch_ts_ms: int = 0, recv_ns: int = 0) -> None:
         """Mark the book invalid (levels dropped) until the next snapshot; publish that.
@@ -252,9 +295,10 @@ class Book:
     # --- readers (any thread) -----------------------------------------------------------
 
     def is_fresh(self, now_ns: int, max_age_ns: int) -> bool:
-        """True if the book is valid and its last change was received <= ``max_age_ns`` ago."""
+        """True if the book is valid and its content (receive time less the venue's lag) is
+        <= ``max_age_ns`` old."""
         view = self.view
-        return view.valid and now_ns - view.recv_ns <= max_age_ns
+        return view.valid and now_ns - view.as_of_ns <= max_age_ns
 
     def health(self, now_ns: int, max_age_ns: int) -> str | None:
         """Why the book cannot be traded on (``"invalid: ..."`` / ``"stale: ..."``), or None."""
@@ -264,6 +308,8 @@ class Book:
         age_ns = now_ns - view.recv_ns
         if age_ns > max_age_ns:
             return f"stale: last update {age_ns / 1e9:.1f} s ago"
+        if now_ns - view.as_of_ns > max_age_ns:
+            return f"stale: venue timestamp {view.lag_ns / 1e9:.1f} s behind its usual pace"
         return None
 
     def levels(self) -> tuple[list[Level], list[Level]]:

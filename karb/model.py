@@ -75,6 +75,10 @@ class BookView(NamedTuple):
     book's lock. ``version`` increases by one per applied change; ``exch_ts_ms`` is the
     venue's timestamp (ms); ``recv_ns`` is our ``time.monotonic_ns()`` when the frame arrived.
     ``valid`` is False while the book cannot be trusted (crossed, reconnecting, no snapshot).
+    ``lag_ns`` is how far the venue's timestamp was behind our wall clock at receipt, beyond the
+    smallest such lag this book has seen (that minimum stands for clock offset plus network
+    latency; see ``karb.book``): a venue that is publishing late has a growing ``lag_ns``
+    though its frames arrive on time. Freshness checks use ``as_of_ns``, not ``recv_ns``.
     """
 
     venue: Venue
@@ -85,6 +89,12 @@ class BookView(NamedTuple):
     exch_ts_ms: int
     recv_ns: int
     valid: bool
+    lag_ns: int = 0
+
+    @property
+    def as_of_ns(self) -> int:
+        """Monotonic time the content is as of: the receive time, less the venue's lag."""
+        return self.recv_ns - self.lag_ns
 
     @property
     def best_bid(self) -> float | None:

@@ -156,7 +156,7 @@ class Strategy:
         for view in (up, bt):
             if not view.valid:
                 return f"{view.venue.value} book invalid"
-            if now_ns - view.recv_ns > self._max_age_ns:
+            if now_ns - view.as_of_ns > self._max_age_ns:
                 return f"{view.venue.value} book stale"
         if abs(up.recv_ns - bt.recv_ns) > self._max_skew_ns:
             return "books skewed"

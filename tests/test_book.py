@@ -236,3 +236,63 @@ def test_sink_snapshot_columns_reports_validity():
     board = BookBoard(["KRW-BTC"])
     assert board.sink("upbit").on_snapshot_columns("KRW-BTC", [100.0], [1.0], [101.0], [1.0], 1, 1)
     assert not board.sink("upbit").on_snapshot_columns("KRW-BTC", [102.0], [1.0], [101.0], [1.0], 2, 2)
+
+
+def _wall_ms() -> int:
+    import time
+    return time.time_ns() // 1_000_000
+
+
+def test_book_with_one_future_dated_snapshot_drops_it_and_keeps_taking_current_frames():
+    # Arrange: a live book, then one frame stamped an hour ahead of the local clock
+    book = Book(Venue.UPBIT, "KRW-BTC")
+    now = _wall_ms()
+    assert book.apply_snapshot(BIDS, ASKS, now, 1)
+    # Act
+    taken = book.apply_snapshot([(100.0, 9.0)], [(101.0, 9.0)], now + 3_600_000, 2)
+    # Assert: dropped, never adopted as the high-water mark; the next current frame applies
+    assert not taken
+    assert book.view.exch_ts_ms < now + 3_600_000
+    assert book.future_frames == 1
+    assert book.apply_snapshot([(100.0, 5.0)], [(101.0, 5.0)], now + 50, 3)
+    assert book.view.valid and book.view.bids == ((100.0, 5.0),) and book.view.recv_ns == 3
+    book._check()
+
+
+def test_book_with_future_dated_delta_invalidates_instead_of_adopting_its_timestamp():
+    book = Book(Venue.BITHUMB, "KRW-BTC")
+    now = _wall_ms()
+    assert book.apply_snapshot(BIDS, ASKS, now, 1)
+    assert not book.apply_delta([("bid", 100.0, 7.0)], now + 3_600_000, 2)
+    assert not book.view.valid and "ahead" in book.reason
+    assert book.apply_snapshot(BIDS, ASKS, now + 10, 3)
+    assert book.view.valid and book.view.exch_ts_ms == now + 10
+    book._check()
+
+
+def test_book_whose_venue_timestamp_lags_counts_as_stale_though_frames_keep_arriving(monkeypatch):
+    import karb.book
+    wall = [1_700_000_000_000 * 10**6]
+    monkeypatch.setattr(karb.book, "_wall_ns", lambda: wall[0])
+    # Arrange: the first frame sets the clock-offset baseline (a constant 40 s offset here)
+    book = Book(Venue.UPBIT, "KRW-BTC")
+    venue_ms = 1_700_000_000_000 - 40_000
+    recv = 10**12
+    assert book.apply_snapshot(BIDS, ASKS, venue_ms, recv)
+    assert book.view.lag_ns == 0 and book.health(recv, 2 * 10**9) is None
+    # Act: frames keep arriving every second, but the venue's clock in them moves 0.1 s each
+    for _ in range(5):
+        wall[0] += 10**9
+        recv += 10**9
+        venue_ms += 100
+        assert book.apply_delta([("bid", 100.0, 1.0)], venue_ms, recv)
+    # Assert: received just now, yet its content is 4.5 s old by the venue's own clock
+    view = book.view
+    assert view.recv_ns == recv and view.lag_ns == 4_500_000_000
+    assert recv - view.as_of_ns == 4_500_000_000
+    assert book.health(recv, 2 * 10**9).startswith("stale: venue timestamp")
+    assert not book.is_fresh(recv, 2 * 10**9)
+    # a snapshot that catches up makes the book fresh again
+    wall[0] += 10**9
+    assert book.apply_snapshot(BIDS, ASKS, venue_ms + 6_000, recv + 10**9)
+    assert book.view.lag_ns == 0 and book.is_fresh(recv + 10**9, 2 * 10**9)

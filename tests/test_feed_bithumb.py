@@ -240,3 +240,20 @@ def test_legacy_snapshot_fetcher_with_html_error_page_raises():
     responses.get("http://127.0.0.1:9/public/orderbook/BTC_KRW", body="<html>502</html>", status=502)
     with pytest.raises(SnapshotFetchError):
         LegacySnapshotFetcher("http://127.0.0.1:9")("KRW-BTC")
+
+
+def test_delta_stamped_an_hour_ahead_is_dropped_and_resyncs_that_market(rig):
+    board, fetcher, proto = synced(rig)
+    ahead_us = (time.time_ns() // 1_000 + 3_600_000_000)
+    calls = len(fetcher.calls)
+    with pytest.raises(FrameError) as info:
+        proto.handle(depth([("KRW-BTC", "bid", 99.5, 7.0)], ahead_us), 2)
+    proto.on_bad_frame(info.value.markets)  # what the connection does next
+    assert info.value.markets == ("KRW-BTC",) and "ahead" in info.value.reason
+    settle(proto, lambda: view(board).valid, "BTC resynced")
+    assert len(fetcher.calls) == calls + 1
+    assert (99.5, 7.0) not in view(board).bids
+    # later, current deltas apply again: the book is not frozen behind the future stamp
+    now_us = time.time_ns() // 1_000
+    proto.handle(depth([("KRW-BTC", "bid", 99.7, 3.0)], now_us), 3)
+    assert (99.7, 3.0) in view(board).bids

@@ -134,3 +134,16 @@ def test_bad_frame_and_disconnect_reset_the_right_books():
 def test_unknown_format_is_refused_at_construction():
     with pytest.raises(ValueError):
         UpbitBookProtocol(RecordingSink(), ["KRW-BTC"], fmt="JSON_LIST")
+
+
+def test_frame_stamped_an_hour_ahead_is_a_bad_frame_for_its_market():
+    import time
+    sink = RecordingSink()
+    proto = UpbitBookProtocol(sink, ["KRW-BTC"])
+    ahead = time.time_ns() // 1_000_000 + 3_600_000
+    frame = (b'{"type":"orderbook","code":"KRW-BTC","timestamp":%d,"orderbook_units":'
+             b'[{"ask_price":101.0,"bid_price":100.0,"ask_size":1.0,"bid_size":1.0}]}' % ahead)
+    with pytest.raises(FrameError) as info:
+        proto.handle(frame, 1)
+    assert info.value.markets == ("KRW-BTC",) and "ahead" in info.value.reason
+    assert sink.snapshots == []
