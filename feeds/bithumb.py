@@ -16,8 +16,10 @@ Sync, per market: deltas are buffered from the moment a snapshot is wanted; a he
 (``feed-bithumb-snap``) fetches ``GET /public/orderbook/{BASE}_KRW``; the feed thread then
 applies the snapshot plus every buffered delta not older than it (quantities are absolute, so
 replaying one the snapshot already holds is harmless) and passes the result on as a snapshot.
-Every ``snapshot_check_s`` the same is done again for a synced market (deltas keep flowing to
-the book meanwhile), which repairs a book a lost delta has silently corrupted.
+Every ``snapshot_check_s`` (5 s) the same is done again for a synced market (deltas keep
+flowing to the book meanwhile), which repairs a book a lost delta has silently corrupted; the
+book counts and logs each repair. Without sequence numbers (spec 4.2) this period is the bound
+on how long a phantom level can live; a crossed result is caught at once.
 """
 from __future__ import annotations
 
@@ -96,7 +98,7 @@ class BithumbLegacyBookProtocol:
     venue = "bithumb"
 
     def __init__(self, sink, markets: list[str], fetch: Callable[[str], Snapshot], *,
-                 snapshot_check_s: float = 30.0, retry_s: float = 1.0,
+                 snapshot_check_s: float = 5.0, retry_s: float = 1.0,
                  max_buffer: int = 20_000) -> None:
         self.markets = list(markets)
         self._sink = sink

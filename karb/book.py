@@ -41,6 +41,7 @@ from itertools import islice
 from operator import gt, itemgetter, lt
 from typing import Iterable, Sequence
 
+from loguru import logger
 from sortedcontainers import SortedDict
 
 from feeds.protocol import MAX_AHEAD_MS
@@ -90,7 +91,8 @@ class Book:
 
     __slots__ = ("venue", "market", "depth", "view", "reason", "_on_change", "_lock",
                  "_bids", "_asks", "_snap_bids", "_snap_asks", "_sorted_ok", "_version",
-                 "_exch_ts_ms", "_has_base", "_offset_ms", "future_frames")
+                 "_exch_ts_ms", "_has_base", "_offset_ms", "future_frames",
+                 "repairs", "_delta_kept")
 
     def __init__(self, venue: Venue, market: str, depth: int = 15, on_change=None) -> None:
         self.venue = venue
@@ -108,6 +110,8 @@ class Book:
         self._has_base = False
         self._offset_ms: int | None = None  # smallest (wall - venue timestamp) seen
         self.future_frames = 0  # frames refused for a timestamp implausibly far ahead
+        self.repairs = 0  # snapshots that found a delta-kept book wrong (a lost delta)
+        self._delta_kept = False  # deltas applied since the book last went invalid
         self.reason: str | None = "no snapshot yet"
         self.view = BookView(venue, market, (), (), 0, 0, 0, False)
 
@@ -145,6 +149,11 @@ class Book:
             if exch_ts_ms < self._exch_ts_ms and self._has_base:
                 return False
             lag_ns = self._lag_ns(wall_ms, exch_ts_ms)
+            view = self.view
+            repaired = self._has_base and self._delta_kept and (
+                view.bids != bids[:depth] or view.asks != asks[:depth])
+            if repaired:
+                self.repairs += 1
             self._snap_bids = bids
             self._snap_asks = asks
             self._sorted_ok = False
@@ -154,6 +163,9 @@ class Book:
             self.reason = None
             self.view = _new_view(BookView, (self.venue, self.market, bids[:depth], asks[:depth],
                                              self._version, exch_ts_ms, recv_ns, True, lag_ns))
+        if repaired:
+            logger.warning("{} {}: a snapshot found the delta-kept book wrong (a lost delta); "
+                           "repaired ({} so far)", self.venue.value, self.market, self.repairs)
         if self._on_change is not None:
             self._on_change()
         return True
@@ -250,6 +262,7 @@ class Book:
             return "crossed after delta"
         if exch_ts_ms > self._exch_ts_ms:
             self._exch_ts_ms = exch_ts_ms
+        self._delta_kept = True
         self._version += 1
         self.view = _new_view(BookView, (self.venue, self.market, top_bids, top_asks,
                                          self._version, self._exch_ts_ms, recv_ns, True,
@@ -278,7 +291,7 @@ class Book:
         """
         with self._lock:
             already = not self._has_base and self.reason == reason
-            self._has_base = False
+            self._has_base = self._delta_kept = False
             self.reason = reason
             if already:
                 return

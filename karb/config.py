@@ -77,7 +77,11 @@ class FeedConfig:
     ping_interval_s: float = field(default=30.0, metadata=POSITIVE)  # venues drop idle at ~120 s
     backoff_initial_s: float = field(default=0.5, metadata=POSITIVE)
     backoff_max_s: float = field(default=30.0, metadata=POSITIVE)
-    snapshot_check_s: float = field(default=30.0, metadata=POSITIVE)  # Bithumb legacy deltas
+    # Bithumb legacy deltas carry no sequence numbers, so a lost delta cannot be detected from
+    # the stream: a REST snapshot every snapshot_check_s repairs the book (and counts a repair).
+    # This bounds how long a phantom level can live; it costs markets / snapshot_check_s
+    # public requests per second.
+    snapshot_check_s: float = field(default=5.0, metadata=POSITIVE)
     record_path: str | None = None  # raw frames to a .jsonl.gz for replay
 
 

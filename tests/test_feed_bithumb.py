@@ -257,3 +257,27 @@ def test_delta_stamped_an_hour_ahead_is_dropped_and_resyncs_that_market(rig):
     now_us = time.time_ns() // 1_000
     proto.handle(depth([("KRW-BTC", "bid", 99.7, 3.0)], now_us), 3)
     assert (99.7, 3.0) in view(board).bids
+
+
+def test_phantom_level_after_a_lost_delta_lives_at_most_5_s_by_default_and_is_counted():
+    from karb.config import FeedConfig
+    board = BookBoard(MARKETS)
+    fetcher = StubFetcher()
+    # the engine's default check interval bounds how long a phantom level can live
+    assert FeedConfig().snapshot_check_s <= 5.0
+    assert BithumbLegacyBookProtocol(None, MARKETS, fetcher)._check_ns <= 5 * 10**9
+    proto = BithumbLegacyBookProtocol(board.sink("bithumb"), MARKETS, fetcher,
+                                      snapshot_check_s=0.05, retry_s=0.05)
+    try:
+        synced((board, fetcher, proto))
+        book = board.get("bithumb", "KRW-BTC")
+        fetcher.books["KRW-BTC"] = ([(100.0, 1.0), (99.0, 2.0)], [(101.0, 1.0), (102.0, 2.0), (103.0, 1.0)], 2_000)
+        proto.handle(depth([("KRW-BTC", "ask", 103.0, 1.0)], 2_000_000), 2)  # delta-kept now
+        settle(proto, lambda: proto.snapshots >= 3, "a clean check")
+        assert book.repairs == 0  # a check that finds the book right is not a repair
+        # the venue removed the 99.0 bid but its delta never reached us
+        fetcher.books["KRW-BTC"] = ([(100.0, 1.0)], [(101.0, 1.0), (102.0, 2.0), (103.0, 1.0)], 5_000)
+        settle(proto, lambda: view(board).bids == ((100.0, 1.0),), "check repaired the book")
+        assert book.repairs == 1
+    finally:
+        proto.close()
