@@ -66,6 +66,7 @@ class FeedConnection:
         self.reconnects = 0
         self.decode_errors = 0
         self.last_message_ns = 0
+        self._started_ns = 0
         self.msgs_per_s = 0.0
         self._rate_start_ns = 0
         self._rate_count = 0
@@ -78,6 +79,7 @@ class FeedConnection:
         if self._thread is not None:
             raise RuntimeError(f"{self.name} already started")
         self._stop.clear()
+        self._started_ns = time.monotonic_ns()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
@@ -105,9 +107,15 @@ class FeedConnection:
         return self._thread is not None and self._thread.is_alive()
 
     def stats(self, now_ns: int | None = None) -> dict:
-        """Counters for monitoring. Safe from any thread (plain reads of ints)."""
+        """Counters for monitoring. Safe from any thread (plain reads of ints).
+
+        ``down_for_s`` is the time since the feed last delivered a data frame (or since it was
+        started, if it never did): it grows while the feed is disconnected, reconnecting, or
+        connected but silent, and is 0 before ``start``.
+        """
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         last = self.last_message_ns
+        up = max(last, self._started_ns)
         return {
             "state": self.state,
             "messages": self.messages,
@@ -116,6 +124,7 @@ class FeedConnection:
             "decode_errors": self.decode_errors,
             "last_message_age_s": (now_ns - last) / 1e9 if last else None,
             "msgs_per_s": self.msgs_per_s,
+            "down_for_s": max(0.0, (now_ns - up) / 1e9) if up else 0.0,
         }
 
     # --- the feed thread ----------------------------------------------------------------

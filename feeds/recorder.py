@@ -6,7 +6,10 @@ is the feed thread's ``time.monotonic_ns()`` at receipt and ``frame`` the frame'
 sim's replay source reads (karb/sim/replay.py).
 
 Feed threads only append to a deque; the ``feed-recorder`` thread compresses and writes, so
-no file I/O happens on a feed thread.
+no file I/O happens on a feed thread. A write that fails (disk full, file gone) ends the
+recording: one ERROR line, ``error`` says why (the engine's snapshot carries it and the alerter
+raises ``recorder_failed``), the queue is dropped and ``record`` drops every later frame, so
+nothing piles up in memory. Trading does not depend on the recording and carries on.
 """
 from __future__ import annotations
 
@@ -33,11 +36,13 @@ class FrameRecorder:
         self._flush_every_s = flush_every_s
         self._stop = threading.Event()
         self.frames = 0
+        self.error: str | None = None  # why recording stopped early; set once by the thread
         self._thread = threading.Thread(target=self._run, name="feed-recorder", daemon=True)
         self._thread.start()
 
     def record(self, recv_ns: int, venue: str, data: bytes | str) -> None:
-        self._queue.append((recv_ns, venue, data))
+        if self.error is None:
+            self._queue.append((recv_ns, venue, data))
 
     def stop(self, timeout_s: float = 5.0) -> bool:
         """Write what is queued, close the file. Return True if the thread ended in time."""
@@ -53,8 +58,21 @@ class FrameRecorder:
             while not self._stop.wait(self._flush_every_s):
                 self._drain()
             self._drain()
+        except Exception as exc:  # noqa: BLE001 - any failure ends the recording the same way
+            self._fail(f"{type(exc).__name__}: {exc}")
         finally:
-            self._file.close()
+            try:
+                self._file.close()
+            except Exception as exc:  # noqa: BLE001 - a close on a full disk fails too
+                self._fail(f"closing: {type(exc).__name__}: {exc}")
+
+    def _fail(self, reason: str) -> None:
+        if self.error is None:
+            self.error = reason  # from here on record() drops frames
+            logger.error("frame recording to {} stopped after {} frames: {}; dropping {} queued "
+                         "frames, trading continues", self.path, self.frames, reason,
+                         len(self._queue))
+        self._queue.clear()
 
     def _drain(self) -> None:
         queue = self._queue

@@ -7,6 +7,7 @@ receiver never delays the monitor.
 """
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -19,11 +20,13 @@ from loguru import logger
 from karb.status import EngineSnapshot
 
 FAILURE_STREAK = 5
+FIRED_KEPT = 1000  # the alerts kept in ``Alerter.fired`` (the log has them all)
 
 
 @dataclass(frozen=True)
 class Alert:
     kind: str  # low_balance | order_failures | feed_down | residual_exposure | circuit_open
+    #            | journal_error | recorder_failed
     key: str  # what it is about (venue, asset...), so two feeds alert separately
     message: str
 
@@ -39,12 +42,17 @@ def evaluate(s: EngineSnapshot, low_balance_krw: Decimal, feed_down_s: float) ->
         alerts.append(Alert("order_failures", "all", f"{s.consecutive_failures} consecutive order failures"))
     for venue, feed in s.feeds.items():
         if feed.down_for_s > feed_down_s:
-            alerts.append(Alert("feed_down", venue, f"{venue} feed disconnected for {feed.down_for_s:.0f}s"))
+            alerts.append(Alert("feed_down", venue, f"{venue} feed down (no data) for {feed.down_for_s:.0f}s"))
     for asset, amount in s.residual.items():
         if amount:
             alerts.append(Alert("residual_exposure", asset, f"residual exposure {amount} {asset} after unwind"))
     if s.circuit == "open":
         alerts.append(Alert("circuit_open", "all", "circuit breaker OPEN: trading paused"))
+    if s.journal_failing:
+        alerts.append(Alert("journal_error", "journal", f"journal refusing writes ({s.journal_errors} "
+                            "failed so far; disk full?): new trades are refused"))
+    if s.recorder_error:
+        alerts.append(Alert("recorder_failed", "recorder", f"frame recording stopped: {s.recorder_error}"))
     return alerts
 
 
@@ -60,7 +68,7 @@ class Alerter:
         self._active: set[tuple[str, str]] = set()
         self._queue: queue.Queue[Alert | None] = queue.Queue()
         self._thread = threading.Thread(target=self._post_loop, name="alerts", daemon=True)
-        self.fired: list[Alert] = []
+        self.fired: collections.deque[Alert] = collections.deque(maxlen=FIRED_KEPT)  # latest
 
     def start(self) -> "Alerter":
         self._thread.start()

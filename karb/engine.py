@@ -42,6 +42,26 @@ from karb.status import EngineSnapshot, FeedStatus, MarketStatus
 from karb.strategy import Strategy
 
 RULES_REFRESH_S = 24 * 3600
+JOURNAL_CLEAR_S = 60.0  # a journal episode ends after this long without a failed write
+
+
+class _ErrorWatch:
+    """Turns an error counter into "failing": it grew within the last ``clear_s``.
+
+    Read by the monitor thread only (``snapshot``), so one failure episode raises one alert and
+    the next failure after a quiet ``clear_s`` raises another.
+    """
+
+    def __init__(self, clear_s: float) -> None:
+        self._clear_ns = int(clear_s * 1e9)
+        self._count = 0
+        self._grew_ns: int | None = None
+
+    def failing(self, count: int, now_ns: int) -> bool:
+        if count > self._count:
+            self._grew_ns = now_ns
+        self._count = count
+        return self._grew_ns is not None and now_ns - self._grew_ns <= self._clear_ns
 
 
 class Engine:
@@ -79,6 +99,7 @@ class Engine:
         self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock)
         self.executor.add_listener(self.balance_sync.request_refresh)
         self.monitor = Monitor(config.monitor, self.snapshot, out=out, panel=panel)
+        self._journal_watch = _ErrorWatch(JOURNAL_CLEAR_S)
         self._rules_stop = threading.Event()
         self._rules_thread = threading.Thread(target=self._refresh_rules_daily, name="rules-refresh",
                                               daemon=True)
@@ -193,10 +214,9 @@ class Engine:
                 d: net.get((market, d)) for d in ("upbit_sell", "bithumb_sell")}))
         risk = self.risk.summary()
         execs = self.executor.stats()
+        # the ledger's free already includes what trades hold (available = free - held)
         balances = {v: {c: Decimal(a) for c, a in b.items()} for v, b in risk["balances"].items()}
-        for venue, reserved in risk["reserved"].items():
-            for ccy, amount in reserved.items():
-                balances.setdefault(venue, {})[ccy] = balances.get(venue, {}).get(ccy, Decimal(0)) + amount
+        journal_errors = self.journal.errors
         assets = sorted({base_currency(m) for m in self.config.markets})
         return EngineSnapshot(
             mode=self.mode, uptime_s=(now_ns - self._started_ns) / 1e9, feeds=feeds, markets=markets,
@@ -206,7 +226,10 @@ class Engine:
             residual={a: v for a, v in risk["residual"].items() if v},
             latencies_us=execs.get("latency_us", {}), circuit=risk["circuit"],
             trading_state=risk["state"], halt_reason=risk["kill_reason"] or risk["halt_reason"],
-            transfers=[str(t) for t in self.inventory.transfers(assets)])
+            transfers=[str(t) for t in self.inventory.transfers(assets)],
+            journal_errors=journal_errors,
+            journal_failing=self._journal_watch.failing(journal_errors, now_ns),
+            recorder_error=self.market_data.recorder_error)
 
     def summary(self) -> str:
         s = self.snapshot()
@@ -218,10 +241,18 @@ class Engine:
             f"  realised PnL {s.realised_pnl_krw:,.0f} KRW, fees {s.fees_krw:,.2f} KRW",
         ]
         for venue, balances in sorted(s.balances.items()):
-            shown = ", ".join(f"{c} {v.normalize():f}" for c, v in sorted(balances.items()))
+            shown = ", ".join(f"{c} {_amount(c, v)}" for c, v in sorted(balances.items()))
             lines.append(f"  {venue}: {shown}")
         residual = ", ".join(f"{a} {v}" for a, v in s.residual.items()) or "none"
         lines.append(f"  residual exposure: {residual}")
         if s.halt_reason:
             lines.append(f"  trading stopped: {s.halt_reason}")
         return "\n".join(lines)
+
+
+def _amount(currency: str, value: Decimal) -> str:
+    """KRW in whole won with separators; a coin with no trailing zeros and no exponent."""
+    if currency == "KRW":
+        return f"{value:,.0f}"
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -75,3 +75,8 @@ class MarketData:
                 stats["fetch_errors"] = protocol.fetch_errors
             result[venue.value] = stats
         return result
+
+    @property
+    def recorder_error(self) -> str | None:
+        """Why frame recording stopped early, or None (recording fine, or not configured)."""
+        return None if self._recorder is None else self._recorder.error

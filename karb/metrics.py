@@ -63,7 +63,7 @@ def render_metrics(s: EngineSnapshot) -> str:
     w.metric("karb_fees_krw", "counter", "Fees paid, KRW.", float(s.fees_krw))
     for venue, balances in sorted(s.balances.items()):
         for ccy, amount in sorted(balances.items()):
-            w.metric("karb_balance", "gauge", "Balance (free + locked) by venue and currency.",
+            w.metric("karb_balance", "gauge", "Venue balance (free to trade, incl. what open trades hold) by venue and currency.",
                      float(amount), venue=venue, currency=ccy)
     for asset, amount in sorted(s.residual.items()):
         w.metric("karb_residual_exposure", "gauge", "Unhedged coin left by failed legs.",
@@ -78,6 +78,8 @@ def render_metrics(s: EngineSnapshot) -> str:
         w.metric("karb_feed_reconnects_total", "counter", "Reconnects.", f.reconnects, venue=venue)
         w.metric("karb_feed_decode_errors_total", "counter", "Frames dropped as bad.",
                  f.decode_errors, venue=venue)
+        w.metric("karb_feed_down_seconds", "gauge", "Seconds since the feed last delivered data.",
+                 f.down_for_s, venue=venue)
     for stage, (p50, p99) in sorted(s.latencies_us.items()):
         w.metric("karb_stage_latency_seconds", "gauge", "Stage latency percentiles.",
                  p50 / 1e6, stage=stage, quantile="0.5")
@@ -86,6 +88,9 @@ def render_metrics(s: EngineSnapshot) -> str:
     for state in CIRCUIT_STATES:
         w.metric("karb_circuit_state", "gauge", "Circuit breaker state (1 = current).",
                  1 if s.circuit == state else 0, state=state)
+    w.metric("karb_journal_errors_total", "counter", "Journal writes that failed.", s.journal_errors)
+    w.metric("karb_recorder_failed", "gauge", "1 if frame recording stopped on an error.",
+             1 if s.recorder_error else 0)
     w.metric("karb_halted", "gauge", "1 if trading is halted or killed.",
              0 if s.trading_state == "active" else 1)
     return "\n".join(w.lines) + "\n"

@@ -18,7 +18,7 @@ class FeedStatus:
     reconnects: int = 0
     decode_errors: int = 0
     last_message_age_s: float | None = None
-    down_for_s: float = 0.0  # how long the connection has been not "connected"
+    down_for_s: float = 0.0  # since the feed last delivered a frame (or started)
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class EngineSnapshot:
     trading_state: str = "active"
     halt_reason: str | None = None
     transfers: list[str] = field(default_factory=list)  # suggested rebalancing transfers
+    journal_errors: int = 0  # failed journal writes since start
+    journal_failing: bool = False  # a journal write failed within the last JOURNAL_CLEAR_S
+    recorder_error: str | None = None  # why frame recording stopped, if it did
 
     @property
     def success_rate(self) -> float | None:
@@ -111,6 +114,10 @@ def render_panel(s: EngineSnapshot, width: int = 100) -> str:
     if any(s.residual.values()):
         lines.append("RESIDUAL " + "  ".join(f"{a} {v}" for a, v in s.residual.items() if v))
     lines.extend(f"rebalance: {t}" for t in s.transfers)
+    if s.journal_failing:
+        lines.append(f"JOURNAL REFUSING WRITES ({s.journal_errors} failed): new trades refused")
+    if s.recorder_error:
+        lines.append(f"frame recording stopped: {s.recorder_error}")
     if s.latencies_us:
         lines.append("")
         lines.extend(_wrap("latency us p50/p99  ", [
