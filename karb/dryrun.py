@@ -4,15 +4,20 @@ The default mode runs the exact live path (strategy, risk, journal, executor, un
 each venue replaced by a ``DryRunVenue``. An order is checked like the venue would (tick,
 precision, minimum order, balance), then filled against the current top-N view of that venue's
 book: an IOC/market order takes levels best-first up to its limit (or funds) and the rest is
-cancelled; the taker fee from the market rules is charged in KRW on both sides, exactly. What
-one order took from a book version is remembered, so a second order against the same version
-cannot take the same liquidity again. Its own balances start from ``load()`` and move with
-every fill. Resting (GTC) orders are not simulated and are refused. Thread-safe (one lock).
+cancelled; the taker fee from the market rules is charged in KRW on both sides, exactly.
+
+The venue never sees a dry-run fill, so its next frames still show the liquidity we "took".
+What each order took is remembered per price level for ``DRY_RUN_REFILL_S`` (like the sim's
+``refill_s``) and subtracted from whatever book version comes next, so the same liquidity is
+never filled twice. Its own balances start from ``load()`` and move with every fill. Resting
+(GTC) orders are not simulated and are refused. The last ``ORDERS_KEPT`` orders can be looked
+up (all are final at once). Thread-safe (one lock).
 """
 from __future__ import annotations
 
 import itertools
 import threading
+from collections import OrderedDict, deque
 from decimal import ROUND_DOWN, Decimal
 
 from loguru import logger
@@ -25,6 +30,8 @@ from karb.rules import RulesBook
 
 ZERO = Decimal(0)
 FEE_STEP = Decimal("0.00000001")
+DRY_RUN_REFILL_S = 1.0  # how long liquidity taken by a dry-run fill stays missing from the book
+ORDERS_KEPT = 10_000  # finished orders kept for look-ups by id
 
 
 class DryRunVenue:
@@ -37,8 +44,9 @@ class DryRunVenue:
         self.clock = clock
         self._lock = threading.Lock()
         self._balances: dict[str, Decimal] = {}
-        self._orders: dict[str, OrderResult] = {}  # by client id
-        self._taken: dict[tuple[str, Side], tuple[int, dict[float, float]]] = {}
+        self._orders: OrderedDict[str, OrderResult] = OrderedDict()  # by client id, oldest first
+        # (market, side) -> (expires_ns, price, size) of what our fills took, oldest first
+        self._taken: dict[tuple[str, Side], deque[tuple[int, float, float]]] = {}
         self._ids = itertools.count(1)
 
     def load(self, balances: dict[str, Balance]) -> None:
@@ -71,6 +79,8 @@ class DryRunVenue:
             fills = self._match(request, view)
             result = self._book(request, fills, rules.taker_fee)
             self._orders[request.client_id] = result
+            if len(self._orders) > ORDERS_KEPT:
+                self._orders.popitem(last=False)
         logger.info("[DryRun] {} {} {} {} {}: filled {} for {} KRW, fee {} ({})", self.venue.value,
                     request.side.name.lower(), request.volume or request.funds, request.market,
                     f"limit {request.price}" if request.price else "market",
@@ -135,10 +145,14 @@ class DryRunVenue:
         levels = view.asks if buying else view.bids
         if not view.valid:
             levels = ()
-        key = (request.market, request.side)
-        version, taken = self._taken.get(key, (-1, {}))
-        if version != view.version:
-            taken = {}
+        now_ns = self.clock.monotonic_ns()
+        consumed = self._taken.setdefault((request.market, request.side), deque())
+        while consumed and consumed[0][0] <= now_ns:
+            consumed.popleft()
+        taken: dict[float, float] = {}
+        for _, price_f, size_f in consumed:
+            taken[price_f] = taken.get(price_f, 0.0) + size_f
+        expires_ns = now_ns + int(DRY_RUN_REFILL_S * 1e9)
         limit = request.price
         left_volume = request.volume
         left_funds = request.funds if request.order_type is OrderType.MARKET_BUY else None
@@ -159,14 +173,13 @@ class DryRunVenue:
                     break
                 continue
             fills.append(Fill(price, size, price * size))
-            taken[price_f] = taken.get(price_f, 0.0) + float(size)
+            consumed.append((expires_ns, price_f, float(size)))
             if left_funds is not None:
                 left_funds -= price * size
             else:
                 left_volume -= size
                 if left_volume <= 0:
                     break
-        self._taken[key] = (view.version, taken)
         return fills
 
     def _book(self, request: OrderRequest, fills: list[Fill], fee_rate: Decimal) -> OrderResult:

@@ -4,8 +4,8 @@ from decimal import Decimal as D
 import pytest
 
 from karb.book import BookBoard
-from karb.clock import SystemClock
-from karb.dryrun import DryRunVenue
+from karb.clock import ManualClock, SystemClock
+from karb.dryrun import DRY_RUN_REFILL_S, DryRunVenue
 from karb.exchanges.errors import InsufficientFunds, InvalidOrder, OrderNotFound
 from karb.execution import Executor
 from karb.inventory import Inventory
@@ -59,9 +59,40 @@ def test_second_order_on_the_same_book_version_cannot_take_the_same_liquidity(ve
     venue.place_order(_ioc(Side.BUY, "140000000", "0.003", "a"))
     second = venue.place_order(_ioc(Side.BUY, "140000000", "0.003", "b"))
     assert second.executed_volume == D("0.001")
-    venue.board.get(BT, MARKET).apply_snapshot(BIDS, ASKS, 2, 2)  # a new version: fresh depth
-    third = venue.place_order(_ioc(Side.BUY, "140000000", "0.003", "c"))
-    assert third.executed_volume == D("0.003")
+
+
+def test_dry_run_with_book_version_change_does_not_fill_the_same_liquidity_again():
+    # Arrange: the venue never saw our dry-run fill, so its next frames still show the level
+    clock = ManualClock()
+    board = BookBoard([MARKET])
+    book = board.get(BT, MARKET)
+    book.apply_snapshot(BIDS, ASKS, 1, 1)
+    venue = DryRunVenue(BT, board, make_rules(make_config()), clock)
+    venue.load(balances(KRW=10_000_000, BTC="0.5"))
+    assert venue.place_order(_ioc(Side.BUY, "140000000", "0.004", "a")).executed_volume == D("0.004")
+    # Act: three new book versions with the same levels, an order after each
+    again = []
+    for i in range(3):
+        book.apply_snapshot(BIDS, ASKS, 2 + i, 2 + i)
+        clock.advance(0.2)
+        again.append(venue.place_order(_ioc(Side.BUY, "140000000", "0.004", f"b{i}")).executed_volume)
+    # Assert: taken once, not three more times; after the refill time the level is there again
+    assert again == [D(0), D(0), D(0)]
+    clock.advance(DRY_RUN_REFILL_S)
+    book.apply_snapshot(BIDS, ASKS, 9, 9)
+    assert venue.place_order(_ioc(Side.BUY, "140000000", "0.004", "c")).executed_volume == D("0.004")
+
+
+def test_dry_run_orders_kept_stay_bounded(venue, monkeypatch):
+    import karb.dryrun
+    monkeypatch.setattr(karb.dryrun, "ORDERS_KEPT", 50)
+    venue.load(balances(KRW=10_000_000_000, BTC="500"))
+    for i in range(120):
+        venue.place_order(_ioc(Side.SELL, "139800000", "0.001", f"o{i}"))
+    assert len(venue._orders) == 50
+    assert venue.get_order(client_id="o119").client_id == "o119"
+    with pytest.raises(OrderNotFound):
+        venue.get_order(client_id="o0")
 
 
 def test_market_buy_spends_funds_through_the_levels(venue):
