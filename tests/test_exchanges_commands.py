@@ -79,6 +79,7 @@ def test_markets_with_both_venues_prints_the_common_ones(config_path, capsys):
 
 @responses.activate
 def test_book_with_one_venue_prints_levels_and_spread(config_path, capsys):
+    responses.get(f"{UPBIT}/v1/market/all", json=load_json("rest/upbit/market_all.json"))
     responses.get(f"{UPBIT}/v1/orderbook", json=load_json("rest/upbit/orderbook.json"))
 
     code = cli.main(["book", "btc", "--venue", "upbit", "--depth", "1", "--config", config_path()])
@@ -92,6 +93,7 @@ def test_book_with_one_venue_prints_levels_and_spread(config_path, capsys):
 
 @responses.activate
 def test_book_with_legacy_bithumb_uses_legacy_path(config_path, capsys):
+    responses.get(f"{BITHUMB}/public/ticker/ALL_KRW", json=load_json("rest/bithumb_legacy/ticker_all_krw.json"))
     responses.get(f"{BITHUMB}/public/orderbook/BTC_KRW",
                   json=load_json("rest/bithumb_legacy/orderbook_btc.json"))
 
@@ -117,11 +119,26 @@ def test_balances_with_keys_prints_non_zero_balances(config_path, capsys, monkey
 
 @responses.activate
 def test_book_with_venue_down_exits_4_with_one_line(config_path, capsys):
-    responses.get(f"{UPBIT}/v1/orderbook", status=503, body="maintenance")
+    responses.get(f"{UPBIT}/v1/market/all", status=503, body="maintenance")
 
     code = cli.main(["book", "BTC", "--venue", "upbit", "--config", config_path()])
 
     assert code == 4 and capsys.readouterr().err.startswith("venue error: upbit 503")
+
+
+@responses.activate
+@pytest.mark.parametrize("argv", [["book", "KRW-NOPE"], ["book", "nope", "--venue", "bithumb"]])
+def test_book_with_unlisted_symbol_exits_2_saying_not_listed(config_path, capsys, argv):
+    listing = load_json("rest/upbit/market_all.json")
+    responses.get(f"{UPBIT}/v1/market/all", json=listing)
+    responses.get(f"{BITHUMB}/v1/market/all", json=listing)
+
+    code = cli.main([*argv, "--config", config_path()])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "KRW-NOPE" in err[0] and "not listed" in err[0]
+    assert not [c for c in responses.calls if "orderbook" in c.request.url]
 
 
 @pytest.mark.parametrize("venue, api, expected", [

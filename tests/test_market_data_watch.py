@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import responses
 import yaml
 
 from karb.book import BookBoard
@@ -63,3 +64,24 @@ def test_watch_with_sim_prints_both_venues_updating(tmp_path, capsys):
     assert "gross" in last and "net" in last
     quotes = [re.findall(r"(upbit|bithumb)\s+bid\s+([\d,]+ x [\d.]+)", b) for b in blocks[1:]]
     assert len({tuple(q) for q in quotes}) > 1  # the numbers move between refreshes
+
+
+@responses.activate
+def test_watch_with_unlisted_symbol_exits_2_at_once_saying_not_listed(tmp_path, capsys):
+    listing = [{"market": "KRW-BTC", "korean_name": "x", "english_name": "Bitcoin"}]
+    responses.get("http://127.0.0.1:9/v1/market/all", json=listing)
+    responses.get("http://127.0.0.1:10/v1/market/all", json=listing)
+    config_path = tmp_path / "karb.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "markets": ["KRW-BTC"], "log": {"file": None, "level": "WARNING"},
+        "venues": {"upbit": {"rest_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9",
+                             "taker_fee": "0.0005", "maker_fee": "0.0005"},
+                   "bithumb": {"rest_url": "http://127.0.0.1:10", "ws_url": "ws://127.0.0.1:10",
+                               "taker_fee": "0.0004", "maker_fee": "0.0004"}}}))
+    code = main(["watch", "KRW-BTC", "nope", "--config", str(config_path), "--count", "1",
+                 "--interval", "0.01"])
+    captured = capsys.readouterr()
+    assert code == 2
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "KRW-NOPE is not listed on upbit or bithumb" in err[0]
+    assert captured.out == ""  # no panel of nothing

@@ -1,11 +1,15 @@
 """``karb book SYMBOL [--venue upbit|bithumb] [--depth N] [--sim]``: a REST snapshot of the top
-levels of one market on one or both venues, with the spread. Read-only, no keys needed."""
+levels of one market on one or both venues, with the spread. Read-only, no keys needed.
+A symbol the venue(s) do not list is one line and exit 2 (checked against the market lists
+before asking for a book)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from decimal import Decimal
 
-from karb.cli import config_from_args
+from karb.cli import EXIT_CONFIG, config_from_args
+from karb.exchanges.base import VenueClient
 from karb.exchanges.factory import venue_clients
 from karb.model import BookView, Venue
 from karb.rules import market_code
@@ -51,11 +55,31 @@ def format_book(view: BookView, depth: int) -> list[str]:
     return lines
 
 
+def not_listed(clients: dict[Venue, VenueClient], markets: list[str]) -> str | None:
+    """One line naming each market some venue in ``clients`` does not list, or None.
+
+    Asks each venue for its market list (a ``VenueError`` propagates: the venue is down).
+    """
+    missing = {}
+    for venue, client in clients.items():
+        listed = set(client.get_markets())
+        for market in markets:
+            if market not in listed:
+                missing.setdefault(market, []).append(venue.value)
+    if not missing:
+        return None
+    return "; ".join(f"{m} is not listed on {' or '.join(v)}" for m, v in missing.items())
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     market = market_code(args.symbol)
     venues = [Venue(args.venue)] if args.venue else list(Venue)
     with venue_clients(config, venues, keys=False, sim=args.sim) as clients:
+        problem = not_listed(clients, [market])
+        if problem:
+            print(f"not listed: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
         views = [clients[venue].get_orderbook(market) for venue in venues]
     for view in views:
         print("\n".join(format_book(view, args.depth)))

@@ -5,7 +5,8 @@ direction (buy on one venue at its ask, sell on the other at its bid) the gross 
 spread net of both taker fees (``venues.*.taker_fee``), in basis points of the buy price.
 Refreshed in place with ANSI codes on a terminal (tmux included); plain blocks of lines when
 stdout is not a terminal. ``--sim`` starts the simulated venues in-process (config/sim.yaml
-unless ``--config`` says otherwise). Read-only: it never places an order.
+unless ``--config`` says otherwise). Read-only: it never places an order. A symbol either venue
+does not list is one line and exit 2, before any feed starts.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import sys
 import time
 
 from karb.book import BookBoard
-from karb.cli import config_from_args
+from karb.cli import EXIT_CONFIG, config_from_args
+from karb.commands.book import not_listed
+from karb.exchanges.factory import make_client
 from karb.logs import setup_logging
 from karb.market_data import MarketData
 from karb.model import BookView, Venue
@@ -47,6 +50,17 @@ def run(args: argparse.Namespace) -> int:
 
         cluster = SimCluster.from_config(config).start()
         config = cluster.apply_to(config)
+    try:
+        problem = _not_listed(config, markets)
+    except BaseException:
+        if cluster is not None:
+            cluster.stop()
+        raise
+    if problem:
+        if cluster is not None:
+            cluster.stop()
+        print(f"not listed: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     board = BookBoard(markets)
     market_data = MarketData(config, board)
     fees = {venue: float(config.venues[venue].taker_fee) for venue in Venue}
@@ -65,6 +79,16 @@ def run(args: argparse.Namespace) -> int:
         if cluster is not None:
             cluster.stop()
     return 0
+
+
+def _not_listed(config, markets: list[str]) -> str | None:
+    # a feed subscribed to a market the venue does not list would show nothing, forever
+    clients = {venue: make_client(venue, config, None) for venue in Venue}
+    try:
+        return not_listed(clients, markets)
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 def render(board: BookBoard, markets: list[str], fees: dict[Venue, float], stats: dict[str, dict],
