@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from karb.model import Balance, Side, Venue, base_currency, quote_currency
+from karb.model import Balance, Fill, Side, Venue, base_currency, quote_currency
 
 ZERO = Decimal(0)
 Key = tuple[Venue, str]
@@ -117,16 +117,27 @@ class Ledger:
             return True
 
     def apply_fill(self, reservation: Reservation, venue: Venue, market: str, side: Side,
-                   volume: Decimal, funds: Decimal, fee: Decimal) -> None:
-        """Book one order's execution (fee in KRW on both sides, as both venues charge it).
+                   volume: Decimal, funds: Decimal, fee: Decimal,
+                   fills: tuple[Fill, ...] = ()) -> None:
+        """Book one order's execution. ``fee`` is the KRW value of every fee (``paid_fee``).
 
         A buy spends ``funds + fee`` KRW and receives ``volume`` coin; a sell gives ``volume``
-        coin and receives ``funds - fee`` KRW. What was spent comes out of the trade's hold;
-        what was received is held for the trade until ``release``.
+        coin and receives ``funds - fee`` KRW. A fee the ``fills`` say was charged in the coin
+        (legacy Bithumb) is booked in coin instead: off the coin a buy receives (or on top of
+        what a sell gives), and its KRW value (fee x fill price, as in ``paid_fee``) is not
+        charged in KRW. What was spent comes out of the trade's hold; what was received is held
+        for the trade until ``release``.
         """
         coin, krw = (venue, base_currency(market)), (venue, quote_currency(market))
+        coin_fee = coin_fee_krw = ZERO
+        for f in fills:
+            if f.fee and f.fee_currency == coin[1]:
+                coin_fee += f.fee
+                coin_fee_krw += f.fee * f.price
+        krw_fee = fee - coin_fee_krw
         spent_key, spent, got_key, got = (
-            (krw, funds + fee, coin, volume) if side is Side.BUY else (coin, volume, krw, funds - fee)
+            (krw, funds + krw_fee, coin, volume - coin_fee) if side is Side.BUY
+            else (coin, volume + coin_fee, krw, funds - krw_fee)
         )
         with self._lock:
             self._free[spent_key] = self._free.get(spent_key, ZERO) - spent

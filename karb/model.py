@@ -141,18 +141,27 @@ class OrderRequest:
 
 @dataclass(frozen=True, slots=True)
 class Fill:
-    """One execution (a venue "trade") of one of our orders."""
+    """One execution (a venue "trade") of one of our orders.
+
+    ``fee`` / ``fee_currency``: what this execution was charged, in the currency it was charged
+    in. Upbit and Bithumb 2.0 charge KRW (and report the fee per order, so it stays 0 here);
+    legacy Bithumb reports it per execution and may charge it in the coin, which then comes off
+    the coin received (``Ledger.apply_fill``).
+    """
 
     price: Decimal
     volume: Decimal
     funds: Decimal  # price * volume as the venue reports it, KRW
+    fee: Decimal = Decimal(0)
+    fee_currency: str = "KRW"
 
 
 @dataclass(frozen=True, slots=True)
 class OrderResult:
     """What a venue says about one order. Volumes and amounts are exact decimals.
 
-    ``executed_funds`` is the KRW value of what filled (before fees); ``paid_fee`` is in KRW.
+    ``executed_funds`` is the KRW value of what filled (before fees); ``paid_fee`` is in KRW
+    (a fee charged in coin counted at its fill's price; the coin amount is on the fills).
     """
 
     venue: Venue

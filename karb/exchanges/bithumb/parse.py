@@ -135,7 +135,9 @@ def parse_legacy_order_detail(order_id: str, data: Any, client_id: str | None,
          "contract": [{"transaction_date": "...", "price": "140000000", "units": "0.01",
                        "fee_currency": "KRW", "fee": "350", "total": "1400000"}]}
 
-    A fee charged in coin is converted to KRW at its fill price (``paid_fee`` is KRW).
+    Each fill carries its fee and ``fee_currency`` (a buy may be charged in the coin, which the
+    ledger then takes off the coin received); ``paid_fee`` is their KRW value (a coin fee at its
+    fill's price).
     """
     if isinstance(data, list):
         data = data[0]
@@ -146,8 +148,9 @@ def parse_legacy_order_detail(order_id: str, data: Any, client_id: str | None,
     fills, fee = [], ZERO
     for c in data.get("contract") or ():
         price, units = dec(c["price"]), dec(c["units"])
-        fills.append(Fill(price, units, dec(c.get("total")) or price * units))
-        fee += (dec(c.get("fee")) or ZERO) * (1 if c.get("fee_currency", "KRW") == "KRW" else price)
+        fill_fee, fee_currency = dec(c.get("fee")) or ZERO, str(c.get("fee_currency") or "KRW").upper()
+        fills.append(Fill(price, units, dec(c.get("total")) or price * units, fill_fee, fee_currency))
+        fee += fill_fee * (1 if fee_currency == "KRW" else price)
     volume = dec(data.get("order_qty"))
     executed = sum((f.volume for f in fills), ZERO)
     return OrderResult(
