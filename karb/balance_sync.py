@@ -7,6 +7,13 @@ drift (a missed fill, a fee rounded differently, a manual deposit or trade) and 
 journalled as an incident. The venue's numbers then replace the ledger's, but only if no trade
 touched the ledger while the answer was in flight (``Ledger.load(if_version=...)``), so a
 balance that raced a fill is never taken as truth; it is simply tried again next time.
+
+A venue's balance also lags its own fills a little, so an answer fetched right after a trade
+can still show the pre-trade numbers. The venue's numbers are therefore not adopted for
+``SETTLE_S`` after this thread last saw the ledger change (the change is noticed at the next
+sync, so the period counts from no earlier than the trade itself); such a sync is counted as
+skipped and the thread syncs again as soon as the period is over (while trades keep coming
+faster than that, drift waits for a quiet moment).
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from karb.risk import Risk
 from karb.threads import stop_thread
 
 ZERO = Decimal(0)
+SETTLE_S = 2.0  # how long after a trade touched the ledger a venue balance is not adopted
 
 
 class BalanceSync:
@@ -42,6 +50,8 @@ class BalanceSync:
         self.syncs = self.errors = self.skipped = 0
         self.drift: dict[str, dict[str, Decimal]] = {}  # venue -> currency -> venue - ledger
         self.last_sync_ns: dict[str, int] = {}
+        self._seen_version: int | None = None  # the ledger version at the last sync
+        self._changed_ns: int | None = None  # when a sync first saw the version move
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="balance-sync", daemon=True)
@@ -60,9 +70,34 @@ class BalanceSync:
                     "drift": {v: dict(d) for v, d in self.drift.items()},
                     "last_sync_ns": dict(self.last_sync_ns)}
 
+    def next_wait_s(self) -> float:
+        """Seconds until the next scheduled sync: the interval, or sooner if a sync was skipped
+        only because the ledger had not settled."""
+        settle_end = self._settle_end_ns()
+        if settle_end is None:
+            return self.interval_s
+        return min(self.interval_s, max(0.0, (settle_end - self.clock.monotonic_ns()) / 1e9))
+
+    def _settle_end_ns(self) -> int | None:
+        with self._lock:
+            if self._changed_ns is None:
+                return None
+            return self._changed_ns + int(SETTLE_S * 1e9)
+
+    def _settling(self, version: int) -> bool:
+        # Note a ledger version change; True while within SETTLE_S of the last one seen.
+        now = self.clock.monotonic_ns()
+        with self._lock:
+            if self._seen_version is not None and version != self._seen_version:
+                self._changed_ns = now
+            self._seen_version = version
+            if self._changed_ns is not None and now - self._changed_ns >= int(SETTLE_S * 1e9):
+                self._changed_ns = None
+            return self._changed_ns is not None
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.interval_s)
+            self._wake.wait(self.next_wait_s())
             self._wake.clear()
             if self._stop.is_set():
                 return
@@ -81,6 +116,7 @@ class BalanceSync:
     def sync(self, venue: Venue) -> bool:
         """Fetch, compare and adopt one venue's balances. Return whether they were adopted."""
         version = self.ledger.version
+        settling = self._settling(version)
         balances = self.clients[venue].get_balances()
         self.journal.record_balances(venue.value, balances, "sync")
         drift = {}
@@ -89,11 +125,11 @@ class BalanceSync:
             diff = theirs - self.ledger.free(venue, currency)
             if diff:
                 drift[currency] = diff
-        adopted = self.ledger.load(venue, balances, if_version=version)
+        adopted = not settling and self.ledger.load(venue, balances, if_version=version)
         with self._lock:
             self.last_sync_ns[venue.value] = self.clock.monotonic_ns()
             if not adopted:
-                self.skipped += 1  # a trade raced the answer: its drift is not meaningful
+                self.skipped += 1  # a trade raced or just preceded the answer: no verdict
                 return False
             self.syncs += 1
             self.drift[venue.value] = drift

@@ -91,3 +91,37 @@ def test_thread_with_refresh_requested_syncs_now_and_survives_venue_errors(parts
     sync.request_refresh()
     wait_until(lambda: sync.stats()["syncs"] >= 2, 3.0, message="a second sync")
     assert sync._thread.is_alive()
+
+
+def test_sync_right_after_a_fill_does_not_adopt_a_venue_balance_that_has_not_caught_up(parts):
+    from karb.balance_sync import SETTLE_S
+    from karb.model import Side
+    sync, risk, venues, journal = parts
+    sync.sync_all()  # idle: adopted, and the ledger's version is now known
+    # Arrange: a trade buys 0.01 BTC on Bithumb and finishes; the venue's balance lags it
+    res = risk.ledger.reserve("t", {(BT, "KRW"): D(1_500_000) / 2})
+    risk.ledger.apply_fill(res, BT, "KRW-BTC", Side.BUY, D("0.01"), D(700_000), D(280))
+    risk.ledger.release(res)
+    # Act: the executor's refresh right after the trade; the venue still says the old numbers
+    assert not sync.sync(BT)
+    # Assert: the ledger keeps what the fill booked
+    assert risk.ledger.free(BT, "BTC") == D("0.51")
+    assert risk.ledger.free(BT, "KRW") == D(1_000_000) - D(700_280)
+    # once the settle period has passed, the venue's answer is the truth again
+    venues[BT].balances = balances(KRW=299_720, BTC="0.51")
+    risk.clock.advance(SETTLE_S)
+    assert sync.sync(BT)
+    assert sync.stats()["drift"]["bithumb"] == {}
+
+
+def test_thread_after_a_settle_skip_syncs_again_once_settled(parts):
+    from karb.balance_sync import SETTLE_S
+    sync, risk, venues, journal = parts
+    sync.sync_all()
+    res = risk.ledger.reserve("t", {(BT, "KRW"): D(1)})
+    risk.ledger.release(res)
+    assert not sync.sync(BT)
+    assert sync.next_wait_s() <= SETTLE_S
+    risk.clock.advance(SETTLE_S)
+    assert sync.sync(BT)
+    assert sync.next_wait_s() == sync.interval_s
