@@ -208,7 +208,8 @@ class Engine:
             ages, valid = {}, {}
             for venue in Venue:
                 view = self.board.get(venue, market).view
-                ages[venue.value] = (now_ns - view.recv_ns) / 1e6 if view.recv_ns else None
+                # content age: receive time less the venue's own lag (BookView.as_of_ns)
+                ages[venue.value] = (now_ns - view.as_of_ns) / 1e6 if view.recv_ns else None
                 valid[venue.value] = view.valid
             markets.append(MarketStatus(market, ages, valid, {
                 d: net.get((market, d)) for d in ("upbit_sell", "bithumb_sell")}))

@@ -176,3 +176,18 @@ def test_summary_shows_krw_in_whole_won_and_coins_without_trailing_zeros(engine)
     assert "KRW 1,234,568" in line
     assert "BTC 0.5" in line and "BTC 0.50" not in line
     assert "XRP 12000" in line and "E+" not in line
+
+
+# --- 3: a lagging venue looks fresh on the panel --------------------------------------------------
+
+def test_snapshot_book_age_includes_the_venues_own_lag(engine, monkeypatch):
+    import karb.book
+    wall = [1_700_000_000_000 * 10**6]
+    monkeypatch.setattr(karb.book, "_wall_ns", lambda: wall[0])
+    book = engine.board.get(Venue.UPBIT, "KRW-BTC")
+    now = time.monotonic_ns()
+    book.apply_snapshot([(100.0, 1.0)], [(101.0, 1.0)], 1_700_000_000_000, now)
+    wall[0] += 5 * 10**9
+    book.apply_snapshot([(100.0, 1.0)], [(101.0, 1.0)], 1_700_000_000_001, time.monotonic_ns())
+    age_ms = engine.snapshot().markets[0].book_age_ms["upbit"]
+    assert age_ms > 4_900

@@ -118,7 +118,7 @@ def _quote(view: BookView, now_ns: int) -> str:
         return "invalid (waiting for a snapshot)"
     bid = f"{_num(view.bids[0][0])} x {view.bids[0][1]:.4f}" if view.bids else "-"
     ask = f"{_num(view.asks[0][0])} x {view.asks[0][1]:.4f}" if view.asks else "-"
-    age_ns = now_ns - view.recv_ns
+    age_ns = now_ns - view.as_of_ns  # the venue's own lag included
     stale = "  STALE" if age_ns > _STALE_NS else ""
     return f"bid {bid:>24}   ask {ask:>24}   age {age_ns / 1e9:5.1f}s{stale}"
 
