@@ -64,7 +64,8 @@ class MarketData:
 
     def stats(self) -> dict[str, dict]:
         """Per venue: state, messages, bytes, reconnects, decode_errors, last_message_age_s,
-        msgs_per_s (and snapshots / fetch_errors for the legacy Bithumb feed)."""
+        msgs_per_s, down_for_s, the books' future_frames and repairs (and snapshots /
+        fetch_errors for the legacy Bithumb feed)."""
         now = time.monotonic_ns()
         result = {}
         for venue, connection in self.connections.items():
@@ -73,6 +74,9 @@ class MarketData:
             if isinstance(protocol, BithumbLegacyBookProtocol):
                 stats["snapshots"] = protocol.snapshots
                 stats["fetch_errors"] = protocol.fetch_errors
+            books = self.board.books(venue)
+            stats["future_frames"] = sum(book.future_frames for book in books)
+            stats["repairs"] = sum(book.repairs for book in books)
             result[venue.value] = stats
         return result
 

@@ -191,3 +191,10 @@ def test_snapshot_book_age_includes_the_venues_own_lag(engine, monkeypatch):
     book.apply_snapshot([(100.0, 1.0)], [(101.0, 1.0)], 1_700_000_000_001, time.monotonic_ns())
     age_ms = engine.snapshot().markets[0].book_age_ms["upbit"]
     assert age_ms > 4_900
+
+
+def test_feed_stats_count_the_books_future_frames(engine):
+    book = engine.board.get(Venue.BITHUMB, "KRW-BTC")
+    book.apply_snapshot([(100.0, 1.0)], [(101.0, 1.0)], time.time_ns() // 10**6 + 3_600_000, 1)
+    assert engine.market_data.stats()["bithumb"]["future_frames"] == 1
+    assert engine.market_data.stats()["upbit"]["future_frames"] == 0
