@@ -27,11 +27,13 @@ adopted, its timestamp would make every current frame look older and freeze the 
 already drop such frames as bad; this is the book's own guard (e.g. for a REST snapshot).
 
 Each applied change also records the venue's lag: wall clock at receipt minus the venue's
-timestamp, less the smallest lag this book has seen. That minimum is the clock offset between
-the venue and us plus the best network latency, measured as the book runs (a constant offset
-costs nothing; a venue that was already publishing late before its first frame reads as offset
-until it catches up once). ``BookView.as_of_ns`` = receive time - lag, so a venue whose frames
-arrive on time but whose content is old counts as stale.
+timestamp, less the smallest such lag seen over the last ``OFFSET_WINDOW_MS`` to
+2 x ``OFFSET_WINDOW_MS`` (two rotating buckets). That minimum is the clock offset between the
+venue and us plus the best network latency, measured as the book runs: a constant offset costs
+nothing, and a step in either clock is forgotten after at most two windows instead of making
+the book stale for good. The price: a venue already publishing late before its first frame, or
+late for longer than the window, reads as offset. ``BookView.as_of_ns`` = receive time - lag,
+so a venue whose frames arrive on time but whose content is old counts as stale.
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ from feeds.protocol import MAX_AHEAD_MS
 from karb.model import BookView, Level, Venue
 
 _INF = float("inf")
+OFFSET_WINDOW_MS = 300_000  # the venue clock-offset estimate's memory (see the docstring)
 _wall_ns = time.time_ns  # the local wall clock (a module attribute so tests can move it)
 _new_view = tuple.__new__  # BookView(...) minus namedtuple's Python-level __new__
 _price = itemgetter(0)
@@ -91,7 +94,8 @@ class Book:
 
     __slots__ = ("venue", "market", "depth", "view", "reason", "_on_change", "_lock",
                  "_bids", "_asks", "_snap_bids", "_snap_asks", "_sorted_ok", "_version",
-                 "_exch_ts_ms", "_has_base", "_offset_ms", "future_frames",
+                 "_exch_ts_ms", "_has_base", "_offset_ms", "_prev_offset_ms",
+                 "_offset_start_ms", "future_frames",
                  "repairs", "_delta_kept")
 
     def __init__(self, venue: Venue, market: str, depth: int = 15, on_change=None) -> None:
@@ -108,7 +112,9 @@ class Book:
         self._version = 0
         self._exch_ts_ms = 0
         self._has_base = False
-        self._offset_ms: int | None = None  # smallest (wall - venue timestamp) seen
+        self._offset_ms = 0  # smallest (wall - venue timestamp) in the current window
+        self._prev_offset_ms: int | None = None  # ... in the window before
+        self._offset_start_ms: int | None = None  # wall clock the current window began
         self.future_frames = 0  # frames refused for a timestamp implausibly far ahead
         self.repairs = 0  # snapshots that found a delta-kept book wrong (a lost delta)
         self._delta_kept = False  # deltas applied since the book last went invalid
@@ -274,9 +280,14 @@ class Book:
         if exch_ts_ms <= 0:
             return 0  # the venue sent no usable timestamp
         lag_ms = wall_ms - exch_ts_ms
-        offset = self._offset_ms
-        if offset is None or lag_ms < offset:
-            self._offset_ms = offset = lag_ms
+        start = self._offset_start_ms
+        if start is None or wall_ms - start >= OFFSET_WINDOW_MS:
+            self._prev_offset_ms = None if start is None else self._offset_ms
+            self._offset_ms, self._offset_start_ms = lag_ms, wall_ms
+        elif lag_ms < self._offset_ms:
+            self._offset_ms = lag_ms
+        prev = self._prev_offset_ms
+        offset = self._offset_ms if prev is None or self._offset_ms < prev else prev
         return (lag_ms - offset) * 1_000_000
 
     def _refuse_ahead(self, ahead_ms: int, recv_ns: int) -> None:

@@ -48,20 +48,22 @@ JOURNAL_CLEAR_S = 60.0  # a journal episode ends after this long without a faile
 class _ErrorWatch:
     """Turns an error counter into "failing": it grew within the last ``clear_s``.
 
-    Read by the monitor thread only (``snapshot``), so one failure episode raises one alert and
-    the next failure after a quiet ``clear_s`` raises another.
+    So one failure episode raises one alert, and a failure after a quiet ``clear_s`` another.
+    Called from ``snapshot`` (monitor thread, and the main thread for the summary).
     """
 
     def __init__(self, clear_s: float) -> None:
         self._clear_ns = int(clear_s * 1e9)
+        self._lock = threading.Lock()
         self._count = 0
         self._grew_ns: int | None = None
 
     def failing(self, count: int, now_ns: int) -> bool:
-        if count > self._count:
-            self._grew_ns = now_ns
-        self._count = count
-        return self._grew_ns is not None and now_ns - self._grew_ns <= self._clear_ns
+        with self._lock:
+            if count > self._count:
+                self._grew_ns = now_ns
+            self._count = count
+            return self._grew_ns is not None and now_ns - self._grew_ns <= self._clear_ns
 
 
 class Engine:

@@ -296,3 +296,21 @@ def test_book_whose_venue_timestamp_lags_counts_as_stale_though_frames_keep_arri
     wall[0] += 10**9
     assert book.apply_snapshot(BIDS, ASKS, venue_ms + 6_000, recv + 10**9)
     assert book.view.lag_ns == 0 and book.is_fresh(recv + 10**9, 2 * 10**9)
+
+
+def test_book_after_a_clock_step_is_fresh_again_within_two_offset_windows(monkeypatch):
+    import karb.book
+    wall = [1_700_000_000_000 * 10**6]
+    monkeypatch.setattr(karb.book, "_wall_ns", lambda: wall[0])
+    book = Book(Venue.UPBIT, "KRW-BTC")
+    venue_ms = 1_700_000_000_000
+    assert book.apply_snapshot(BIDS, ASKS, venue_ms, 1)
+    wall[0] += 3 * 10**9  # our clock steps 3 s forward (an NTP correction) and stays there
+    lags = []
+    for i in range(2 * karb.book.OFFSET_WINDOW_MS // 1000 + 2):
+        wall[0] += 10**9
+        venue_ms += 1000
+        assert book.apply_snapshot(BIDS, ASKS, venue_ms, i + 2)
+        lags.append(book.view.lag_ns)
+    assert lags[0] == 3 * 10**9  # looks 3 s late right after the step
+    assert lags[-1] == 0  # the offset was re-learnt: not stale for good

@@ -198,3 +198,14 @@ def test_feed_stats_count_the_books_future_frames(engine):
     book.apply_snapshot([(100.0, 1.0)], [(101.0, 1.0)], time.time_ns() // 10**6 + 3_600_000, 1)
     assert engine.market_data.stats()["bithumb"]["future_frames"] == 1
     assert engine.market_data.stats()["upbit"]["future_frames"] == 0
+
+
+def test_journal_episode_clears_after_a_quiet_minute_and_a_new_failure_alerts_again():
+    from karb.engine import JOURNAL_CLEAR_S, _ErrorWatch
+    watch = _ErrorWatch(JOURNAL_CLEAR_S)
+    t = 10**12
+    assert not watch.failing(0, t)
+    assert watch.failing(1, t)
+    assert watch.failing(1, t + int(JOURNAL_CLEAR_S * 1e9))
+    assert not watch.failing(1, t + int(JOURNAL_CLEAR_S * 1e9) + 1)
+    assert watch.failing(2, t + int(2 * JOURNAL_CLEAR_S * 1e9))
