@@ -287,7 +287,7 @@ class Executor:
             if leg.executed_volume:
                 self.risk.ledger.apply_fill(trade.reservation, leg.request.venue, leg.request.market,
                                             leg.request.side, leg.executed_volume,
-                                            leg.executed_funds, leg.paid_fee)
+                                            leg.executed_funds, leg.paid_fee, fills=leg.fills)
             if leg.state is not LegState.FILLED:
                 self.journal.record_incident(
                     f"leg_{leg.state.value}",

@@ -91,7 +91,7 @@ class Unwinder:
             self.placer.run(signal.id, leg, priority=True)
             sent.append(leg)
             self.ledger.apply_fill(reservation, venue, signal.market, side, leg.executed_volume,
-                                   leg.executed_funds, leg.paid_fee)
+                                   leg.executed_funds, leg.paid_fee, fills=leg.fills)
             cost = self._cost(side, ref, leg)
             cap_left -= cost
             self._note(signal, "unwind_step",
