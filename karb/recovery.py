@@ -148,10 +148,27 @@ class Recovery:
                 trade.created_ns[leg.client_id] = order["created_wall_ns"] or 0
                 if not leg.final:
                     trade.unresolved[leg.client_id] = "not looked up yet"
+                elif leg.executed_volume and trade.booked is None:
+                    self._refetch_fills(trade, leg)
             if trade.booked is None:
                 self.risk.adopt(signal_id, trade.signal.market, trade.signal.volume)
             trades[signal_id] = trade
         return trades
+
+    def _refetch_fills(self, trade: _Trade, leg: Leg) -> None:
+        # the order's final row was committed but the crash may have lost its fills rows
+        if self.journal.query("SELECT 1 FROM fills WHERE client_id = ? LIMIT 1", (leg.client_id,)):
+            return
+        client = self.clients[leg.request.venue]
+        try:
+            result = (client.get_order(order_id=leg.order_id) if leg.order_id
+                      else client.get_order(client_id=leg.client_id))
+            leg.apply(result, self.clock.monotonic_ns())
+        except Exception as exc:  # the order row is final already: the fills rows are detail
+            logger.error("fills of {} not journalled and not fetched: {}", leg.client_id, exc)
+            return
+        if leg.fills:
+            self.journal.record_fills(leg)
 
     # --- resolving orders ----------------------------------------------------------------------
     def _resolve(self, trade: _Trade) -> int:
