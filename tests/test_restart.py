@@ -217,3 +217,20 @@ def test_run_stopped_by_ctrl_c_exits_130_and_by_sigterm_exits_0(signum, code, ca
     from karb.commands.run import _run_until_stopped
 
     assert _run_until_stopped(FakeEngine(signum), duration=5.0) == code
+
+
+def test_engine_journals_the_legacy_client_order_id_as_soon_as_the_venue_answers(tmp_path):
+    class Legacy(ListedClient):
+        on_order_id = None
+
+    clients = {Venue.UPBIT: ListedClient(Venue.UPBIT), Venue.BITHUMB: Legacy(Venue.BITHUMB)}
+    engine = Engine(_engine_config(tmp_path), clients, "sim")
+    engine.journal.start()
+    try:
+        signal = make_signal("x")
+        engine.journal.record_intent(signal, engine.executor._legs(signal), {})
+        clients[Venue.BITHUMB].on_order_id("xb", "C0101000000001")  # no flush: committed now
+        rows = engine.journal.query("SELECT order_id FROM orders WHERE client_id = 'xb'")
+        assert rows == [{"order_id": "C0101000000001"}]
+    finally:
+        engine.journal.stop()

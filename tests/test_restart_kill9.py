@@ -108,3 +108,33 @@ def test_kill_9_mid_trade_then_restart_resolves_the_trade_and_the_journal_matche
     booked = sum((D(r[0]) for r in _rows(tmp_path, "SELECT residual FROM signals "
                                                     "WHERE market='KRW-BTC'")), D(0))
     assert booked == net_btc
+
+
+def test_start_with_kill_file_present_sends_no_order_into_a_standing_opportunity(tmp_path):
+    # `karb kill`, then a (systemd) restart: the first strategy pass must already be blocked
+    sim_config = load_config(_write_config(tmp_path, None))
+    with SimCluster.from_config(sim_config).start() as cluster:
+        config_path = _config(tmp_path, cluster)
+        (tmp_path / "KILL").write_text("karb kill\n", encoding="utf-8")
+        cluster.dislocate("KRW-BTC", Venue.BITHUMB, bps=80, seconds=10)
+        start = {v: cluster.balances(v) for v in Venue}
+        proc, out, err = _engine(tmp_path, config_path, cluster)
+        try:
+            wait_until(lambda: err.find("engine started"), 30, message="engine start")
+            # the monitor reports a standing edge above the 20 bps threshold while killed
+            wait_until(lambda: [line for line in err.find("status killed") if "best_net=+" in line
+                                and float(line.split("best_net=+")[1].split("bps")[0]) > 20],
+                       10, message="a status line showing the opportunity")
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.join()
+        err.join()
+        end = {v: cluster.balances(v) for v in Venue}
+    assert code == 5  # stopped while killed
+    assert not err.find("Signal ") and not err.find("Trade ")
+    assert _rows(tmp_path, "SELECT id FROM signals") == []
+    assert end == start
