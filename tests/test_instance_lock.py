@@ -72,12 +72,14 @@ def test_second_run_on_the_same_journal_exits_2_with_one_line_naming_lock_and_pi
                      f"{tmp_path / 'journal.sqlite.lock'} is locked by pid {os.getpid()}"]
 
 
-def test_karb_kill_with_no_engine_running_says_the_next_start_stays_stopped(tmp_path, capsys):
+def test_karb_kill_with_no_engine_running_says_the_next_start_stays_stopped(tmp_path):
     path = _config_file(tmp_path)
-    assert main(["kill", "--config", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "no engine is running; the next start stays stopped" in out
-    assert "cancelling open orders" not in out and "cancels open orders" not in out
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "kill", "--config", str(path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0
+    assert "no engine is running; the next start stays stopped" in proc.stdout
+    said = (proc.stdout + proc.stderr).lower()
+    assert "cancelling open orders" not in said and "cancels open orders" not in said
     assert (tmp_path / "KILL").exists()
 
 

@@ -8,8 +8,9 @@ stays, so the next start stays stopped. ``kill -USR1 <pid>`` does the same from 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from karb.cli import config_from_args
+from karb.cli import EXIT_CONFIG, config_from_args
 from karb.instance_lock import holder, lock_paths
 from karb.killswitch import KillSwitch
 
@@ -27,17 +28,22 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     switch = KillSwitch(config.risk.kill_switch_file)
     pid = holder(lock_paths(config))
+    try:
+        if args.clear:
+            existed = switch.remove_file()
+        else:
+            switch.write_file(args.reason)
+    except OSError as exc:
+        print(f"risk.kill_switch_file: cannot {'remove' if args.clear else 'write'} {switch.path} "
+              f"({exc.strerror})", file=sys.stderr)
+        return EXIT_CONFIG
     if args.clear:
-        existed = switch.path.exists()
-        switch.clear()
         after = (f"engine pid {pid} may trade again" if pid else
                  "no engine is running; the next start may trade")
         print(f"kill switch cleared ({switch.path} {'removed' if existed else 'was not there'}); {after}")
     elif pid:
-        switch.engage(args.reason)
         print(f"kill switch engaged: {switch.path}; engine pid {pid} stops new trades and cancels "
               "open orders")
     else:
-        switch.engage(args.reason)
         print(f"kill file written ({switch.path}); no engine is running; the next start stays stopped")
     return 0
