@@ -142,6 +142,9 @@ class ExecutionConfig:
     keepalive_s: float = 30.0
     fill_timeout_s: float = field(default=5.0, metadata=POSITIVE)  # follow a leg to a final state
     poll_interval_ms: int = field(default=20, metadata=POSITIVE)  # first poll / lookup backoff
+    # After a restart, "order not found" means "never placed" only once this long has passed
+    # since the order's journalled creation (a venue may be slow to register an order).
+    not_found_final_s: float = 30.0
 
 
 @dataclass(frozen=True)

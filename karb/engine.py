@@ -3,11 +3,16 @@
     frames -> feed threads -> books -> strategy -> risk -> executor (leg threads) -> venues
                                                    \\-> journal, ledger, monitor, alerts
 
-``Engine.start()`` runs the start-up checks, loads balances and market rules from the venues,
-reconciles orders left open by a previous run, then starts the threads in data-flow order
-(journal, feeds, executor, strategy, balance sync, kill switch, monitor). ``Engine.stop()``
-stops them in reverse within about five seconds: no new signals, in-flight legs finished,
-open orders cancelled, journal flushed. ``summary()`` is the text printed at exit.
+``Engine.start()`` first takes the instance locks (``karb.instance_lock``: one engine per
+journal and per kill-file directory), runs the start-up checks, loads balances and market
+rules from the venues, starts the journal and rebuilds the risk state from it (today's PnL and
+peak, residuals, an active halt), reads the kill switch and starts its thread, then starts the
+feeds and the executor, which recovers what a previous run left open (``karb.recovery``), and
+only then the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a
+halt within a second), rules refresh and monitor. So neither a kill file nor a halt present at
+start lets a first strategy pass trade. ``Engine.stop()`` stops them in reverse within about
+five seconds: no new signals, in-flight legs finished, open orders cancelled, journal flushed,
+locks released. ``summary()`` is the text printed at exit.
 
 Modes: ``live`` (real venues, real orders), ``sim`` (the loopback sim's paper accounts, real
 orders over real HTTP and auth) and ``dry_run`` (fills computed from the live books).
@@ -30,11 +35,13 @@ from karb.dryrun import DryRunVenue
 from karb.exchanges.base import VenueClient
 from karb.exchanges.errors import VenueError
 from karb.execution import Executor
+from karb.instance_lock import InstanceLock, lock_paths
 from karb.inventory import Inventory
-from karb.journal import Journal
+from karb.journal import Journal, JournalError
 from karb.market_data import MarketData
 from karb.model import Balance, Venue, base_currency
 from karb.monitor import Monitor
+from karb.recovery import recovery_of
 from karb.risk import Risk
 from karb.rules import RulesBook
 from karb.startup import check_clocks, check_keys, check_markets
@@ -42,6 +49,7 @@ from karb.status import EngineSnapshot, FeedStatus, MarketStatus
 from karb.strategy import Strategy
 
 RULES_REFRESH_S = 24 * 3600
+RESUME_POLL_S = 1.0  # how often a running engine looks for a `karb resume`
 JOURNAL_CLEAR_S = 60.0  # a journal episode ends after this long without a failed write
 
 
@@ -81,6 +89,7 @@ class Engine:
         self._stop_lock = threading.Lock()
         self._stopped = False
         self._stops: list = []  # stop callables of the parts started, in start order
+        self.lock = InstanceLock(lock_paths(config))
 
         fees = {v: (config.venues[v].taker_fee, config.venues[v].maker_fee) for v in Venue}
         self.rules = RulesBook.fallback(config.markets, fees)
@@ -96,6 +105,9 @@ class Engine:
         else:
             self.order_clients = clients
         self.executor = Executor(self.order_clients, self.rules, self.risk, self.journal, config, self.clock)
+        for client in self.order_clients.values():
+            if hasattr(client, "on_order_id"):  # legacy Bithumb: persist its id map at once
+                client.on_order_id = self._journal_order_id
         self.strategy = Strategy(self.board, self.rules, self.risk, self.inventory, config, self.clock,
                                  on_signal=self.executor.submit)
         self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock)
@@ -105,11 +117,16 @@ class Engine:
         self._rules_stop = threading.Event()
         self._rules_thread = threading.Thread(target=self._refresh_rules_daily, name="rules-refresh",
                                               daemon=True)
+        self._resume_stop = threading.Event()
+        self._resume_thread = threading.Thread(target=self._watch_resume, name="resume-watch",
+                                               daemon=True)
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Check, load, reconcile, then start every thread. Raises ``StartupError``."""
+        """Lock, check, load, rebuild, recover, then start every thread (order in the module
+        docstring). Raises ``StartupError``."""
         config = self.config
+        self._run_part(self.lock.acquire, self.lock.release)
         check_markets(self.venue_clients, config.markets)
         if self.mode == "dry_run":
             balances = self._paper_balances or {}
@@ -125,12 +142,14 @@ class Engine:
         # Data-flow order; each part's stop goes on a stack, so a failed start stops only
         # what did start, in reverse.
         self._run_part(self.journal.start, self.journal.stop)
+        self.risk.rebuild(self.journal)
+        self.risk.kill.add_listener(self._on_kill)
+        self._run_part(self.risk.kill.start, self.risk.kill.stop)  # engaged before any pass
         self._run_part(self.market_data.start, self.market_data.stop)
-        self._run_part(self.executor.start, self._stop_executor)  # reconciles leftovers first
+        self._run_part(self.executor.start, self._stop_executor)  # recovers leftovers first
+        self._run_part(self._resume_thread.start, self._stop_resume_thread)
         self._run_part(self.strategy.start, self.strategy.stop)
         self._run_part(self.balance_sync.start, self.balance_sync.stop)
-        self.risk.kill.add_listener(self._on_kill)
-        self._run_part(self.risk.kill.start, self.risk.kill.stop)
         self._run_part(self._rules_thread.start, self._stop_rules_thread)
         self._run_part(self.monitor.start, self.monitor.stop)
         if self.mode == "live":
@@ -159,9 +178,29 @@ class Engine:
             client.close()
 
     def _stop_executor(self, timeout_s: float) -> None:
+        recovery_of(self.executor).stop(min(timeout_s, 2.0))
         self.executor.stop(timeout_s)
         if self.mode != "dry_run":  # dry-run venues hold no resting orders
             self.executor.cancel_open_orders("shutdown")
+
+    def _stop_resume_thread(self, timeout_s: float) -> None:
+        self._resume_stop.set()
+        self._resume_thread.join(timeout_s)
+
+    def _watch_resume(self) -> None:
+        # Thread ``resume-watch``: `karb resume` writes a row to the journal; act on it here.
+        while not self._resume_stop.wait(RESUME_POLL_S):
+            try:
+                self.risk.poll_resume()
+            except Exception:
+                logger.exception("looking for a resume request failed")
+
+    def _journal_order_id(self, client_id: str, order_id: str) -> None:
+        try:
+            self.journal.record_order_id(client_id, order_id)
+        except JournalError as exc:
+            logger.error("venue order id {} of {} not journalled ({}); a restart must find it by "
+                         "the start-up sweep", order_id, client_id, exc)
 
     def _stop_rules_thread(self, timeout_s: float) -> None:
         self._rules_stop.set()

@@ -24,10 +24,11 @@ from typing import Callable
 
 from loguru import logger
 
+from karb import recovery
 from karb.clock import Clock
 from karb.config import Config
 from karb.exchanges.base import VenueClient
-from karb.exchanges.errors import OrderNotFound, VenueError
+from karb.exchanges.errors import VenueError
 from karb.journal import Journal, JournalError
 from karb.ledger import Reservation
 from karb.legs import Leg, LegState
@@ -383,68 +384,19 @@ class Executor:
                                   values[min(len(values) - 1, int(len(values) * 0.99))] / 1000)
         return {**counts, "latency_us": latency}
 
-    # --- recovery -----------------------------------------------------------------------
+    # --- recovery (karb.recovery) ------------------------------------------------------
     def reconcile(self) -> int:
-        """Look up every order the journal left open, record the venue's answer, cancel any
-        still resting. Return how many were reconciled. Called from ``start``."""
-        count = 0
-        for row in self.journal.open_orders():
-            venue = Venue(row["venue"])
-            leg = Leg(row["role"], OrderRequest(
-                venue, row["market"], Side.BUY if row["side"] == "buy" else Side.SELL,
-                OrderType(row["order_type"]), row["client_id"],
-                price=Decimal(row["price"]) if row["price"] else None,
-                volume=Decimal(row["volume"]) if row["volume"] else None,
-                funds=Decimal(row["funds"]) if row["funds"] else None, tif=TimeInForce(row["tif"])))
-            leg.state = LegState(row["state"])
-            if leg.state is LegState.NEW:
-                leg.mark_sent(self.clock.monotonic_ns())
-            client = self.clients[venue]
-            try:
-                result = client.get_order(client_id=leg.client_id)
-                if not result.is_final:
-                    client.cancel_order(order_id=result.order_id)
-                    result = client.get_order(order_id=result.order_id)
-                leg.apply(result, self.clock.monotonic_ns())
-                detail = f"{leg.client_id} on {venue.value}: {leg.state.value}, filled {leg.executed_volume}"
-            except OrderNotFound:
-                leg.reject("not found at the venue when reconciling: never placed")
-                detail = f"{leg.client_id} on {venue.value}: never placed"
-            except Exception as exc:  # VenueError or a bug: keep reconciling the rest
-                logger.error("reconciling {} failed: {}", leg.client_id, exc)
-                self.journal.record_incident("reconcile_failed", f"{leg.client_id}: {exc}",
-                                             row["signal_id"], "critical")
-                continue
-            self.journal.record_order(row["signal_id"], leg)
-            self.journal.record_incident("reconciled", detail, row["signal_id"], "info")
-            count += 1
-        self.journal.flush()
+        """Recover what a previous run left open (``karb.recovery``): resolve its orders,
+        finish its trades, sweep resting orders. Return how many orders were resolved.
+        Called from ``start``, before any signal is taken."""
+        count = recovery.reconcile(self)
         self._reconciled = True
         self.reconciled += count
-        if count:
-            logger.warning("reconciled {} orders left open by a previous run", count)
         return count
 
     def cancel_open_orders(self, reason: str = "kill_switch") -> int:
-        """Cancel every order resting on the traded markets (kill switch, shutdown); journal
-        the count as an incident of kind ``reason``. Return the count."""
-        cancelled = 0
-        for venue, client in self.clients.items():
-            for market in self.config.markets:
-                try:
-                    orders = client.get_open_orders(market)
-                except VenueError as exc:
-                    logger.error("listing open orders on {} failed: {}", venue.value, exc)
-                    continue
-                for order in orders:
-                    try:
-                        client.cancel_order(order_id=order.order_id)
-                        cancelled += 1
-                    except VenueError as exc:
-                        logger.error("cancelling {} on {} failed: {}", order.order_id, venue.value, exc)
-        self.journal.record_incident(reason, f"cancelled {cancelled} open orders", None,
-                                     "critical" if reason == "kill_switch" else "info")
-        return cancelled
+        """Cancel every order resting on the traded markets (``karb.recovery``)."""
+        return recovery.cancel_open_orders(self, reason)
 
     def _on_kill(self, engaged: bool, reason: str) -> None:
         if engaged:

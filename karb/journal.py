@@ -5,6 +5,8 @@ batch once, so nothing on the hot path waits for the disk, with one exception by
 ``record_intent`` (both legs, sizes, prices, client ids) is committed by the calling thread
 before it returns, because the intent must be on disk before the first byte of an order is
 sent; a crash after that leaves the ids behind for start-up reconciliation (``open_orders``).
+The same holds for a venue's order id (``record_order_id``) and for halts and operator resumes
+(``record_risk_event``, table ``risk_events``): a restart rebuilds its risk state from them.
 It uses a connection of its own, and shares one Python lock with the writer's batches, so it
 never meets SQLite's sleeping busy handler: measured ~60 us per intent here, against ~250 us
 when handed to the writer thread and waited for. With WAL and ``synchronous=NORMAL`` a
@@ -40,15 +42,29 @@ CREATE TABLE IF NOT EXISTS orders (
     executed_volume TEXT, executed_funds TEXT, paid_fee TEXT, error TEXT,
     created_wall_ns INTEGER, updated_wall_ns INTEGER);
 CREATE TABLE IF NOT EXISTS fills (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT, venue TEXT, price TEXT, volume TEXT,
-    funds TEXT, wall_ns INTEGER, UNIQUE (client_id, price, volume, funds));
+    id INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT, venue TEXT, trade_id TEXT, price TEXT,
+    volume TEXT, funds TEXT, wall_ns INTEGER, UNIQUE (venue, client_id, trade_id));
 CREATE TABLE IF NOT EXISTS balances (
     id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ns INTEGER, venue TEXT, currency TEXT,
     free TEXT, locked TEXT, source TEXT);
 CREATE TABLE IF NOT EXISTS incidents (
     id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ns INTEGER, severity TEXT, kind TEXT,
     signal_id TEXT, detail TEXT);
+CREATE TABLE IF NOT EXISTS risk_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ns INTEGER, kind TEXT, reason TEXT);
 CREATE INDEX IF NOT EXISTS orders_state ON orders (state);
+CREATE INDEX IF NOT EXISTS signals_status ON signals (status);
+"""
+# Journals written before fills were keyed on the venue's trade id: (client_id, price, volume,
+# funds) was UNIQUE, which merged two identical executions of one order into one row.
+MIGRATE_FILLS = """
+ALTER TABLE fills RENAME TO fills_v1;
+CREATE TABLE fills (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT, venue TEXT, trade_id TEXT, price TEXT,
+    volume TEXT, funds TEXT, wall_ns INTEGER, UNIQUE (venue, client_id, trade_id));
+INSERT INTO fills (client_id, venue, trade_id, price, volume, funds, wall_ns)
+    SELECT client_id, venue, 'v1-' || id, price, volume, funds, wall_ns FROM fills_v1;
+DROP TABLE fills_v1;
 """
 OPEN_STATES = ("new", "sent", "acknowledged", "partially_filled", "unknown")
 _STOP = object()
@@ -80,6 +96,10 @@ class Journal:
         """Create the file and tables, then start the ``journal`` writer thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(fills)")}
+        if columns and "trade_id" not in columns:
+            conn.executescript("BEGIN;" + MIGRATE_FILLS + "COMMIT;")
+            logger.info("journal {}: fills table migrated to one row per venue trade", self.path)
         conn.executescript(SCHEMA)
         conn.commit()
         self._reader = conn
@@ -134,12 +154,27 @@ class Journal:
         self._queue.put([self._order_op(signal_id, leg)])
 
     def record_fills(self, leg) -> None:
+        """One row per venue execution, keyed on its trade id (or, when the venue gives none,
+        its position in the order's cumulative list): recording the same answer twice is a
+        no-op, two identical executions are two rows."""
         now = self.clock.wall_ns()
         self._queue.put([
-            ("INSERT OR IGNORE INTO fills (client_id, venue, price, volume, funds, wall_ns) "
-             "VALUES (?,?,?,?,?,?)",
-             (leg.client_id, leg.request.venue.value, str(f.price), str(f.volume), str(f.funds), now))
-            for f in leg.fills])
+            ("INSERT OR IGNORE INTO fills (client_id, venue, trade_id, price, volume, funds, wall_ns) "
+             "VALUES (?,?,?,?,?,?,?)",
+             (leg.client_id, leg.request.venue.value, f.trade_id or f"#{n}", str(f.price),
+              str(f.volume), str(f.funds), now))
+            for n, f in enumerate(leg.fills)])
+
+    def record_order_id(self, client_id: str, order_id: str, timeout: float = 1.0) -> None:
+        """Commit the venue's id for an order journalled by its intent, as soon as it is known
+        (clients without client-id lookups need it after a crash). ``JournalError``."""
+        self._commit_now([("UPDATE orders SET order_id=? WHERE client_id=? AND order_id IS NULL",
+                           (order_id, client_id))], timeout)
+
+    def record_risk_event(self, kind: str, reason: str, timeout: float = 2.0) -> None:
+        """Commit a ``halt`` (engine) or ``resume`` (``karb resume``) now. ``JournalError``."""
+        self._commit_now([("INSERT INTO risk_events (wall_ns, kind, reason) VALUES (?,?,?)",
+                           (self.clock.wall_ns(), kind, reason))], timeout)
 
     def record_result(self, signal_id: str, status: str, stages: dict[str, int],
                       realised: Decimal, fees: Decimal, residual: Decimal, detail: str = "") -> None:
@@ -168,6 +203,11 @@ class Journal:
         marks = ",".join("?" * len(OPEN_STATES))
         return self.query(f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY created_wall_ns",
                           OPEN_STATES)
+
+    def active_halt(self) -> dict[str, Any] | None:
+        """The last ``halt`` row, unless a ``resume`` came after it."""
+        rows = self.query("SELECT * FROM risk_events ORDER BY id DESC LIMIT 1")
+        return rows[0] if rows and rows[0]["kind"] == "halt" else None
 
     def query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         """Rows as dicts (tests, reports). Sees only committed data: ``flush()`` first."""

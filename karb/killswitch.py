@@ -38,11 +38,23 @@ class KillSwitch:
         """``listener(engaged, reason)`` runs on the thread that changed the state."""
         self._listeners.append(listener)
 
+    def write_file(self, reason: str) -> None:
+        """Create the kill file only (``karb kill``): whoever polls it engages. ``OSError``."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(reason + "\n", encoding="utf-8")
+
+    def remove_file(self) -> bool:
+        """Remove the kill file only (``karb kill --clear``); return whether it was there."""
+        try:
+            self.path.unlink()
+            return True
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
     def engage(self, reason: str) -> None:
         """Engage now and leave the file behind so a restart stays stopped."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(reason + "\n", encoding="utf-8")
+            self.write_file(reason)
             sticky = False
         except OSError as exc:
             logger.error("kill switch: cannot write {} ({}); engaged in memory only", self.path, exc)
@@ -51,10 +63,7 @@ class KillSwitch:
 
     def clear(self) -> None:
         """Remove the file and let trading resume (an ``OSError`` if it cannot be removed)."""
-        try:
-            self.path.unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            pass
+        self.remove_file()
         self._set(False, "cleared", False)
 
     def check(self) -> bool:

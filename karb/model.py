@@ -152,6 +152,7 @@ class Fill:
     price: Decimal
     volume: Decimal
     funds: Decimal  # price * volume as the venue reports it, KRW
+    trade_id: str | None = None  # the venue's id of this execution (Upbit/Bithumb 2.0 ``uuid``)
     fee: Decimal = Decimal(0)
     fee_currency: str = "KRW"
 

@@ -8,6 +8,14 @@ trade is over) books realised PnL and fees exactly, tracks residual exposure, fe
 breaker and applies the automatic halts: daily realised loss, drawdown from the day's peak,
 consecutive failures, and too long on stale market data. A halt is sticky until ``resume()``;
 the kill switch stops trading until it is cleared. State changes take ``self._lock``.
+
+Across restarts (``attach_journal``): a halt is committed to the journal's ``risk_events`` when
+it is set, and only an operator's ``karb resume`` (a ``resume`` row; ``poll_resume`` notices it
+within a second while the engine runs) clears it. ``rebuild`` restores, at start, the KST day's
+realised PnL, its peak (drawdown), trade counts and the trailing run of failures, every asset's
+residual exposure (all days), and an active halt. A ``hold`` (an order start-up recovery could
+not resolve yet) blocks trading like a halt but is not persisted: the open order is found again
+by the next start.
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 from loguru import logger
 
@@ -102,20 +111,26 @@ class Risk:
         self.peak_day = ZERO
         self.trades = self.successes = self.failures = 0
         self._stale_since_ns: int | None = None
+        self._journal: Any = None  # karb.journal.Journal once attach_journal() is called
+        self._resume_seen = 0  # id of the last ``resume`` row acted on
+        self._holds: dict[str, str] = {}  # key -> reason; trading blocked while any is set
 
     # --- fast reads (strategy thread) ------------------------------------------------------
     @property
     def state(self) -> TradingState:
         if self.kill.engaged:
             return TradingState.KILLED
-        return TradingState.HALTED if self._halt_reason else TradingState.ACTIVE
+        return TradingState.HALTED if self._halt_reason or self._holds else TradingState.ACTIVE
 
     def blocked(self) -> str | None:
-        """Why no trade may start now (kill switch, halt, open circuit), or None."""
+        """Why no trade may start now (kill switch, halt, hold, open circuit), or None."""
         if self.kill.engaged:
             return f"kill switch: {self.kill.reason}"
         if self._halt_reason:
             return f"halted: {self._halt_reason}"
+        holds = self._holds
+        if holds:
+            return f"held: {next(iter(holds.values()), '')}"
         return self.circuit.blocked()
 
     def available(self, venue: Venue, currency: str) -> Decimal:
@@ -214,11 +229,17 @@ class Risk:
             self.halt(f"market data stale for {(now_ns - self._stale_since_ns) / NS_PER_S:.0f} s")
 
     def halt(self, reason: str) -> None:
+        """Stop new trades until an operator resumes; committed to the journal if attached."""
         with self._lock:
             if self._halt_reason:
                 return
             self._halt_reason = reason
-        logger.critical("trading HALTED: {}", reason)
+        logger.critical("trading HALTED: {} (clear with `karb resume`)", reason)
+        if self._journal is not None:
+            try:
+                self._journal.record_risk_event("halt", reason)
+            except Exception as exc:  # JournalError: still halted here; a restart would forget
+                logger.critical("halt not journalled ({}): a restart would not remember it", exc)
 
     def resume(self) -> None:
         """Operator action: clear a halt (the kill switch is cleared separately)."""
@@ -226,6 +247,103 @@ class Risk:
             self._halt_reason = None
         self._stale_since_ns = None
         logger.warning("trading resumed by operator")
+
+    # --- across restarts (journal) ----------------------------------------------------------
+    def attach_journal(self, journal) -> None:
+        """Persist halts in ``journal`` from now on (it must be started)."""
+        self._journal = journal
+
+    def rebuild(self, journal) -> dict:
+        """Restore today's PnL, peak, counts, failure streak, residuals and an active halt from
+        ``journal`` (call once at start, before trading); attach it; return what was restored."""
+        self.attach_journal(journal)
+        start_ns = int(datetime.combine(self._today(), datetime.min.time(), KST).timestamp()) * NS_PER_S
+        today = journal.query(
+            "SELECT status, realised_krw, fees_krw FROM signals WHERE realised_krw IS NOT NULL "
+            "AND wall_ns >= ? ORDER BY wall_ns, rowid", (start_ns,))
+        residual: dict[str, Decimal] = {}
+        ref: dict[str, Decimal] = {}
+        for row in journal.query("SELECT market, buy_price, residual FROM signals WHERE residual "
+                                 "IS NOT NULL ORDER BY wall_ns, rowid"):
+            asset = base_currency(row["market"])
+            residual[asset] = residual.get(asset, ZERO) + Decimal(row["residual"])
+            ref[asset] = Decimal(row["buy_price"])
+        streak = 0
+        for row in today:
+            streak = 0 if row["status"] == "filled" else streak + 1
+        halt = journal.active_halt()
+        resumed = journal.query("SELECT MAX(id) AS id FROM risk_events WHERE kind = 'resume'")
+        with self._lock:
+            self._day = self._today()
+            realised = peak = fees = ZERO
+            for row in today:
+                realised += Decimal(row["realised_krw"])
+                fees += Decimal(row["fees_krw"] or 0)
+                peak = max(peak, realised)
+            self.realised_day = self.realised_total = realised
+            self.peak_day, self.fees_total = peak, fees
+            self.trades = len(today)
+            self.successes = sum(1 for row in today if row["status"] == "filled")
+            self.failures = self.trades - self.successes
+            self._residual = {a: v for a, v in residual.items() if v}
+            self._residual_krw = {a: v * ref[a] for a, v in self._residual.items()}
+            self._halt_reason = halt["reason"] if halt else None
+            self._resume_seen = resumed[0]["id"] or 0
+        for _ in range(streak):
+            self.circuit.record_failure()
+        restored = {"realised_today_krw": realised, "peak_today_krw": peak, "trades": len(today),
+                    "failure_streak": streak, "residual": dict(self._residual),
+                    "halt": self._halt_reason}
+        if halt:
+            logger.critical("trading HALTED since the previous run: {} (clear with `karb resume`)",
+                            halt["reason"])
+        logger.info("risk state rebuilt from the journal: {}", restored)
+        return restored
+
+    def poll_resume(self) -> bool:
+        """Resume if ``karb resume`` wrote a ``resume`` row since the last look (any thread)."""
+        if self._journal is None:
+            return False
+        rows = self._journal.query("SELECT id, reason FROM risk_events WHERE kind = 'resume' "
+                                   "AND id > ? ORDER BY id DESC LIMIT 1", (self._resume_seen,))
+        if not rows:
+            return False
+        self._resume_seen = rows[0]["id"]
+        if self._halt_reason:
+            logger.warning("resume requested ({}): clearing the halt '{}'", rows[0]["reason"],
+                           self._halt_reason)
+            self.resume()
+        return True
+
+    def hold(self, key: str, reason: str) -> None:
+        """Block new trades until ``release_hold(key)`` (not persisted, no operator needed)."""
+        with self._lock:
+            self._holds[key] = reason
+        logger.critical("trading held: {}", reason)
+
+    def release_hold(self, key: str) -> None:
+        with self._lock:
+            if self._holds.pop(key, None) is None:
+                return
+        logger.warning("trading hold '{}' lifted", key)
+
+    def adopt(self, signal_id: str, market: str, volume: Decimal) -> None:
+        """Count a trade found unfinished at start as in flight (exposure) until ``finish``."""
+        with self._lock:
+            self._in_flight[signal_id] = volume
+            self._in_flight_asset[signal_id] = base_currency(market)
+
+    def rebook(self, market: str, residual: Decimal, realised: Decimal, ref_price: Decimal) -> None:
+        """Correct a trade booked earlier by the difference recovery found (exact)."""
+        asset = base_currency(market)
+        with self._lock:
+            self.realised_day += realised
+            self.realised_total += realised
+            self.peak_day = max(self.peak_day, self.realised_day)
+            self._residual[asset] = self._residual.get(asset, ZERO) + residual
+            self._residual_krw[asset] = self._residual[asset] * ref_price
+            if not self._residual[asset]:
+                del self._residual[asset], self._residual_krw[asset]
 
     def summary(self) -> dict:
         """Balances, reservations, PnL, fees, drawdown, residuals and states (for status)."""
@@ -239,7 +357,7 @@ class Risk:
             self._roll_day()
             return {
                 "state": self.state.value,
-                "halt_reason": self._halt_reason,
+                "halt_reason": self._halt_reason or "; ".join(self._holds.values()) or None,
                 "kill_reason": self.kill.reason if self.kill.engaged else None,
                 "circuit": self.circuit.state.value,
                 "consecutive_failures": self.circuit.consecutive_failures,

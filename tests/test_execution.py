@@ -282,8 +282,9 @@ def test_submit_with_market_leg_type_sends_funds_and_volume(rig):
 
 
 def test_start_reconciles_orders_the_journal_left_open(tmp_path):
-    # Arrange: a previous run journalled an intent and died before hearing back
-    r = Rig(tmp_path)
+    # Arrange: a previous run journalled an intent and died before hearing back, long enough
+    # ago (not_found_final_s 0) that "not found" means "never placed"
+    r = Rig(tmp_path, not_found_final_s=0)
     r.journal.record_intent(make_signal("old"), r.executor._legs(make_signal("old")), {})
     r.venues[BT].script = ["rest"]
     r.venues[BT].place_order(r.executor._legs(make_signal("old"))[0].request)  # it rests there

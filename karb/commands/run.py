@@ -2,7 +2,9 @@
 
 Real orders are sent only when the config says ``mode: live`` AND ``--live`` is given (or
 against the sim's paper accounts with ``--sim``). SIGINT/SIGTERM stop cleanly; SIGUSR1 engages
-the kill switch (the process keeps running and reporting).
+the kill switch (the process keeps running and reporting). Exit codes: 130 after Ctrl-C
+(SIGINT), 0 after SIGTERM unless trading ended halted (5); a second engine on the same journal
+or kill-file directory exits 2 (``karb.instance_lock``).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from decimal import ROUND_DOWN, Decimal
 from loguru import logger
 
 from karb import logs
-from karb.cli import EXIT_CONFIG, EXIT_HALTED, EXIT_OK, config_from_args
+from karb.cli import EXIT_CONFIG, EXIT_HALTED, EXIT_INTERRUPTED, EXIT_OK, config_from_args
 from karb.exchanges.errors import VenueError
 from karb.exchanges.factory import make_client
 from karb.model import Balance, Venue, base_currency
@@ -118,10 +120,14 @@ def _paper_or_real(client, markets: list[str]) -> dict[str, Balance]:
 
 
 def _run_until_stopped(engine, duration: float | None) -> int:
+    """Start, wait for a signal or ``duration``, stop. Exit code: 130 after SIGINT (Ctrl-C),
+    else 5 if trading ended halted or killed, else 0 (SIGTERM and ``--duration`` included)."""
     stop = threading.Event()
+    received: list[int] = []
 
     def on_signal(signum, _frame):
         logger.warning("{} received: stopping", signal.Signals(signum).name)
+        received.append(signum)
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -134,4 +140,6 @@ def _run_until_stopped(engine, duration: float | None) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     print(engine.summary(), flush=True)
+    if signal.SIGINT in received:
+        return EXIT_INTERRUPTED
     return EXIT_HALTED if engine.risk.state.value != "active" else EXIT_OK

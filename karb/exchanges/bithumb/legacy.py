@@ -9,8 +9,11 @@ The legacy API lacks two things the engine relies on, so this client emulates th
   from 5 s before the send) for one with the same side, price and units. One match is adopted
   and returned. No match raises ``OrderStateUnknown`` again: the order was either never placed
   or filled completely at once, and open orders cannot tell which — reconcile by balances.
-  Several matches are ambiguous and also raise ``OrderStateUnknown``. The map lives in memory:
-  it does not survive a restart.
+  Several matches are ambiguous and also raise ``OrderStateUnknown``. The maps are bounded
+  (``MAX_REMEMBERED`` each, oldest dropped). They live in memory, so the engine persists them:
+  ``on_order_id(client_id, order_id)`` is called as soon as the venue answers a placement (the
+  engine commits it to the journal), and after a restart ``seed_order`` puts back what the
+  journal knows (the venue id, or the request and its send time for a lookup by match).
 * **No IOC.** An IOC limit is sent as a plain limit, then the remainder is cancelled at once
   (priority) and the order read back; the result is that final state. Between the two calls
   the order rests on the book for one round trip. If the cancel or the read-back fails, the
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlencode
@@ -46,6 +50,7 @@ from karb.rules import MarketInfo, to_legacy_symbol
 from karb.secrets import Credentials
 
 LOOKUP_SLACK_S = 5.0  # search open orders from this long before a timed-out send
+MAX_REMEMBERED = 10_000  # entries per map; far more than the orders in flight at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +79,11 @@ class BithumbLegacyClient:
         self._auth = (BithumbLegacyAuth(credentials.access_key, credentials.secret_key,
                                         nonce_factory) if credentials else None)
         self._lock = threading.Lock()
-        self._known: dict[str, _Known] = {}  # order_id -> what we need to query / cancel it
-        self._by_client: dict[str, str] = {}  # client_id -> order_id (acknowledged)
-        self._timed_out: dict[str, tuple[OrderRequest, float]] = {}  # client_id -> (request, sent_at)
+        self._known: OrderedDict[str, _Known] = OrderedDict()  # order_id -> to query / cancel it
+        self._by_client: OrderedDict[str, str] = OrderedDict()  # client_id -> order_id (acknowledged)
+        # client_id -> (request, sent_at)
+        self._timed_out: OrderedDict[str, tuple[OrderRequest, float]] = OrderedDict()
+        self.on_order_id: Callable[[str, str], None] | None = None
 
     # --- plumbing -------------------------------------------------------------------------
     def _get(self, path: str, query=()) -> Any:
@@ -142,15 +149,15 @@ class BithumbLegacyClient:
                                 idempotent=False, client_id=request.client_id)
             order_id = str(answer["order_id"])
         except OrderStateUnknown:
-            with self._lock:
-                self._timed_out[request.client_id] = (request, sent_at)
+            self._remember_timed_out(request, sent_at)
             raise
         except (KeyError, TypeError) as exc:
-            with self._lock:
-                self._timed_out[request.client_id] = (request, sent_at)
+            self._remember_timed_out(request, sent_at)
             raise OrderStateUnknown(self.venue, f"placement answer unreadable: {exc}",
                                     request.client_id) from exc
         self._remember(order_id, request.market, request.side, request.order_type, request.client_id)
+        if self.on_order_id is not None:
+            self.on_order_id(request.client_id, order_id)
         if request.tif is TimeInForce.IOC:
             return self._finish_ioc(order_id, request)
         return P.parse_place_ack(request, {"order_id": order_id})
@@ -274,18 +281,41 @@ class BithumbLegacyClient:
             by_order = {v: k for k, v in self._by_client.items()}
         orders = self._parsed(lambda d: [P.parse_legacy_open_order(i, by_order.get(str(i["order_id"])))
                                          for i in d], data)
-        for o in orders:
-            with self._lock:
-                self._known.setdefault(o.order_id, _Known(o.market, o.side, o.order_type, o.client_id))
+        with self._lock:
+            for o in orders:
+                if o.order_id not in self._known:
+                    _bounded_put(self._known, o.order_id,
+                                 _Known(o.market, o.side, o.order_type, o.client_id))
         return orders
+
+    def seed_order(self, request: OrderRequest, order_id: str | None, sent_at: float) -> None:
+        """After a restart: what the journal knows of one of our orders, so that
+        ``get_order(client_id=...)`` finds it (by id, or by matching its open orders)."""
+        if order_id:
+            self._remember(order_id, request.market, request.side, request.order_type,
+                           request.client_id)
+        else:
+            self._remember_timed_out(request, sent_at)
 
     def _remember(self, order_id: str, market: str, side: Side, order_type: OrderType,
                   client_id: str | None) -> None:
         with self._lock:
-            self._known[order_id] = _Known(market, side, order_type, client_id)
+            _bounded_put(self._known, order_id, _Known(market, side, order_type, client_id))
             if client_id is not None:
-                self._by_client[client_id] = order_id
+                _bounded_put(self._by_client, client_id, order_id)
                 self._timed_out.pop(client_id, None)
+
+    def _remember_timed_out(self, request: OrderRequest, sent_at: float) -> None:
+        with self._lock:
+            _bounded_put(self._timed_out, request.client_id, (request, sent_at))
 
     def close(self) -> None:
         self._http.close()
+
+
+def _bounded_put(mapping: OrderedDict, key, value) -> None:
+    # caller holds the client's lock; the oldest entries go first
+    mapping[key] = value
+    mapping.move_to_end(key)
+    while len(mapping) > MAX_REMEMBERED:
+        mapping.popitem(last=False)

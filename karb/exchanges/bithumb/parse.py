@@ -149,7 +149,8 @@ def parse_legacy_order_detail(order_id: str, data: Any, client_id: str | None,
     for c in data.get("contract") or ():
         price, units = dec(c["price"]), dec(c["units"])
         fill_fee, fee_currency = dec(c.get("fee")) or ZERO, str(c.get("fee_currency") or "KRW").upper()
-        fills.append(Fill(price, units, dec(c.get("total")) or price * units, fill_fee, fee_currency))
+        fills.append(Fill(price, units, dec(c.get("total")) or price * units,
+                          fee=fill_fee, fee_currency=fee_currency))
         fee += fill_fee * (1 if fee_currency == "KRW" else price)
     volume = dec(data.get("order_qty"))
     executed = sum((f.volume for f in fills), ZERO)

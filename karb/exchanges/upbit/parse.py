@@ -159,7 +159,7 @@ def parse_order(venue: Venue, body: dict, client_id: str | None = None) -> Order
         {"uuid": "cdd92199-...", "side": "bid", "ord_type": "limit", "price": "100000000",
          "state": "wait", "market": "KRW-BTC", "created_at": "2024-01-01T09:00:00+09:00",
          "volume": "0.01", "remaining_volume": "0.01", "paid_fee": "0", "executed_volume": "0",
-         "identifier": "arb-...", "trades": [{"price": "...", "volume": "...", "funds": "..."}]}
+         "identifier": "arb-...", "trades": [{"uuid": "...", "price": "...", "volume": "...", "funds": "..."}]}
 
     Bithumb 2.0 spells ``order_type`` / ``order_id`` / ``client_order_id`` in some answers;
     both spellings are read. ``executed_funds`` is the venue's field when present, else the
@@ -169,7 +169,7 @@ def parse_order(venue: Venue, body: dict, client_id: str | None = None) -> Order
     if state not in STATES:
         raise UnknownVenueError(venue, f"unknown order state {state!r}", "bad_state")
     side = Side(body["side"])
-    fills = tuple(Fill(dec(t["price"]), dec(t["volume"]), dec(t["funds"]))
+    fills = tuple(Fill(dec(t["price"]), dec(t["volume"]), dec(t["funds"]), t.get("uuid"))
                   for t in body.get("trades") or ())
     executed_volume = dec(body.get("executed_volume"))
     executed_funds = dec(body.get("executed_funds"))
