@@ -113,7 +113,8 @@ class RiskConfig:
     daily_loss_limit_krw: Decimal = Decimal("200000")
     max_drawdown_krw: Decimal = Decimal("300000")
     max_stale_s: float = field(default=300.0, metadata=POSITIVE)  # halt after this long on stale data
-    circuit_failures: int = field(default=5, metadata=POSITIVE)
+    circuit_failures: int = field(default=5, metadata=POSITIVE)  # failures within circuit_window_s
+    circuit_window_s: float = field(default=300.0, metadata=POSITIVE)
     circuit_reset_s: float = field(default=30.0, metadata=POSITIVE)
     halt_after_failures: int = field(default=10, metadata=POSITIVE)  # consecutive: halt, not just open
     kill_switch_file: str = "var/KILL"
