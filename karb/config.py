@@ -138,6 +138,12 @@ class ExecutionConfig:
     keepalive_s: float = 30.0
     fill_timeout_s: float = field(default=5.0, metadata=POSITIVE)  # follow a leg to a final state
     poll_interval_ms: int = field(default=20, metadata=POSITIVE)  # first poll / lookup backoff
+    # A leg still not final after its fill timeout is possible exposure: the leg-resolver keeps
+    # looking it up this long (backoff) before it halts trading for a human to look.
+    resolve_timeout_s: float = field(default=300.0, metadata=POSITIVE)
+    # An order the venue has not heard of is "never placed" only after this long (venues can
+    # be slow to register orders).
+    not_found_window_s: float = field(default=30.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
