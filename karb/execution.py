@@ -225,6 +225,7 @@ class Executor:
         self._stop_keepalive.set()
         if self._keepalive.is_alive():
             self._keepalive.join(timeout)
+        self.resolver.hurry()
         with self._idle:
             self._idle.wait_for(lambda: not self._in_flight, timeout)
             left = list(self._in_flight.values())

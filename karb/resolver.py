@@ -76,6 +76,14 @@ class LegResolver:
             if self._thread.is_alive():
                 logger.warning("leg-resolver did not stop within {} s", timeout)
 
+    def hurry(self) -> None:
+        """Look again now and from the shortest backoff (the engine is stopping)."""
+        now = self.clock.monotonic_ns()
+        with self._lock:
+            for entry in self._entries.values():
+                entry.due_ns, entry.delay_s = now, self.config.poll_interval_ms / 1000
+        self._wake.set()
+
     def add(self, trade) -> None:
         """Resolve ``trade``'s non-final orders, then hand it to ``on_resolved``."""
         now = self.clock.monotonic_ns()
