@@ -281,3 +281,67 @@ def test_shutdown_during_an_unwind_journals_the_unwind_order_left(rig):
         assert incident["severity"] == "critical" and "s1r1" in incident["detail"]
     finally:
         gate.set()
+
+
+def test_unwind_retry_left_unknown_is_resolved_before_any_flatten(rig):
+    r = rig()
+    r.venues[UP].script = ["reject", "timeout"]  # the sell fails; its retry fills, answer lost
+    r.venues[UP].down.set()
+    placed_retry = threading.Event()
+    place = r.venues[UP].place_order
+
+    def spy(request, priority=False):
+        try:
+            return place(request, priority)
+        finally:
+            if request.client_id == "s1r1":
+                placed_retry.set()
+
+    r.venues[UP].place_order = spy
+    assert r.executor.submit(make_signal()) is None
+    assert placed_retry.wait(5)
+    wait_until(lambda: r.steps.waiting.is_set() or r.trades, message="resolver or booking")
+    assert r.placed(BT) == ["s1b"] and r.placed(UP) == ["s1s", "s1r1"]  # no flatten, no 2nd retry
+    assert r.executor.stats()["unresolved_orders"] == ["s1r1"]
+    assert r.incidents("unwind_paused")[0]["severity"] == "critical"
+    r.venues[UP].down.clear()
+    r.steps.run_free()
+    assert r.executor.wait_idle(5.0)
+    (trade,) = r.trades
+    (retry,) = trade.unwinds
+    assert retry.state is LegState.FILLED and r.risk.residual("BTC") == 0
+    assert r.placed(BT) == ["s1b"] and r.placed(UP) == ["s1s", "s1r1"]
+    assert r.risk.ledger.open_reservations() == 0 and r.risk.summary()["in_flight"] == 0
+
+
+def test_unwind_resumed_after_a_presumed_unplaced_retry_flattens_with_fresh_client_ids(rig):
+    r = rig(unwind_attempts=1, not_found_window_s=2.0)
+    r.venues[UP].script = ["reject", "lost"]  # the sell fails; its retry is never placed
+    r.steps.run_free()
+    assert r.executor.submit(make_signal()) is None
+    assert r.executor.wait_idle(5.0)
+    (trade,) = r.trades
+    retry, flatten = trade.unwinds
+    assert retry.client_id == "s1r1" and retry.state is LegState.REJECTED
+    assert flatten.client_id == "s1f2" and (flatten.request.venue, flatten.state) == (BT, LegState.FILLED)
+    assert r.placed(UP) == ["s1s", "s1r1"] and r.risk.residual("BTC") == 0
+
+
+def test_unwinder_called_with_a_leg_not_final_sends_nothing(rig):
+    # what the restart path gets if it hands over a one-legged trade still being looked up
+    from karb.legs import Leg
+    from karb.model import OrderRequest, OrderType, Side, TimeInForce
+
+    r = rig()
+    signal = make_signal("old")
+    buy = Leg("buy", OrderRequest(BT, signal.market, Side.BUY, OrderType.LIMIT, "oldb",
+                                  price=signal.buy_price, volume=signal.volume, tif=TimeInForce.IOC))
+    sell = Leg("sell", OrderRequest(UP, signal.market, Side.SELL, OrderType.LIMIT, "olds",
+                                    price=signal.sell_price, volume=signal.volume, tif=TimeInForce.IOC))
+    buy.state, buy.executed_volume = LegState.FILLED, D("0.01")
+    buy.executed_funds = D(1_400_000)
+    sell.state = LegState.UNKNOWN
+    reservation = r.risk.ledger.reserve("old", {})
+    assert r.executor.unwinder.run(signal, reservation, buy, sell) == []
+    assert r.placed(UP) == [] and r.placed(BT) == []
+    assert r.incidents("unwind_deferred")[0]["severity"] == "critical"
