@@ -60,11 +60,11 @@ class Placer:
         if leg.state is LegState.UNKNOWN:
             self.journal.record_incident(
                 "leg_unknown", f"{leg.role} {leg.client_id} on {leg.request.venue.value}: "
-                f"{leg.error}; not re-sent", signal_id, "critical")
+                f"{leg.error}; not re-sent, still looking", signal_id, "critical")
         elif not leg.final:
             self.journal.record_incident(
                 "leg_not_final", f"{leg.role} {leg.client_id} still {leg.state.value} after "
-                f"{self.config.fill_timeout_s} s and a cancel", signal_id, "critical")
+                f"{self.config.fill_timeout_s} s and a cancel; still looking", signal_id, "critical")
         return leg
 
     def _place(self, client: VenueClient, leg: Leg, priority: bool) -> OrderResult | None:
