@@ -16,7 +16,7 @@ comes from ``clock``; ``pause`` is injectable (tests move a fake clock instead o
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from loguru import logger
@@ -40,7 +40,6 @@ class _Entry:
     since_ns: int
     delay_s: float
     due_ns: int = 0
-    attempts: int = field(default=0)
 
 
 class LegResolver:
@@ -61,6 +60,7 @@ class LegResolver:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}  # by signal id
         self._stopping = False
+        self._hurry = False
         self._thread = threading.Thread(target=self._run, name="leg-resolver", daemon=True)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -77,7 +77,8 @@ class LegResolver:
                 logger.warning("leg-resolver did not stop within {} s", timeout)
 
     def hurry(self) -> None:
-        """Look again now and from the shortest backoff (the engine is stopping)."""
+        """Look again now and then at the shortest backoff (the engine is stopping)."""
+        self._hurry = True
         now = self.clock.monotonic_ns()
         with self._lock:
             for entry in self._entries.values():
@@ -135,7 +136,8 @@ class LegResolver:
             self._schedule(entry)
 
     def _schedule(self, entry: _Entry) -> None:
-        entry.attempts += 1
+        if self._hurry:
+            entry.delay_s = self.config.poll_interval_ms / 1000
         entry.due_ns = self.clock.monotonic_ns() + int(entry.delay_s * NS_PER_S)
         entry.delay_s = min(entry.delay_s * 2, MAX_BACKOFF_S)
 

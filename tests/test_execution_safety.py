@@ -345,3 +345,24 @@ def test_unwinder_called_with_a_leg_not_final_sends_nothing(rig):
     assert r.executor.unwinder.run(signal, reservation, buy, sell) == []
     assert r.placed(UP) == [] and r.placed(BT) == []
     assert r.incidents("unwind_deferred")[0]["severity"] == "critical"
+
+
+def test_stop_gives_a_leg_being_resolved_its_last_look_at_once_and_books_it(rig):
+    r = rig(fill_timeout_s=0.05)
+    resolver = r.executor.resolver
+    parked = threading.Event()
+
+    def real_wait(seconds):  # the fake clock never makes the next look due: only a wake-up does
+        parked.set()
+        resolver._wake.wait(seconds)
+
+    resolver.pause = real_wait
+    r.venues[UP].script = ["ack"]
+    r.venues[UP].down.set()
+    assert r.executor.submit(make_signal()) is None
+    assert parked.wait(5)  # looked once, failed, now backing off
+    r.venues[UP].down.clear()  # the venue answers again
+    r.executor.stop(5.0)
+    (trade,) = r.trades
+    assert trade.sell.state is LegState.FILLED and r.placed(UP) == ["s1s"]
+    assert r.executor.unresolved() == [] and not r.incidents("shutdown_unresolved")
