@@ -118,7 +118,8 @@ class RiskConfig:
     daily_loss_limit_krw: Decimal = Decimal("200000")
     max_drawdown_krw: Decimal = Decimal("300000")
     max_stale_s: float = field(default=300.0, metadata=POSITIVE)  # halt after this long on stale data
-    circuit_failures: int = field(default=5, metadata=POSITIVE)
+    circuit_failures: int = field(default=5, metadata=POSITIVE)  # failures within circuit_window_s
+    circuit_window_s: float = field(default=300.0, metadata=POSITIVE)
     circuit_reset_s: float = field(default=30.0, metadata=POSITIVE)
     halt_after_failures: int = field(default=10, metadata=POSITIVE)  # consecutive: halt, not just open
     kill_switch_file: str = "var/KILL"
@@ -142,9 +143,12 @@ class ExecutionConfig:
     keepalive_s: float = 30.0
     fill_timeout_s: float = field(default=5.0, metadata=POSITIVE)  # follow a leg to a final state
     poll_interval_ms: int = field(default=20, metadata=POSITIVE)  # first poll / lookup backoff
-    # After a restart, "order not found" means "never placed" only once this long has passed
-    # since the order's journalled creation (a venue may be slow to register an order).
-    not_found_final_s: float = 30.0
+    # A leg still not final after its fill timeout is possible exposure: the leg-resolver keeps
+    # looking it up this long (backoff) before it halts trading for a human to look.
+    resolve_timeout_s: float = field(default=300.0, metadata=POSITIVE)
+    # An order the venue has not heard of is "never placed" only once this long has passed since
+    # it was journalled (venues can be slow to register orders): live, and after a restart.
+    not_found_window_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,17 @@ second completes the trade: the unwind policy if the fills differ (``karb.unwind
 ``risk.finish`` (exact realised PnL, circuit breaker, halts) and the journal's result row. A
 trade's reservation is released on every path, exceptions included.
 
+An order that is not final (answer lost, polls failing) may still fill: the trade is then
+neither unwound nor booked but handed to the ``leg-resolver`` thread (``karb.resolver``), and
+stays in flight (reservation held, exposure counted by risk) until every order is final; then
+the unwind decision runs with the true fills. If resolution gives up, trading halts with the
+trade's exposure still counted. ``stop`` waits (bounded) for trades, unwinds and resolutions,
+and journals whatever may still fill (``unresolved()``) for the next start to reconcile.
+
+Success is judged by value: both legs complete and the matched volume within
+``residual_tolerance_krw`` of the signal's (a market buy spends funds, so it rarely buys the
+exact volume; its dust is booked as residual).
+
 On start, orders the journal left open are looked up by client id and closed out before any
 signal is taken; when the kill switch engages, every open order on the traded markets is
 cancelled.
@@ -34,6 +45,7 @@ from karb.ledger import Reservation
 from karb.legs import Leg, LegState
 from karb.model import OrderRequest, OrderType, Side, Signal, TimeInForce, Venue
 from karb.placement import Placer
+from karb.resolver import LegResolver
 from karb.risk import Risk, TradeOutcome
 from karb.rules import RulesBook
 from karb.unwind import Unwinder, filled
@@ -164,13 +176,17 @@ class Executor:
         self.settings = config.execution
         self.clock = clock
         self.placer = Placer(clients, journal, self.settings, clock)
-        self.unwinder = Unwinder(self.placer, rules, risk.ledger, journal, config)
+        self.unwinder = Unwinder(self.placer, rules, risk.ledger, journal, config, halt=risk.halt)
+        self.resolver = LegResolver(clients, self.placer, journal, self.settings, clock,
+                                    on_progress=self._book_progress, on_resolved=self._complete,
+                                    on_give_up=self._give_up)
         self.pool = LegPool(self.settings.workers)
         self.label = "[DryRun] " if all(getattr(c, "dry_run", False) for c in clients.values()) else ""
         self._listeners: list[Callable[[Trade], None]] = []
         self._running = False
         self._lock = threading.Lock()
         self._in_flight: dict[str, Trade] = {}
+        self._stranded: dict[str, Trade] = {}  # resolution gave up: exposure, trading halted
         self._idle = threading.Condition(self._lock)
         self._latency: dict[str, deque] = {s: deque(maxlen=2048) for s in STAGES}
         self.trades = self.successes = self.failures = self.refused = 0
@@ -187,6 +203,7 @@ class Executor:
         if not self.label and not self._reconciled:
             self.reconcile()
         self.pool.start()
+        self.resolver.start()
         if not self.label and not self.pool.run_on_each(self._warm_sessions, timeout=10.0):
             logger.warning("leg threads' venue connections not all warm after 10 s")
         self._running = True
@@ -202,16 +219,43 @@ class Executor:
                 self.pool.run_on_each(self._warm_sessions, timeout=10.0)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Take no new signals, let trades in flight finish (bounded), stop the threads."""
+        """Take no new signals; let trades in flight, their unwinds and the resolution of
+        orders that may still fill finish (bounded by ``timeout``); journal and log whatever
+        is left (``unresolved()``) so the next start reconciles it; stop the threads."""
         self._running = False
         self._stop_keepalive.set()
         if self._keepalive.is_alive():
             self._keepalive.join(timeout)
+        self.resolver.hurry()
         with self._idle:
             self._idle.wait_for(lambda: not self._in_flight, timeout)
-            if self._in_flight:
-                logger.error("stopping with {} trades still in flight", len(self._in_flight))
+            left = list(self._in_flight.values())
+        if left or self._stranded:
+            self._report_left(left)
+        self.resolver.stop(timeout)
         self.pool.stop(timeout)
+
+    def _report_left(self, trades: list[Trade]) -> None:
+        # the journal must say what may still fill before the engine stops it
+        for trade in trades:
+            sid = trade.signal.id
+            legs = [leg for leg in trade.orders if not leg.final]
+            for leg in legs:
+                self.journal.record_order(sid, leg)
+            detail = (f"stopped with trade {sid} not booked; " + (
+                "orders that may still fill: " + ", ".join(
+                    f"{l.client_id} on {l.request.venue.value} ({l.state.value})" for l in legs)
+                if legs else "every order final, unwind or booking unfinished"))
+            self.journal.record_incident("shutdown_unresolved", detail, sid, "critical")
+            logger.critical("{}", detail)
+        for sid, client_id, venue, state in self.unresolved():
+            if sid in self._stranded:
+                logger.critical("stopped with {} on {} ({}) unresolved since before: trading "
+                                "was halted for it", client_id, venue, state)
+        try:
+            self.journal.flush(timeout=2.0)
+        except JournalError as exc:
+            logger.critical("journal did not commit what was left in flight: {}", exc)
 
     def _warm_sessions(self) -> None:
         # Each leg thread has its own HTTP session (one per thread): open its keep-alive
@@ -300,15 +344,46 @@ class Executor:
                 self._complete(trade)
 
     def _complete(self, trade: Trade) -> None:
+        # a leg thread (or the leg-resolver) with every order of the trade settled, or not
         signal = trade.signal
         try:
-            if trade.buy.executed_volume != trade.sell.executed_volume:
-                trade.unwinds = self.unwinder.run(signal, trade.reservation, trade.buy, trade.sell)
+            if all(leg.final for leg in trade.orders):
+                orders = trade.orders
+                if filled(orders, Side.BUY)[0] != filled(orders, Side.SELL)[0]:
+                    trade.unwinds = self.unwinder.run(signal, trade.reservation, trade.buy,
+                                                      trade.sell, trade.unwinds)
         except Exception:
             logger.exception("unwind of {} failed", signal.id)
             self.journal.record_incident("unwind_error", "unwind raised; see log", signal.id, "critical")
-        finally:
-            self._book(trade)
+        if not all(leg.final for leg in trade.orders):
+            self.resolver.add(trade)  # possible exposure: in flight until the venue answers
+            return
+        self._book(trade)
+
+    def _book_progress(self, trade: Trade, leg: Leg, before: tuple) -> None:
+        # leg-resolver: the venue told us more about ``leg``; book the fill it adds
+        _, volume, funds, fee = before
+        if (leg.executed_volume, leg.executed_funds, leg.paid_fee) != (volume, funds, fee):
+            self.risk.ledger.apply_fill(trade.reservation, leg.request.venue, leg.request.market,
+                                        leg.request.side, leg.executed_volume - volume,
+                                        leg.executed_funds - funds, leg.paid_fee - fee)
+
+    def _give_up(self, trade: Trade) -> None:
+        # leg-resolver: bounded look-ups did not settle it; a human must look
+        sid = trade.signal.id
+        legs = [leg for leg in trade.orders if not leg.final]
+        with self._lock:
+            self._in_flight.pop(sid, None)
+            self._stranded[sid] = trade
+            self._idle.notify_all()
+        for leg in legs:
+            self.journal.record_order(sid, leg)
+        names = ", ".join(f"{l.client_id} on {l.request.venue.value} ({l.state.value})" for l in legs)
+        detail = (f"{names} not final after {self.settings.resolve_timeout_s:g} s of look-ups; "
+                  f"its exposure stays counted; check the venue, reconcile, then resume")
+        self.journal.record_incident("leg_unresolved", detail, sid, "critical")
+        logger.critical("trade {} leg_unresolved: {}", sid, detail)
+        self.risk.halt(f"unresolved order {names}")
 
     def _book(self, trade: Trade) -> None:
         signal = trade.signal
@@ -317,8 +392,7 @@ class Executor:
             orders = trade.orders
             bought, buy_funds, buy_fees = filled(orders, Side.BUY)
             sold, sell_funds, sell_fees = filled(orders, Side.SELL)
-            success = (trade.buy.state is LegState.FILLED and trade.sell.state is LegState.FILLED
-                       and bought == sold == signal.volume)
+            success = self._succeeded(trade)
             outcome = TradeOutcome(signal.market, success, bought, buy_funds, sold, sell_funds,
                                    buy_fees + sell_fees, signal.buy_price)
             realised = self.risk.finish(signal, trade.reservation, outcome)
@@ -349,6 +423,23 @@ class Executor:
                 self._in_flight.pop(signal.id, None)
                 self._idle.notify_all()
 
+    def _succeeded(self, trade: Trade) -> bool:
+        # by value: both legs complete, their volumes matched to within the residual tolerance
+        signal, tolerance = trade.signal, self.settings.residual_tolerance_krw
+        bought, sold = trade.buy.executed_volume, trade.sell.executed_volume
+        return (self._complete_leg(trade.buy) and self._complete_leg(trade.sell)
+                and abs(bought - sold) * signal.buy_price <= tolerance
+                and (signal.volume - min(bought, sold)) * signal.buy_price <= tolerance)
+
+    def _complete_leg(self, leg: Leg) -> bool:
+        # a market buy ends CANCELLED when its funds are all but spent (Upbit keeps the dust)
+        if leg.state is LegState.FILLED:
+            return True
+        req = leg.request
+        return (req.order_type is OrderType.MARKET_BUY and leg.state is LegState.CANCELLED
+                and leg.executed_volume > 0
+                and req.funds - leg.executed_funds <= self.settings.residual_tolerance_krw)
+
     @staticmethod
     def _summary(trade: Trade) -> str:
         return ", ".join(f"{leg.role} {leg.request.venue.value} {leg.state.value} "
@@ -369,6 +460,18 @@ class Executor:
         return {"sent_ns": sent, "acked_ns": acked or None, "done_ns": done_ns}
 
     # --- reporting ----------------------------------------------------------------------
+    def unresolved(self) -> list[tuple[str, str, str, str]]:
+        """(signal id, client id, venue, state) of every order that may still fill: trades
+        in flight (sending, resolving, unwinding) and those whose resolution gave up."""
+        with self._lock:
+            trades = list(self._in_flight.values()) + list(self._stranded.values())
+        return self._open_legs(trades)
+
+    @staticmethod
+    def _open_legs(trades: list[Trade]) -> list[tuple[str, str, str, str]]:
+        return [(t.signal.id, leg.client_id, leg.request.venue.value, leg.state.value)
+                for t in trades for leg in t.orders if not leg.final]
+
     def stats(self) -> dict:
         """Counts, and per stage (p50, p99) latency in microseconds over recent trades."""
         with self._lock:
@@ -377,6 +480,10 @@ class Executor:
                       "failures": self.failures, "refused": self.refused,
                       "in_flight": len(self._in_flight), "reconciled": self.reconciled,
                       "lookups": self.placer.lookups}
+            resolving = self.resolver.pending() + list(self._stranded.values())
+        legs = self._open_legs(resolving)
+        counts.update(unresolved=len(legs), unresolved_orders=[client_id for _, client_id, _, _ in legs],
+                      stranded=len(self._stranded))
         latency = {}
         for stage, values in samples.items():
             if values:

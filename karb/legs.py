@@ -11,8 +11,8 @@
 
 FILLED, CANCELLED and REJECTED are final. Anything else raises ``IllegalTransition``: a
 late, stale answer can never turn a filled leg back into an open one. A leg is driven by one
-thread at a time (the leg thread that sent it, then the one running the unwind), so it has no
-lock of its own.
+thread at a time (the leg thread that sent it, then the ``leg-resolver`` if it was left not
+final, then the thread running the unwind), so it has no lock of its own.
 """
 from __future__ import annotations
 

@@ -9,7 +9,10 @@
 * ``OrderStateUnknown``, a 5xx or status-less ``UnknownVenueError``, or any other exception:
   the order may exist. The leg goes UNKNOWN and is looked up by its client id up to
   ``lookup_attempts`` times. It is never re-sent; if it cannot be found it stays UNKNOWN, an
-  incident is journalled, and start-up reconciliation looks again.
+  incident is journalled, and the executor's ``leg-resolver`` keeps looking (``karb.resolver``).
+
+A leg not final when ``run`` returns may still fill: nothing may be retried or flattened
+against it until it is resolved.
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ class Placer:
         if result is None and leg.state is LegState.UNKNOWN:
             result = self._lookup(client, leg)
         if result is not None:
-            self._apply(signal_id, leg, result)
+            self.apply(signal_id, leg, result)
             self._follow(signal_id, client, leg)
         self.journal.record_order(signal_id, leg)
         if leg.fills:
@@ -57,11 +60,11 @@ class Placer:
         if leg.state is LegState.UNKNOWN:
             self.journal.record_incident(
                 "leg_unknown", f"{leg.role} {leg.client_id} on {leg.request.venue.value}: "
-                f"{leg.error}; not re-sent", signal_id, "critical")
+                f"{leg.error}; not re-sent, still looking", signal_id, "critical")
         elif not leg.final:
             self.journal.record_incident(
                 "leg_not_final", f"{leg.role} {leg.client_id} still {leg.state.value} after "
-                f"{self.config.fill_timeout_s} s and a cancel", signal_id, "critical")
+                f"{self.config.fill_timeout_s} s and a cancel; still looking", signal_id, "critical")
         return leg
 
     def _place(self, client: VenueClient, leg: Leg, priority: bool) -> OrderResult | None:
@@ -127,9 +130,10 @@ class Placer:
         except VenueError as exc:
             logger.warning("polling {} failed: {}", leg.client_id, exc)
             return
-        self._apply(signal_id, leg, result)
+        self.apply(signal_id, leg, result)
 
-    def _apply(self, signal_id: str, leg: Leg, result: OrderResult) -> None:
+    def apply(self, signal_id: str, leg: Leg, result: OrderResult) -> None:
+        """Apply a venue answer to ``leg``; an illegal transition is journalled, not raised."""
         try:
             leg.apply(result, self.clock.monotonic_ns())
         except IllegalTransition as exc:

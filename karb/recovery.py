@@ -7,7 +7,7 @@
 2. Every trade the journal left ``sending``, and every order left open, is rebuilt from its rows.
    Each open order is looked up (by its journalled venue id, else by client id); one still
    resting is cancelled and read back; the venue's answer (state, fills) is journalled.
-   "Not found" is final ("never placed") only once ``execution.not_found_final_s`` has passed
+   "Not found" is final ("never placed") only once ``execution.not_found_window_s`` has passed
    since the order's journalled creation: a venue may be slow to register an order. Until then
    it is looked up again with backoff, for at most ``lookup_budget_s`` during start-up.
 3. A trade whose orders are all final is finished like a live one: if one-legged, the unwinder
@@ -193,7 +193,7 @@ class Recovery:
         """Bring ``leg`` to a final state from the venue's answer; None, or why it is not final."""
         client = self.clients[leg.request.venue]
         age_s = (self.clock.wall_ns() - trade.created_ns[leg.client_id]) / NS_PER_S
-        window_s = self.config.execution.not_found_final_s
+        window_s = self.config.execution.not_found_window_s
         try:
             result = (client.get_order(order_id=leg.order_id) if leg.order_id
                       else client.get_order(client_id=leg.client_id))
@@ -241,7 +241,7 @@ class Recovery:
 
     def _window_passed(self, trade: _Trade) -> bool:
         now = self.clock.wall_ns()
-        window_ns = self.config.execution.not_found_final_s * NS_PER_S
+        window_ns = self.config.execution.not_found_window_s * NS_PER_S
         return all(now - trade.created_ns[cid] >= window_ns + MAX_BACKOFF_S * NS_PER_S
                    for cid in trade.unresolved)
 

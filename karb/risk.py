@@ -98,7 +98,8 @@ class Risk:
         self.clock = clock
         self.ledger = ledger or Ledger()
         self.kill = kill or KillSwitch(config.risk.kill_switch_file)
-        self.circuit = CircuitBreaker(clock, config.risk.circuit_failures, config.risk.circuit_reset_s)
+        self.circuit = CircuitBreaker(clock, config.risk.circuit_failures, config.risk.circuit_reset_s,
+                                      config.risk.circuit_window_s)
         self.max_trade_krw = config.risk.max_trade_krw
         self._lock = threading.Lock()
         self._halt_reason: str | None = None
@@ -159,7 +160,7 @@ class Risk:
         asset = base_currency(signal.market)
         if signal.volume > Decimal(repr(self.position_room(asset, float(signal.buy_price)))):
             return f"{asset} position limit: {signal.volume} would exceed the exposure room"
-        reason = self.circuit.acquire()
+        reason = self.circuit.acquire(signal.id)
         if reason:
             return reason
         amounts = order_side_amounts(Side.BUY, signal.market, signal.buy_venue, signal.volume,
@@ -169,7 +170,7 @@ class Risk:
                                           signal.volume, signal.sell_price, ZERO))
         reservation = self.ledger.reserve(signal.id, amounts)
         if isinstance(reservation, str):
-            self.circuit.cancel()
+            self.circuit.cancel(signal.id)
             return reservation
         with self._lock:
             self._in_flight[signal.id] = signal.volume
@@ -179,7 +180,7 @@ class Risk:
     def abandon(self, signal: Signal, reservation: Reservation) -> None:
         """An approved trade never sent anything (e.g. the journal refused the intent)."""
         self.ledger.release(reservation)
-        self.circuit.cancel()
+        self.circuit.cancel(signal.id)
         with self._lock:
             self._in_flight.pop(signal.id, None)
             self._in_flight_asset.pop(signal.id, None)
@@ -208,9 +209,9 @@ class Risk:
             else:
                 self.failures += 1
         if outcome.success:
-            self.circuit.record_success()
+            self.circuit.record_success(signal.id)
         else:
-            self.circuit.record_failure()
+            self.circuit.record_failure(signal.id)
         self._check_auto_halts()
         return realised
 

@@ -11,6 +11,9 @@ placements do instead (one entry per placement, in order):
 UnknownVenueError(418) without placing; ``"lost"`` raises
 OrderStateUnknown without placing; ``"ack"`` answers OPEN with nothing filled and fills when
 first looked at; ``"rest"`` leaves the order open until cancelled; ``"none"`` fills nothing.
+
+While ``down`` is set, ``get_order`` and ``cancel_order`` raise ``VenueUnavailable`` (a venue
+whose look-ups fail for a while).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import threading
 from decimal import ROUND_DOWN, Decimal
 
 from karb.exchanges.errors import (InsufficientFunds, InvalidOrder, OrderNotFound,
-                                   OrderStateUnknown, UnknownVenueError)
+                                   OrderStateUnknown, UnknownVenueError, VenueUnavailable)
 from karb.model import (Balance, Fill, OrderRequest, OrderResult, OrderStatus, OrderType,
                         Venue)
 
@@ -38,6 +41,7 @@ class StubVenue:
         self.orders: dict[str, OrderResult] = {}  # by client id
         self._pending: dict[str, OrderResult] = {}  # "ack" orders: final answer on first look
         self.cancelled: list[str] = []
+        self.down = threading.Event()  # set: look-ups and cancels fail
         self.balances = {"KRW": Balance("KRW", Decimal(0))}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -83,6 +87,8 @@ class StubVenue:
         return final
 
     def get_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
+        if self.down.is_set():
+            raise VenueUnavailable(self.venue, "service unavailable", "unavailable", 503)
         with self._lock:
             found = self._find(order_id, client_id)
             if found is None:
@@ -94,6 +100,8 @@ class StubVenue:
             return found
 
     def cancel_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
+        if self.down.is_set():
+            raise VenueUnavailable(self.venue, "service unavailable", "unavailable", 503)
         with self._lock:
             found = self._find(order_id, client_id)
             if found is None:

@@ -4,7 +4,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from karb.clock import SystemClock
+from karb.clock import ManualClock, SystemClock
 from karb.execution import Executor
 from karb.journal import Journal
 from karb.legs import LegState
@@ -37,6 +37,9 @@ class Rig:
         self.executor = Executor(self.venues, self.rules, self.risk, self.journal, self.config,
                                  self.clock)
         self.executor.placer.pause = lambda s: None  # polling backoff without real waiting
+        resolver_clock = ManualClock()  # the leg-resolver's backoff moves a fake clock
+        self.executor.resolver.clock = resolver_clock
+        self.executor.resolver.pause = resolver_clock.advance
         self.trades = []
         self.executor.add_listener(self.trades.append)
 
@@ -198,7 +201,8 @@ def test_submit_with_lost_order_never_retries_on_that_venue_and_flattens(rig):
     r = rig(lookup_attempts=3)
     r.venues[UP].script = ["lost"]  # timed out and truly never placed
     trade = r.run()
-    assert trade.sell.state is LegState.UNKNOWN
+    # not found for execution.not_found_window_s: presumed never placed
+    assert trade.sell.state is LegState.REJECTED and LegState.UNKNOWN in dict(trade.sell.history)
     assert [p.client_id for p in r.venues[UP].placements] == ["s1s"]  # no retry on Upbit
     (flatten,) = trade.unwinds
     assert flatten.request.venue is BT and flatten.request.side is Side.SELL
@@ -283,8 +287,8 @@ def test_submit_with_market_leg_type_sends_funds_and_volume(rig):
 
 def test_start_reconciles_orders_the_journal_left_open(tmp_path):
     # Arrange: a previous run journalled an intent and died before hearing back, long enough
-    # ago (not_found_final_s 0) that "not found" means "never placed"
-    r = Rig(tmp_path, not_found_final_s=0)
+    # ago (not_found_window_s 0) that "not found" means "never placed"
+    r = Rig(tmp_path, not_found_window_s=0)
     r.journal.record_intent(make_signal("old"), r.executor._legs(make_signal("old")), {})
     r.venues[BT].script = ["rest"]
     r.venues[BT].place_order(r.executor._legs(make_signal("old"))[0].request)  # it rests there

@@ -29,7 +29,7 @@ def _signal_row(r, signal_id="old"):
 
 
 def test_restart_after_kill_between_filled_buy_and_sell_unwinds_and_books_the_trade(tmp_path):
-    r = Rig(tmp_path, not_found_final_s=0)
+    r = Rig(tmp_path, not_found_window_s=0)
     _crash_after_buy_filled(r)
     r.executor.start()
     try:
@@ -51,7 +51,7 @@ def test_restart_after_kill_between_filled_buy_and_sell_unwinds_and_books_the_tr
 
 
 def test_restart_with_one_legged_trade_that_cannot_be_unwound_shows_residual_and_halts(tmp_path):
-    r = Rig(tmp_path, not_found_final_s=0, unwind_attempts=1)
+    r = Rig(tmp_path, not_found_window_s=0, unwind_attempts=1)
     _crash_after_buy_filled(r)
     r.venues[UP].script = ["reject"]  # the retry sell is refused
     r.venues[BT].script = ["reject"]  # and so is the flatten on Bithumb
@@ -67,7 +67,7 @@ def test_restart_with_one_legged_trade_that_cannot_be_unwound_shows_residual_and
 
 
 def test_restart_with_kill_switch_engaged_books_one_legged_trade_as_residual_and_halts(tmp_path):
-    r = Rig(tmp_path, not_found_final_s=0)
+    r = Rig(tmp_path, not_found_window_s=0)
     _crash_after_buy_filled(r)
     r.risk.kill.engage("operator")
     r.executor.start()
@@ -103,7 +103,7 @@ def test_restart_soon_after_crash_with_venue_slow_to_register_keeps_the_leg_open
     from karb.recovery import recovery_of
 
     # Arrange: the sell reached Upbit just before the crash; Upbit shows it only 1.5 s later
-    r = Rig(tmp_path)  # not_found_final_s: 30 (default)
+    r = Rig(tmp_path)  # not_found_window_s: 30 (default)
     slow = SlowRegistration(r.venues[UP], delay_s=1.5)
     r.executor.clients[UP] = r.executor.placer.clients[UP] = slow
     signal = make_signal("old")
@@ -133,7 +133,7 @@ def test_restart_soon_after_crash_with_venue_slow_to_register_keeps_the_leg_open
 
 
 def test_restart_after_window_with_order_never_found_marks_it_never_placed(tmp_path):
-    r = Rig(tmp_path, not_found_final_s=0)
+    r = Rig(tmp_path, not_found_window_s=0)
     signal = make_signal("old")
     r.journal.record_intent(signal, r.executor._legs(signal), {})  # neither leg reached a venue
     r.executor.start()

@@ -36,7 +36,7 @@ def sim(tmp_path):
     data["log"] = {"file": None}
     data["journal"] = {"path": str(tmp_path / "journal.sqlite")}
     data["risk"] = {**data.get("risk", {}), "kill_switch_file": str(tmp_path / "KILL")}
-    data["execution"] = {**data.get("execution", {}), "not_found_final_s": 0}
+    data["execution"] = {**data.get("execution", {}), "not_found_window_s": 0}
     config = parse_config(data)
     with SimCluster.from_config(config).start() as cluster:
         config = cluster.apply_to(config)

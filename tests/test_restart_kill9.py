@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 def _config(tmp_path, cluster):
     path = _write_config(tmp_path, cluster)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data.setdefault("execution", {})["not_found_final_s"] = 3
+    data.setdefault("execution", {})["not_found_window_s"] = 3
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 

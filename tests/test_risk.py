@@ -204,12 +204,13 @@ def test_circuit_cancelled_probe_frees_the_probe_slot():
     assert cb.acquire() is None
 
 
-def test_circuit_success_resets_the_failure_count():
+def test_circuit_success_resets_the_consecutive_count_but_not_the_window():
     cb = CircuitBreaker(ManualClock(), failures=2)
     cb.record_failure()
     cb.record_success()
+    assert cb.consecutive_failures == 0 and cb.state is CircuitState.CLOSED
     cb.record_failure()
-    assert cb.state is CircuitState.CLOSED
+    assert cb.state is CircuitState.OPEN  # two failures within the window
 
 
 def test_circuit_with_zero_failures_is_a_config_error():
