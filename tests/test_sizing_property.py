@@ -1,0 +1,143 @@
+"""Property: a signal the strategy emits is never refused by a limit the engine already knew.
+
+Random books (prices from 0.0001 KRW to BTC-like 1e8, on each venue's tick grid), balances with
+8 decimals, trade/position limits, inventory bands, fees and venue precisions; the real
+``Strategy``, ``Risk``, ``Ledger``, ``Inventory`` and ``RulesBook`` objects. Every signal the
+strategy emits must pass ``risk.approve`` (value, position room and the ledger reservation) and
+``inventory.check``, and be an order both venues accept (grid, precision, minimum value).
+"""
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from karb.book import BookBoard
+from karb.clock import ManualClock
+from karb.inventory import Inventory
+from karb.ledger import Reservation
+from karb.model import Balance, Venue
+from karb.risk import Risk, taker_fee
+from karb.rules import MarketRules, RulesBook, round_down, round_up
+from karb.strategy import Strategy
+from tests.trading_fixtures import make_config
+
+MARKET = "KRW-XYZ"
+COIN = "XYZ"
+
+fees = st.sampled_from(["0", "0.0004", "0.0005", "0.0025", "0.00139"])
+EIGHT = D("0.00000001")
+
+
+def krw_values(low: int, high: int):
+    """KRW amounts spread evenly in magnitude from 10**low to 10**high, 8 random decimals."""
+    return st.builds(lambda digits, exp: D(digits).scaleb(exp - 16).quantize(EIGHT),
+                     st.integers(min_value=10**16, max_value=10**17 - 1),
+                     st.integers(min_value=low, max_value=high - 1))
+
+
+@st.composite
+def prices(draw):
+    """A mid price from 0.0001 KRW (BTT/SHIB-like) to 1e8 (BTC-like)."""
+    exponent = draw(st.integers(min_value=-4, max_value=8))
+    mantissa = draw(st.integers(min_value=1000, max_value=9999))
+    return D(mantissa).scaleb(exponent - 3)
+
+
+def _ladder(draw, rules: MarketRules, start: D, up: bool, coin_per_krw: D):
+    """1-5 levels on ``rules``' tick grid moving away from ``start``; sizes with 8 decimals."""
+    levels, price = {}, start
+    for _ in range(draw(st.integers(min_value=1, max_value=5))):
+        if price <= 0:
+            break
+        price = round_up(price, rules.tick_for(price)) if up else round_down(price, rules.tick_for(price))
+        size = (draw(krw_values(2, 9)) * coin_per_krw).quantize(EIGHT)
+        if size > 0:
+            levels[float(price)] = float(size)
+        step = D(draw(st.integers(min_value=1, max_value=50))) * price / 10_000
+        price = price + max(step, rules.tick_for(price)) if up else price - max(step, rules.tick_for(price))
+    return sorted(levels.items(), reverse=not up)
+
+
+@st.composite
+def scenarios(draw):
+    mid = draw(prices())
+    buy_venue = draw(st.sampled_from(list(Venue)))
+    sell_venue = buy_venue.other
+    coin_per_krw = 1 / mid
+    rules = {
+        venue: MarketRules(venue, MARKET, taker_fee=D(draw(fees)),
+                           volume_decimals=draw(st.sampled_from([8, 8, 6, 4, 0])),
+                           min_total=D(draw(st.sampled_from(["5000", "1000", "500"]))))
+        for venue in Venue
+    }
+    edge_bps = draw(st.integers(min_value=-20, max_value=400))
+    ask = mid
+    bid = mid * (1 + D(edge_bps) / 10_000)
+    books = {
+        buy_venue: (_ladder(draw, rules[buy_venue], ask * D("0.99"), False, coin_per_krw),
+                    _ladder(draw, rules[buy_venue], ask, True, coin_per_krw)),
+        sell_venue: (_ladder(draw, rules[sell_venue], bid, False, coin_per_krw),
+                     _ladder(draw, rules[sell_venue], bid * D("1.01"), True, coin_per_krw)),
+    }
+    coin_amounts = krw_values(3, 10).map(lambda krw: (krw * coin_per_krw).quantize(EIGHT))
+    balances = {venue: {"KRW": draw(krw_values(3, 10)), COIN: draw(coin_amounts)} for venue in Venue}
+    risk = {"max_trade_krw": str(draw(krw_values(3, 9)).normalize()),
+            "max_position_krw": str(draw(krw_values(3, 10)).normalize())}
+    if draw(st.booleans()):
+        risk["max_position"] = {COIN: str(draw(coin_amounts))}
+    strategy = {"threshold_bps": draw(st.integers(min_value=1, max_value=40)), "cooldown_ms": 0}
+    if draw(st.booleans()):
+        strategy["max_volume"] = {MARKET: str(draw(coin_amounts) or 1)}
+    bands: dict = {}
+    for venue in Venue:
+        for asset, amount in balances[venue].items():
+            if draw(st.integers(min_value=0, max_value=3)) == 0:
+                low = (amount * D(draw(st.integers(min_value=0, max_value=100))) / 100).quantize(EIGHT)
+                band = {"min": str(low)}
+                if draw(st.booleans()):
+                    band["max"] = str(amount * 2 + 1)
+                bands.setdefault(venue.value, {})[asset] = band
+    venues = {venue.value: {"rest_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1",
+                            "taker_fee": draw(fees), "maker_fee": "0"} for venue in Venue}
+    return dict(rules=rules, books=books, balances=balances, risk=risk, strategy=strategy,
+                bands=bands, venues=venues)
+
+
+@settings(max_examples=400, deadline=None)
+@given(scenarios())
+def test_every_emitted_signal_passes_risk_ledger_and_inventory(tmp_path_factory, case):
+    # Arrange: the engine's own objects, wired as the engine wires them
+    tmp = tmp_path_factory.mktemp("sizing")
+    config = make_config(tmp, markets=(MARKET,), strategy=case["strategy"], risk=case["risk"],
+                         inventory={"bands": case["bands"], "skew_bps": 0}, venues=case["venues"])
+    rules = RulesBook({(venue, MARKET): r for venue, r in case["rules"].items()})
+    clock = ManualClock()
+    board = BookBoard([MARKET])
+    risk = Risk(config, rules, clock)
+    inventory = Inventory(config.inventory, risk.ledger)
+    for venue, amounts in case["balances"].items():
+        risk.ledger.load(venue, {c: Balance(c, a) for c, a in amounts.items()})
+    emitted, outcomes = [], []
+
+    def submit(signal):  # what the executor does before anything is sent
+        emitted.append(signal)
+        outcomes.append(risk.approve(signal))
+        return outcomes[-1] if isinstance(outcomes[-1], str) else None
+
+    strategy = Strategy(board, rules, risk, inventory, config, clock, submit)
+    for venue, (bids, asks) in case["books"].items():
+        board.get(venue, MARKET).apply_snapshot(bids, asks, 1, clock.monotonic_ns())
+    # Act
+    strategy.evaluate(clock.monotonic_ns())
+    # Assert
+    event("signal" if emitted else "no signal")
+    for signal, outcome in zip(emitted, outcomes):
+        assert isinstance(outcome, Reservation), outcome
+        fee_buy = taker_fee(config, rules, signal.buy_venue, MARKET)
+        fee_sell = taker_fee(config, rules, signal.sell_venue, MARKET)
+        assert inventory.check(signal, fee_buy, fee_sell) is None
+        for venue, price in ((signal.buy_venue, signal.buy_price), (signal.sell_venue, signal.sell_price)):
+            assert rules.get(venue, MARKET).check_limit_order(price, signal.volume) is None
+    assert strategy.stats()["signals"] == len(emitted)
