@@ -86,7 +86,8 @@ class Inventory:
         return max(cap, 0.0)
 
     def check(self, signal: Signal, buy_fee: Decimal, sell_fee: Decimal) -> str | None:
-        """Why ``signal`` would take a balance outside its band (exact, worst case), or None."""
+        """Why ``signal`` would push a balance out of its band, or further out (exact, worst
+        case), or None. A trade moving a balance back towards its band is never refused."""
         if not self._bands:
             return None
         for (venue, asset), per_coin in self._per_coin(signal.market, signal.buy_venue,
@@ -96,7 +97,8 @@ class Inventory:
             if band is None:
                 continue
             value = self.ledger.free(venue, asset) + signal.volume * per_coin
-            if value < band.min or (band.max is not None and value > band.max):
+            if ((per_coin < 0 and value < band.min)
+                    or (per_coin > 0 and band.max is not None and value > band.max)):
                 return (f"{venue.value} {asset} would end at {value:f}, outside its band "
                         f"[{band.min}, {band.max if band.max is not None else 'inf'}]")
         return None

@@ -17,9 +17,10 @@ from karb.book import BookBoard
 from karb.clock import ManualClock
 from karb.inventory import Inventory
 from karb.ledger import Reservation
-from karb.model import Balance, Venue
+from karb.model import Balance, Signal, Venue
 from karb.risk import Risk, taker_fee
 from karb.rules import MarketRules, RulesBook, round_down, round_up
+from karb.sizing import steps_within
 from karb.strategy import Strategy
 from tests.trading_fixtures import make_config
 
@@ -141,3 +142,72 @@ def test_every_emitted_signal_passes_risk_ledger_and_inventory(tmp_path_factory,
         for venue, price in ((signal.buy_venue, signal.buy_price), (signal.sell_venue, signal.sell_price)):
             assert rules.get(venue, MARKET).check_limit_order(price, signal.volume) is None
     assert strategy.stats()["signals"] == len(emitted)
+
+
+# --- each exact cap is the largest volume its own check accepts ------------------------------
+
+def _signal(volume, buy_price, sell_price, buy_venue=Venue.BITHUMB):
+    return Signal(market=MARKET, buy_venue=buy_venue, sell_venue=buy_venue.other, volume=volume,
+                  buy_price=buy_price, sell_price=sell_price, buy_vwap=float(buy_price),
+                  sell_vwap=float(sell_price), gross_bps=0.0, net_bps=0.0,
+                  est_profit_krw=D(0), created_ns=1, id="s1")
+
+
+steps = st.sampled_from([D(1), D("0.0001"), D("0.00000001")])
+
+
+def test_steps_within_with_shib_at_0_021_stays_under_max_trade_krw():
+    # 2,000,000 / 0.021 in floats is 95,238,095.23809524: 2,000,000.00000000004 KRW
+    volume = steps_within(D(2_000_000), D("0.021"), D("0.00000001"))
+    assert volume == D("95238095.23809523")
+    assert volume * D("0.021") <= D(2_000_000) < (volume + D("0.00000001")) * D("0.021")
+    assert steps_within(D(-1), D("0.021"), D(1)) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(prices(), st.integers(min_value=0, max_value=300), krw_values(3, 10), krw_values(3, 10),
+       krw_values(3, 10), krw_values(3, 11), fees, steps)
+def test_risk_exact_cap_is_the_largest_volume_risk_check_accepts(
+        tmp_path_factory, buy_price, spread_bps, max_trade, max_position, krw, coin_krw, fee, step):
+    config = make_config(tmp_path_factory.mktemp("cap"), markets=(MARKET,),
+                         risk={"max_trade_krw": str(max_trade), "max_position_krw": str(max_position)},
+                         venues={v.value: {"rest_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1",
+                                           "taker_fee": fee, "maker_fee": "0"} for v in Venue})
+    rules = RulesBook({(v, MARKET): MarketRules(v, MARKET) for v in Venue})
+    risk = Risk(config, rules, ManualClock())
+    coin = (coin_krw / buy_price).quantize(EIGHT)
+    risk.ledger.load(Venue.BITHUMB, {"KRW": Balance("KRW", krw)})
+    risk.ledger.load(Venue.UPBIT, {COIN: Balance(COIN, coin)})
+    sell_price = buy_price * (1 + D(spread_bps) / 10_000)
+    cap = risk.exact_cap(MARKET, Venue.BITHUMB, Venue.UPBIT, buy_price, step)
+    assert cap % step == 0
+    if cap > 0:
+        assert risk.check(_signal(cap, buy_price, sell_price)) is None
+    assert risk.check(_signal(cap + step, buy_price, sell_price)) is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(prices(), st.integers(min_value=0, max_value=300), krw_values(3, 10), krw_values(3, 10),
+       st.sampled_from(["KRW", COIN]), st.sampled_from(list(Venue)), st.booleans(),
+       st.integers(min_value=0, max_value=200), fees, fees, steps)
+def test_inventory_exact_cap_is_the_largest_volume_its_band_check_accepts(
+        buy_price, spread_bps, krw, coin_krw, asset, venue, upper, percent, buy_fee, sell_fee, step):
+    coin = (coin_krw / buy_price).quantize(EIGHT)
+    have = krw if asset == "KRW" else coin
+    edge = (have * percent / 100).quantize(EIGHT)
+    band = {"max": str(edge)} if upper else {"min": str(edge)}
+    config = make_config(inventory={"bands": {venue.value: {asset: band}}})
+    risk_ledger = Risk(config, RulesBook(), ManualClock()).ledger
+    for v in Venue:
+        risk_ledger.load(v, {"KRW": Balance("KRW", krw), COIN: Balance(COIN, coin)})
+    inventory = Inventory(config.inventory, risk_ledger)
+    sell_price = buy_price * (1 + D(spread_bps) / 10_000)
+    fees_ = (D(buy_fee), D(sell_fee))
+    cap = inventory.exact_cap(MARKET, Venue.BITHUMB, Venue.UPBIT, buy_price, sell_price, *fees_, step)
+    if cap is None:  # the band is on the side this direction cannot push out of it
+        assert inventory.check(_signal(D(10) ** 12, buy_price, sell_price), *fees_) is None
+        return
+    assert cap % step == 0
+    if cap > 0:
+        assert inventory.check(_signal(cap, buy_price, sell_price), *fees_) is None
+    assert inventory.check(_signal(cap + step, buy_price, sell_price), *fees_) is not None
