@@ -94,11 +94,12 @@ def scenarios(draw):
     bands: dict = {}
     for venue in Venue:
         for asset, amount in balances[venue].items():
-            if draw(st.integers(min_value=0, max_value=3)) == 0:
-                low = (amount * D(draw(st.integers(min_value=0, max_value=100))) / 100).quantize(EIGHT)
+            if draw(st.integers(min_value=0, max_value=3)) == 0:  # some start out of band
+                low = (amount * D(draw(st.integers(min_value=0, max_value=150))) / 100).quantize(EIGHT)
                 band = {"min": str(low)}
                 if draw(st.booleans()):
-                    band["max"] = str(amount * 2 + 1)
+                    high = amount * D(draw(st.integers(min_value=50, max_value=300))) / 100 + 1
+                    band["max"] = str(max(high, low).quantize(EIGHT))
                 bands.setdefault(venue.value, {})[asset] = band
     venues = {venue.value: {"rest_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1",
                             "taker_fee": draw(fees), "maker_fee": "0"} for venue in Venue}
