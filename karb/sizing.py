@@ -1,14 +1,15 @@
 """Decide once: the exact limits a signal must meet, shared by the strategy and risk.
 
 The strategy sizes on the hot path in floats (``karb.spread``); risk, the ledger and inventory
-check in ``Decimal``. A float that lands one ulp over a limit makes the engine refuse its own
-signal, so a candidate is finished exactly: ``cap`` is the largest volume on the venues' grid
-that every check accepts at the candidate's limit prices, and ``refusal`` runs those very checks
-(``Risk.check``: trade value, position room, the ledger reservation; ``Inventory.check``: bands).
-Each cap is the inverse of its check's own expression, so the two cannot drift apart.
+check in ``Decimal``. A float one ulp over a limit made the engine refuse its own signal, so a
+candidate is finished exactly: ``Risk.exact_cap`` and ``Inventory.exact_cap`` give the largest
+volume on the venues' grid that their checks accept at the candidate's limit prices (each the
+inverse of its check's own expression, via ``steps_within``), ``spread.finalize`` shrinks the
+volume to them, and ``refusal`` runs those very checks (``Risk.check``: trade value, position
+room, the ledger reservation; ``Inventory.check``: bands) on the result.
 
-Called on the strategy thread once per candidate (never per book change); ``risk.approve``
-calls the same ``Risk`` checks when the signal is submitted.
+Used on the strategy thread once per candidate (never per book change); ``risk.approve``
+applies the same ``Risk`` checks when the signal is submitted.
 """
 from __future__ import annotations
 

@@ -215,7 +215,8 @@ class Strategy:
             if isinstance(signal, str):
                 self._skip(market, "unfit", signal)
                 continue
-            reason = refusal(self.risk, self.inventory, signal)  # sized to pass: a bug if not
+            # sized to pass; this fails only if a leg thread moved the ledger since the cap
+            reason = refusal(self.risk, self.inventory, signal)
             if reason:
                 self._skip(market, "limits", reason)
                 continue
