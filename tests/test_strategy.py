@@ -367,3 +367,17 @@ def test_evaluate_with_krw_band_binding_sizes_with_fee_at_the_buy_limit(tmp_path
     signal = h.only_signal()
     assert signal.volume * signal.buy_price * D("1.0004") <= D(2_000_000)
     assert signal.volume == D("0.01426980")  # floor(2,000,000 / (140,100,000 x 1.0004), 8 dp)
+
+
+def test_evaluate_with_no_edge_does_no_decimal_sizing(tmp_path, monkeypatch):
+    # the hot path: a market whose top of book has no edge never reaches the exact step
+    h = Harness(tmp_path, strategy={"threshold_bps": 100})
+
+    def exact_work(*args, **kwargs):
+        raise AssertionError("Decimal sizing for a market without an edge")
+    for name in ("position_room", "exact_cap", "check", "available"):
+        monkeypatch.setattr(h.risk, name, exact_work)
+    monkeypatch.setattr(h.inventory, "exact_cap", exact_work)
+    h.books()
+    assert h.evaluate() == []
+    assert h.strategy.evaluations == 1
