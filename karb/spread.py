@@ -16,8 +16,8 @@ deeper. The size is the largest volume such that
   ``max_buy_krw``, a budget for ``buy_limit * volume * (1 + buy_fee)`` (buy-venue KRW, max trade
   value), where the buy limit is the worst ask level the walk reached.
 
-Rounding and exact sizing (``finalize``), once, from float to ``Decimal``. Both legs are IOC limits at the
-worst level the walk touched. The buy limit is rounded DOWN to the buy venue's tick and the sell
+Rounding and exact sizing (``finalize``), once, from float to ``Decimal``. Both legs are IOC
+limits at the worst level the walk touched. The buy limit is rounded DOWN to the buy venue's tick and the sell
 limit UP to the sell venue's tick: an IOC limit never fills at a worse price than its limit, so
 this direction can only make a leg fill *less* (the unwind policy handles that), never pay more
 or sell for less than the edge was computed on. Book levels are already on the grid, so in

@@ -38,6 +38,11 @@ def krw_values(low: int, high: int):
                      st.integers(min_value=low, max_value=high - 1))
 
 
+def _venue(taker_fee: str) -> dict:
+    return {"rest_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1",
+            "taker_fee": taker_fee, "maker_fee": "0"}
+
+
 @st.composite
 def prices(draw):
     """A mid price from 0.0001 KRW (BTT/SHIB-like) to 1e8 (BTC-like)."""
@@ -52,12 +57,14 @@ def _ladder(draw, rules: MarketRules, start: D, up: bool, coin_per_krw: D):
     for _ in range(draw(st.integers(min_value=1, max_value=5))):
         if price <= 0:
             break
-        price = round_up(price, rules.tick_for(price)) if up else round_down(price, rules.tick_for(price))
+        tick = rules.tick_for(price)
+        price = round_up(price, tick) if up else round_down(price, tick)
         size = (draw(krw_values(2, 9)) * coin_per_krw).quantize(EIGHT)
         if size > 0:
             levels[float(price)] = float(size)
         step = D(draw(st.integers(min_value=1, max_value=50))) * price / 10_000
-        price = price + max(step, rules.tick_for(price)) if up else price - max(step, rules.tick_for(price))
+        step = max(step, rules.tick_for(price))
+        price = price + step if up else price - step
     return sorted(levels.items(), reverse=not up)
 
 
@@ -101,8 +108,7 @@ def scenarios(draw):
                     high = amount * D(draw(st.integers(min_value=50, max_value=300))) / 100 + 1
                     band["max"] = str(max(high, low).quantize(EIGHT))
                 bands.setdefault(venue.value, {})[asset] = band
-    venues = {venue.value: {"rest_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1",
-                            "taker_fee": draw(fees), "maker_fee": "0"} for venue in Venue}
+    venues = {venue.value: _venue(draw(fees)) for venue in Venue}
     return dict(rules=rules, books=books, balances=balances, risk=risk, strategy=strategy,
                 bands=bands, venues=venues)
 
@@ -140,7 +146,8 @@ def test_every_emitted_signal_passes_risk_ledger_and_inventory(tmp_path_factory,
         fee_buy = taker_fee(config, rules, signal.buy_venue, MARKET)
         fee_sell = taker_fee(config, rules, signal.sell_venue, MARKET)
         assert inventory.check(signal, fee_buy, fee_sell) is None
-        for venue, price in ((signal.buy_venue, signal.buy_price), (signal.sell_venue, signal.sell_price)):
+        for venue, price in ((signal.buy_venue, signal.buy_price),
+                             (signal.sell_venue, signal.sell_price)):
             assert rules.get(venue, MARKET).check_limit_order(price, signal.volume) is None
     assert strategy.stats()["signals"] == len(emitted)
 
@@ -172,8 +179,7 @@ def test_risk_exact_cap_is_the_largest_volume_risk_check_accepts(
         tmp_path_factory, buy_price, spread_bps, max_trade, max_position, krw, coin_krw, fee, step):
     config = make_config(tmp_path_factory.mktemp("cap"), markets=(MARKET,),
                          risk={"max_trade_krw": str(max_trade), "max_position_krw": str(max_position)},
-                         venues={v.value: {"rest_url": "http://127.0.0.1:1", "ws_url": "ws://127.0.0.1:1",
-                                           "taker_fee": fee, "maker_fee": "0"} for v in Venue})
+                         venues={v.value: _venue(fee) for v in Venue})
     rules = RulesBook({(v, MARKET): MarketRules(v, MARKET) for v in Venue})
     risk = Risk(config, rules, ManualClock())
     coin = (coin_krw / buy_price).quantize(EIGHT)
