@@ -1,9 +1,9 @@
 """Property: a signal the strategy emits is never refused by a limit the engine already knew.
 
 Random books (prices from 0.0001 KRW to BTC-like 1e8, on each venue's tick grid), balances with
-8 decimals, trade/position limits, inventory bands, fees and venue precisions; the real
-``Strategy``, ``Risk``, ``Ledger``, ``Inventory`` and ``RulesBook`` objects. Every signal the
-strategy emits must pass ``risk.approve`` (value, position room and the ledger reservation) and
+8 decimals (partly held by another trade), trade/position limits, inventory bands, fees and
+venue precisions; the real ``Strategy``, ``Risk``, ``Ledger``, ``Inventory`` and ``RulesBook``
+objects. Every signal the strategy emits must pass ``risk.approve`` (value, position room and the ledger reservation) and
 ``inventory.check``, and be an order both venues accept (grid, precision, minimum value).
 """
 from __future__ import annotations
@@ -109,8 +109,11 @@ def scenarios(draw):
                     band["max"] = str(max(high, low).quantize(EIGHT))
                 bands.setdefault(venue.value, {})[asset] = band
     venues = {venue.value: _venue(draw(fees)) for venue in Venue}
+    held = {(venue, asset): (amount * draw(st.integers(min_value=0, max_value=100)) / 100)
+            .quantize(EIGHT) for venue in Venue for asset, amount in balances[venue].items()
+            if draw(st.integers(min_value=0, max_value=3)) == 0}  # another trade's reservation
     return dict(rules=rules, books=books, balances=balances, risk=risk, strategy=strategy,
-                bands=bands, venues=venues)
+                bands=bands, venues=venues, held=held)
 
 
 @settings(max_examples=400, deadline=None)
@@ -127,6 +130,7 @@ def test_every_emitted_signal_passes_risk_ledger_and_inventory(tmp_path_factory,
     inventory = Inventory(config.inventory, risk.ledger)
     for venue, amounts in case["balances"].items():
         risk.ledger.load(venue, {c: Balance(c, a) for c, a in amounts.items()})
+    assert not isinstance(risk.ledger.reserve("other trade", case["held"]), str)
     emitted, outcomes = [], []
 
     def submit(signal):  # what the executor does before anything is sent
