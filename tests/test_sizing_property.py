@@ -59,6 +59,8 @@ def _ladder(draw, rules: MarketRules, start: D, up: bool, coin_per_krw: D):
             break
         tick = rules.tick_for(price)
         price = round_up(price, tick) if up else round_down(price, tick)
+        if price <= 0:  # rounded below the finest tick
+            break
         size = (draw(krw_values(2, 9)) * coin_per_krw).quantize(EIGHT)
         if size > 0:
             levels[float(price)] = float(size)
