@@ -278,8 +278,8 @@ class Engine:
         rate = "-" if s.success_rate is None else f"{100 * s.success_rate:.1f}%"
         lines = [
             f"K-Arb summary ({self.mode}, {s.uptime_s:.0f}s)",
-            f"  signals {s.signals}, trades {s.trades}, succeeded {s.successes}, failed {s.failures},"
-            f" success rate {rate}",
+            f"  signals {s.signals}, refused {sum(self.strategy.stats()['refused'].values())},"
+            f" trades {s.trades}, succeeded {s.successes}, failed {s.failures}, success rate {rate}",
             f"  realised PnL {s.realised_pnl_krw:,.0f} KRW, fees {s.fees_krw:,.2f} KRW",
         ]
         for venue, balances in sorted(s.balances.items()):

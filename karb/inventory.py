@@ -4,8 +4,8 @@ Three jobs, all read-only over the ``Ledger``'s free balances:
 
 * bands: per venue and asset (``KRW`` included) a ``[min, max]``; a direction whose trade would
   take a balance outside its band is capped, and blocked when nothing tradeable is left
-  (``volume_cap`` on the hot path with top-of-book prices, ``check`` exactly on the final
-  signal);
+  (``volume_cap`` on the hot path with top-of-book prices, then ``exact_cap`` and ``check``
+  exactly, with fees, at the candidate's limit prices);
 * skew: the threshold is lowered for the direction that sells where the coin has piled up and
   raised for the other, by ``skew_bps`` times the imbalance (never below zero);
 * transfers: the rebalancing transfer to suggest (what, from where, to where, how much).
@@ -22,6 +22,7 @@ from decimal import ROUND_DOWN, Decimal
 from karb.config import BandConfig, InventoryConfig
 from karb.ledger import Ledger
 from karb.model import Signal, Venue, base_currency, quote_currency
+from karb.sizing import steps_within
 
 INF = math.inf
 STEP = Decimal("0.00000001")  # finest coin precision either venue uses
@@ -85,26 +86,52 @@ class Inventory:
         return max(cap, 0.0)
 
     def check(self, signal: Signal, buy_fee: Decimal, sell_fee: Decimal) -> str | None:
-        """Why ``signal`` would take a balance outside its band (exact, worst case), or None."""
+        """Why ``signal`` would push a balance out of its band, or further out (exact, worst
+        case), or None. A trade moving a balance back towards its band is never refused."""
         if not self._bands:
             return None
-        coin, krw = base_currency(signal.market), quote_currency(signal.market)
-        v = signal.volume
-        after = {
-            (signal.buy_venue, coin): v,
-            (signal.sell_venue, coin): -v,
-            (signal.buy_venue, krw): -v * signal.buy_price * (1 + buy_fee),
-            (signal.sell_venue, krw): v * signal.sell_price * (1 - sell_fee),
-        }
-        for (venue, asset), delta in after.items():
+        for (venue, asset), per_coin in self._per_coin(signal.market, signal.buy_venue,
+                                                        signal.sell_venue, signal.buy_price,
+                                                        signal.sell_price, buy_fee, sell_fee):
             band = self._bands.get((venue, asset))
             if band is None:
                 continue
-            value = self.ledger.free(venue, asset) + delta
-            if value < band.min or (band.max is not None and value > band.max):
+            value = self.ledger.free(venue, asset) + signal.volume * per_coin
+            if ((per_coin < 0 and value < band.min)
+                    or (per_coin > 0 and band.max is not None and value > band.max)):
                 return (f"{venue.value} {asset} would end at {value:f}, outside its band "
                         f"[{band.min}, {band.max if band.max is not None else 'inf'}]")
         return None
+
+    def exact_cap(self, market: str, buy_venue: Venue, sell_venue: Venue, buy_price: Decimal,
+                  sell_price: Decimal, buy_fee: Decimal, sell_fee: Decimal,
+                  step: Decimal) -> Decimal | None:
+        """Largest multiple of ``step`` that ``check`` accepts at these limits (None: no band)."""
+        cap = None
+        for (venue, asset), per_coin in self._per_coin(market, buy_venue, sell_venue, buy_price,
+                                                        sell_price, buy_fee, sell_fee):
+            band = self._bands.get((venue, asset))
+            if band is None:
+                continue
+            free = self.ledger.free(venue, asset)
+            if per_coin > 0:
+                if band.max is None:
+                    continue
+                room = steps_within(band.max - free, per_coin, step)
+            else:
+                room = steps_within(free - band.min, -per_coin, step)
+            cap = room if cap is None else min(cap, room)
+        return cap
+
+    @staticmethod
+    def _per_coin(market: str, buy_venue: Venue, sell_venue: Venue, buy_price: Decimal,
+                  sell_price: Decimal, buy_fee: Decimal, sell_fee: Decimal):
+        # each balance's change per coin traded, at the limits: coin moves from the sell venue
+        # to the buy venue, KRW (fees included) the other way round
+        coin, krw = base_currency(market), quote_currency(market)
+        return (((buy_venue, coin), Decimal(1)), ((sell_venue, coin), Decimal(-1)),
+                ((buy_venue, krw), -(buy_price * (1 + buy_fee))),
+                ((sell_venue, krw), sell_price * (1 - sell_fee)))
 
     def transfers(self, assets: list[str]) -> list[Transfer]:
         """Transfers that would rebalance: a balance outside its band, or past the imbalance."""

@@ -32,9 +32,10 @@ from karb.circuit import CircuitBreaker
 from karb.clock import NS_PER_S, Clock
 from karb.config import Config
 from karb.killswitch import KillSwitch
-from karb.ledger import Ledger, Reservation, order_side_amounts
-from karb.model import Side, Signal, Venue, base_currency
-from karb.rules import RulesBook
+from karb.ledger import Key, Ledger, Reservation, order_side_amounts
+from karb.model import Side, Signal, Venue, base_currency, quote_currency
+from karb.rules import RulesBook, round_down
+from karb.sizing import steps_within
 
 ZERO = Decimal(0)
 KST = timezone(timedelta(hours=9))  # both venues' trading day
@@ -137,16 +138,63 @@ class Risk:
     def available(self, venue: Venue, currency: str) -> Decimal:
         return self.ledger.available(venue, currency)
 
-    def position_room(self, asset: str, price: float) -> float:
-        """Coin a new trade may add to worst-case exposure (residual + trades in flight)."""
+    def position_room(self, asset: str, price: Decimal) -> Decimal:
+        """Coin a new trade bought at ``price`` may add to worst-case exposure (residual +
+        trades in flight), within ``max_position_krw`` at that price and ``max_position``."""
         with self._lock:
             used = abs(self._residual.get(asset, ZERO)) + sum(
                 v for sid, v in self._in_flight.items() if self._in_flight_asset[sid] == asset)
-        room = float(self.limits.max_position_krw) / price if price > 0 else 0.0
+        room = self.limits.max_position_krw / price if price > 0 else ZERO
         coin_limit = self.limits.max_position.get(asset)
         if coin_limit is not None:
-            room = min(room, float(coin_limit))
-        return max(room - float(used), 0.0)
+            room = min(room, coin_limit)
+        return max(room - used, ZERO)
+
+    # --- exact limits (``karb.sizing``: the strategy sizes against these, approve checks them)
+    def fees(self, signal: Signal) -> tuple[Decimal, Decimal]:
+        """The (buy, sell) taker fees every check plans with."""
+        return (taker_fee(self.config, self.rules, signal.buy_venue, signal.market),
+                taker_fee(self.config, self.rules, signal.sell_venue, signal.market))
+
+    def limits_problem(self, signal: Signal) -> str | None:
+        """Trade value and position room at the buy limit, or None."""
+        value = signal.volume * signal.buy_price
+        if value > self.max_trade_krw:
+            return f"trade value {value:.0f} KRW exceeds risk.max_trade_krw {self.max_trade_krw}"
+        asset = base_currency(signal.market)
+        if signal.volume > self.position_room(asset, signal.buy_price):
+            return f"{asset} position limit: {signal.volume} would exceed the exposure room"
+        return None
+
+    def reserve_amounts(self, signal: Signal) -> dict[Key, Decimal]:
+        """What ``approve`` holds: the buy limit's KRW with fee, and the coin to sell."""
+        amounts = order_side_amounts(Side.BUY, signal.market, signal.buy_venue, signal.volume,
+                                     signal.buy_price, self.fees(signal)[0])
+        amounts.update(order_side_amounts(Side.SELL, signal.market, signal.sell_venue,
+                                          signal.volume, signal.sell_price, ZERO))
+        return amounts
+
+    def check(self, signal: Signal) -> str | None:
+        """Why ``approve`` would refuse ``signal`` on a limit or the ledger right now, or None
+        (the ledger compares exactly as ``Ledger.reserve`` does)."""
+        reason = self.limits_problem(signal)
+        if reason:
+            return reason
+        for (venue, currency), amount in self.reserve_amounts(signal).items():
+            left = self.ledger.available(venue, currency)
+            if amount > left:
+                return f"{venue.value} {currency} available {left} is less than the {amount} needed"
+        return None
+
+    def exact_cap(self, market: str, buy_venue: Venue, sell_venue: Venue, buy_price: Decimal,
+                  step: Decimal) -> Decimal:
+        """Largest multiple of ``step`` that ``check`` accepts at the buy limit ``buy_price``."""
+        coin, krw = base_currency(market), quote_currency(market)
+        fee = taker_fee(self.config, self.rules, buy_venue, market)
+        return min(steps_within(self.max_trade_krw, buy_price, step),
+                   round_down(self.position_room(coin, buy_price), step),
+                   steps_within(self.ledger.available(buy_venue, krw), buy_price * (1 + fee), step),
+                   round_down(max(self.ledger.available(sell_venue, coin), ZERO), step))
 
     # --- the gate (executor, on the submitting thread) --------------------------------------
     def approve(self, signal: Signal) -> Reservation | str:
@@ -154,27 +202,19 @@ class Risk:
         reason = self.blocked()
         if reason:
             return reason
-        value = signal.volume * signal.buy_price
-        if value > self.max_trade_krw:
-            return f"trade value {value:.0f} KRW exceeds risk.max_trade_krw {self.max_trade_krw}"
-        asset = base_currency(signal.market)
-        if signal.volume > Decimal(repr(self.position_room(asset, float(signal.buy_price)))):
-            return f"{asset} position limit: {signal.volume} would exceed the exposure room"
+        reason = self.limits_problem(signal)
+        if reason:
+            return reason
         reason = self.circuit.acquire(signal.id)
         if reason:
             return reason
-        amounts = order_side_amounts(Side.BUY, signal.market, signal.buy_venue, signal.volume,
-                                     signal.buy_price,
-                                     taker_fee(self.config, self.rules, signal.buy_venue, signal.market))
-        amounts.update(order_side_amounts(Side.SELL, signal.market, signal.sell_venue,
-                                          signal.volume, signal.sell_price, ZERO))
-        reservation = self.ledger.reserve(signal.id, amounts)
+        reservation = self.ledger.reserve(signal.id, self.reserve_amounts(signal))
         if isinstance(reservation, str):
             self.circuit.cancel(signal.id)
             return reservation
         with self._lock:
             self._in_flight[signal.id] = signal.volume
-            self._in_flight_asset[signal.id] = asset
+            self._in_flight_asset[signal.id] = base_currency(signal.market)
         return reservation
 
     def abandon(self, signal: Signal, reservation: Reservation) -> None:

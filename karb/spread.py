@@ -16,25 +16,30 @@ deeper. The size is the largest volume such that
   ``max_buy_krw``, a budget for ``buy_limit * volume * (1 + buy_fee)`` (buy-venue KRW, max trade
   value), where the buy limit is the worst ask level the walk reached.
 
-Rounding (``finalize``), once, from float to ``Decimal``. Both legs are IOC limits at the
-worst level the walk touched. The buy limit is rounded DOWN to the buy venue's tick and the sell
+Rounding and exact sizing (``finalize``), once, from float to ``Decimal``. Both legs are IOC
+limits at the worst level the walk touched. The buy limit is rounded DOWN to the buy venue's tick and the sell
 limit UP to the sell venue's tick: an IOC limit never fills at a worse price than its limit, so
 this direction can only make a leg fill *less* (the unwind policy handles that), never pay more
 or sell for less than the edge was computed on. Book levels are already on the grid, so in
 practice the rounding is a no-op; it bites only if a venue changed its tick under us. The volume
-is floored to the coarser of the two venues' precisions, and both legs' order values
-(limit x volume) must reach each venue's minimum order.
+is floored to the coarser of the two venues' precisions, then shrunk to the largest volume the
+exact ``Decimal`` limits allow at those limit prices (``karb.sizing``: the float caps of the walk
+can land an ulp over them), and both legs' order values (limit x volume) must reach each
+venue's minimum order.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Callable
 
 from karb.model import Level, Signal, Venue
-from karb.rules import MarketRules
+from karb.rules import MarketRules, round_down
 
 BPS = 10_000.0
 KRW_CENT = Decimal("0.01")
+FIT_ROUNDS = 4  # shrink-and-re-derive rounds in finalize; one shrink is the rule
+Cap = Callable[[Decimal, Decimal, Decimal], Decimal]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,22 +138,36 @@ def finalize(walk: Walk, market: str, buy_venue: Venue, sell_venue: Venue,
              asks: tuple[Level, ...], bids: tuple[Level, ...], buy_rules: MarketRules,
              sell_rules: MarketRules, buy_fee: float, sell_fee: float, threshold_bps: float,
              created_ns: int, book_versions: tuple[int, int], book_recv_ns: tuple[int, int],
-             signal_id: str = "") -> Signal | str:
+             signal_id: str = "", cap: Cap | None = None) -> Signal | str:
     """Turn a float walk into a ``Signal`` on the venues' grids, or return why it cannot be.
 
-    Called on the strategy thread, once per candidate signal (not per book change).
+    ``cap(buy_limit, sell_limit, step)`` is the largest volume on the ``step`` grid that the
+    exact limits allow at those limit prices (``karb.sizing``); the volume is shrunk to it,
+    and the limits re-derived for the smaller volume, until it fits. Called on the strategy
+    thread, once per candidate signal (not per book change).
     """
+    step = max(buy_rules.volume_step, sell_rules.volume_step)
     # round(.., 10) first: 0.01 + 0.01 + 0.02 sums to 0.03999999999999999 in floats, which
-    # must not floor to 0.03999999. The ledger re-checks every amount exactly in Decimal.
-    volume = sell_rules.floor_volume(buy_rules.floor_volume(_dec(round(walk.volume, 10))))
-    if volume <= 0:
-        return f"volume {walk.volume:.10g} is below the venues' precision"
-    vol_f = float(volume)
-    cost, worst_ask = sweep_cost(asks, vol_f)
-    proceeds, worst_bid = sweep_cost(bids, vol_f)
-    # flooring only shrinks the size: never reach past the levels the walk approved
-    buy_price = buy_rules.round_buy_price(_dec(min(worst_ask, walk.worst_ask)))
-    sell_price = sell_rules.round_sell_price(_dec(max(worst_bid, walk.worst_bid)))
+    # must not floor to 0.03999999
+    volume = round_down(_dec(round(walk.volume, 10)), step)
+    capped = False
+    for _ in range(FIT_ROUNDS):
+        if volume <= 0:
+            return ("no volume on the venues' grid fits the limits" if capped else
+                    f"volume {walk.volume:.10g} is below the venues' precision")
+        vol_f = float(volume)
+        cost, worst_ask = sweep_cost(asks, vol_f)
+        proceeds, worst_bid = sweep_cost(bids, vol_f)
+        # flooring only shrinks the size: never reach past the levels the walk approved
+        buy_price = buy_rules.round_buy_price(_dec(min(worst_ask, walk.worst_ask)))
+        sell_price = sell_rules.round_sell_price(_dec(max(worst_bid, walk.worst_bid)))
+        fitted = volume if cap is None else cap(buy_price, sell_price, step)
+        if fitted >= volume:
+            break
+        # a smaller volume may reach fewer levels: better limits, so re-derive and re-check
+        volume, capped = fitted, True
+    else:
+        return f"volume did not settle within the limits in {FIT_ROUNDS} rounds"
     if buy_price * volume < buy_rules.min_total:
         return (f"buy order value {buy_price * volume:.0f} KRW is below {buy_venue.value}'s "
                 f"minimum {buy_rules.min_total}")

@@ -5,21 +5,30 @@ sleeps in ``Event.wait``), then re-evaluates every market whose books changed, a
 on each idle timeout (a cooldown may have ended or balances changed with no book change).
 
 Per market it needs both books valid, each received within ``max_book_age_ms``, and their
-receive times within ``max_skew_ms`` of each other. For each direction it walks the books
-(``karb.spread``) with the direction's threshold (skewed by inventory), capped by config
+receive times within ``max_skew_ms`` of each other. For each direction whose top of book clears
+the direction's threshold (skewed by inventory; a float test, so a market without an edge costs
+no ``Decimal`` work) it walks the books (``karb.spread``) in floats, capped by config
 ``max_volume``, the sell venue's available coin, the buy venue's available KRW, risk's
-``max_trade_krw`` and position room, and the inventory bands. The better direction's signal
-goes to ``on_signal`` (the executor's ``submit``), which returns None if it took it, or why
-not; a taken signal starts the market's cooldown. Log lines are written after ``on_signal``
-returns, so logging never delays the legs.
+``max_trade_krw`` and position room, and the inventory bands. The candidate is then sized
+exactly (``karb.sizing``) against the very checks risk, the ledger and inventory apply, so the
+engine never refuses a signal on a limit it already knew.
+
+The better direction's signal goes to ``on_signal`` (the executor's ``submit``), which returns
+None if it took it, or why not. A taken signal starts the market's cooldown and counts in
+``signals``; a refused one counts in ``refused`` by reason, backs the market off for the same
+cooldown, and is logged once per market and reason (again when the reason changes; a line when
+a signal is taken again). Log lines are written after ``on_signal`` returns, so logging never
+delays the legs.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import threading
 import uuid
 from collections import Counter
+from decimal import Decimal
 from typing import Callable
 
 from loguru import logger
@@ -29,12 +38,19 @@ from karb.config import Config
 from karb.inventory import Inventory
 from karb.model import BookView, Signal, Venue, base_currency, quote_currency
 from karb.risk import Risk, taker_fee
-from karb.rules import RulesBook
+from karb.rules import RulesBook, round_down
+from karb.sizing import refusal
 from karb.spread import describe, finalize, top_net_bps, walk_spread
 from karb.threads import stop_thread
 
 DIRECTIONS = ((Venue.BITHUMB, Venue.UPBIT), (Venue.UPBIT, Venue.BITHUMB))  # (buy, sell)
 OnSignal = Callable[[Signal], "str | None"]
+_AMOUNT = re.compile(r"-?\d[\d,.]*(?:E[+-]?\d+)?")
+
+
+def reason_kind(reason: str) -> str:
+    """A refusal without its amounts: the same refusal at other numbers is the same reason."""
+    return _AMOUNT.sub("#", reason)
 
 
 def new_signal_id() -> str:
@@ -61,11 +77,13 @@ class Strategy:
         self._fees: dict[tuple[Venue, str], tuple[object, float]] = {}
         self._seen: dict[str, tuple[int, int]] = {}
         self._cooldown_until: dict[str, int] = {}
+        # market -> (reason kind logged, refusals this episode, last reason)
+        self._refusing: dict[str, tuple[str, int, str]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.evaluations = 0
-        self.signals = 0
-        self.submitted = 0
+        self.signals = 0  # taken by on_signal
+        self.refused: Counter[str] = Counter()  # reason kind -> signals on_signal refused
         self.skipped: Counter[str] = Counter()  # why a market/direction made no signal
         self.last_net_bps: dict[tuple[str, str], float | None] = {}  # (market, direction)
         self.last_reason: dict[str, str] = {}  # market -> last refusal
@@ -82,7 +100,7 @@ class Strategy:
         return {
             "evaluations": self.evaluations,
             "signals": self.signals,
-            "submitted": self.submitted,
+            "refused": dict(self.refused),
             "skipped": dict(self.skipped),
             "net_bps": dict(self.last_net_bps),
             "last_reason": dict(self.last_reason),
@@ -135,20 +153,22 @@ class Strategy:
                 continue
             if not changed:
                 signal = dataclasses.replace(signal, on_update=False)
-            self.signals += 1
             try:
                 refused = self.on_signal(signal)
             except Exception:
                 logger.exception("submitting signal {} failed", signal.id)
                 refused = "submit raised"
             if refused:
-                self._skip(market, "refused", refused)
-                logger.info("{} refused: {}", describe(signal), refused)
+                self._refused(market, signal, refused, now_ns)
                 continue
-            self.submitted += 1
+            self.signals += 1
             self._cooldown_until[market] = now_ns + self._cooldown_ns
             submitted.append(signal)
             logger.info("{}", describe(signal))
+            episode = self._refusing.pop(market, None)
+            if episode:
+                logger.info("{} trading again after {} refused signal(s), the last: {}", market,
+                            episode[1], episode[2])
         self.risk.note_market_data(any_fresh, now_ns)
         return submitted
 
@@ -191,27 +211,44 @@ class Strategy:
                               buy_fee, sell_fee, threshold, now_ns,
                               (views[buy_venue].version, views[sell_venue].version),
                               (views[buy_venue].recv_ns, views[sell_venue].recv_ns),
-                              new_signal_id())
+                              new_signal_id(), self._exact_cap(market, buy_venue, sell_venue))
             if isinstance(signal, str):
                 self._skip(market, "unfit", signal)
                 continue
-            reason = self.inventory.check(signal, taker_fee(self.config, self.rules, buy_venue, market),
-                                          taker_fee(self.config, self.rules, sell_venue, market))
+            # sized to pass; this fails only if a leg thread moved the ledger since the cap
+            reason = refusal(self.risk, self.inventory, signal)
             if reason:
-                self._skip(market, "inventory", reason)
+                self._skip(market, "limits", reason)
                 continue
             if best is None or signal.est_profit_krw > best.est_profit_krw:
                 best = signal
         return best
 
     def _volume_cap(self, market: str, buy_venue: Venue, sell_venue: Venue, ask: float) -> float:
+        # float caps for the walk (at the best ask); _exact_cap settles them at the limits
         coin = base_currency(market)
         return min(
             self._max_volume.get(market, math.inf),
             float(self.risk.available(sell_venue, coin)),
-            self.risk.position_room(coin, ask),
+            float(self.risk.position_room(coin, Decimal(repr(ask)))),
             self.inventory.volume_cap(market, buy_venue, sell_venue, ask),
         )
+
+    def _exact_cap(self, market: str, buy_venue: Venue, sell_venue: Venue):
+        """``finalize``'s cap: the largest volume on a grid that risk, the ledger, inventory
+        and ``max_volume`` accept at given limit prices (``Decimal``, candidates only)."""
+        buy_fee = taker_fee(self.config, self.rules, buy_venue, market)
+        sell_fee = taker_fee(self.config, self.rules, sell_venue, market)
+        max_volume = self.settings.max_volume.get(market)
+
+        def cap(buy_price: Decimal, sell_price: Decimal, step: Decimal) -> Decimal:
+            caps = [self.risk.exact_cap(market, buy_venue, sell_venue, buy_price, step),
+                    self.inventory.exact_cap(market, buy_venue, sell_venue, buy_price, sell_price,
+                                             buy_fee, sell_fee, step)]
+            if max_volume is not None:
+                caps.append(round_down(max_volume, step))
+            return min(c for c in caps if c is not None)
+        return cap
 
     def _krw_budget(self, market: str, buy_venue: Venue, buy_fee: float) -> float:
         # budget for buy_limit * volume * (1 + fee): what the ledger will reserve
@@ -226,6 +263,18 @@ class Strategy:
             cached = (rules, float(taker_fee(self.config, self.rules, venue, market)))
             self._fees[(venue, market)] = cached
         return cached[1]
+
+    def _refused(self, market: str, signal: Signal, reason: str, now_ns: int) -> None:
+        """Back the market off; log once per reason until it changes or a signal is taken."""
+        kind = reason_kind(reason)
+        self.refused[kind] += 1
+        self._skip(market, "refused", reason)
+        self._cooldown_until[market] = now_ns + self._cooldown_ns
+        logged, count, _ = self._refusing.get(market, (None, 0, ""))
+        self._refusing[market] = (kind, count + 1, reason)
+        if kind != logged:
+            logger.info("{} refused: {} (logged once until the reason changes)", describe(signal),
+                        reason)
 
     def _skip(self, market: str, kind: str, detail: str = "") -> None:
         self.skipped[kind] += 1

@@ -2,12 +2,15 @@
 from decimal import Decimal as D
 
 import pytest
+from loguru import logger
 
 from karb.book import BookBoard
 from karb.clock import ManualClock, SystemClock
 from karb.inventory import Inventory
 from karb.model import Venue
 from karb.risk import Risk
+from karb.ledger import Reservation
+from karb.risk import taker_fee
 from karb.strategy import Strategy
 from tests.conftest import wait_until
 from tests.trading_fixtures import MARKET, balances, make_config, make_rules
@@ -38,6 +41,33 @@ class Harness:
     def on_signal(self, signal):
         self.received.append(signal)
         return self.refuse
+
+    def approve_signals(self):
+        """Submit like the executor does: risk (limits and ledger reservation) decides."""
+        self.approved = []
+
+        def approve(signal):
+            self.received.append(signal)
+            outcome = self.risk.approve(signal)
+            self.approved.append(outcome)
+            return outcome if isinstance(outcome, str) else None
+        self.strategy.on_signal = approve
+
+    def only_signal(self):
+        """Evaluate once; the one signal emitted, checked against every limit."""
+        submitted = self.evaluate()
+        assert len(self.received) == 1, self.strategy.last_reason
+        (signal,) = self.received
+        self.passes_every_limit(signal)
+        assert submitted == [signal]
+        return signal
+
+    def passes_every_limit(self, signal):
+        """The signal was approved by risk (ledger included) and keeps every inventory band."""
+        fees = [taker_fee(self.config, self.rules, v, signal.market)
+                for v in (signal.buy_venue, signal.sell_venue)]
+        assert self.inventory.check(signal, *fees) is None
+        assert isinstance(self.approved[self.received.index(signal)], Reservation), self.approved
 
     def fund(self, up, bt):
         self.risk.ledger.load(Venue.UPBIT, balances(**up))
@@ -70,7 +100,7 @@ def test_evaluate_with_dislocated_books_signals_buy_bithumb_sell_upbit(tmp_path)
     assert signal.buy_vwap == pytest.approx(cost / 0.04)
     assert signal.sell_vwap == pytest.approx(proceeds / 0.04)
     assert float(signal.est_profit_krw) == pytest.approx(proceeds * 0.9995 - cost * 1.0004, abs=0.01)
-    assert h.received == [signal] and h.strategy.submitted == 1
+    assert h.received == [signal] and h.strategy.signals == 1
 
 
 def test_evaluate_with_little_coin_on_sell_venue_caps_volume_by_available_balance(tmp_path):
@@ -138,12 +168,71 @@ def test_evaluate_after_cooldown_without_new_book_marks_signal_not_a_reaction(tm
     assert first.on_update and not second.on_update
 
 
-def test_evaluate_with_refused_signal_does_not_start_cooldown(tmp_path):
-    h = Harness(tmp_path, strategy={"threshold_bps": 10}, refuse="ledger says no")
+def test_evaluate_with_refused_signal_backs_the_market_off_for_the_cooldown(tmp_path):
+    h = Harness(tmp_path, strategy={"threshold_bps": 10, "cooldown_ms": 1000},
+                refuse="no two idle leg threads")
     h.books()
     assert h.evaluate() == []
+    h.clock.advance(0.5)
+    h.books()  # a new book version within the back-off: nothing submitted
     assert h.evaluate() == []
-    assert len(h.received) == 2 and h.strategy.submitted == 0
+    assert len(h.received) == 1
+    h.clock.advance(0.6)
+    assert h.evaluate() == []
+    assert len(h.received) == 2
+
+
+def test_evaluate_with_the_same_refusal_on_every_book_change_logs_it_once(tmp_path):
+    # the "no two idle leg threads" flood: 11 lines in 200 ms before, one line per episode now
+    lines = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="INFO", format="{message}")
+    try:
+        h = Harness(tmp_path, strategy={"threshold_bps": 10, "cooldown_ms": 0},
+                    refuse="no two idle leg threads")
+        for _ in range(11):
+            h.books()
+            h.evaluate()
+        h.refuse = "bithumb KRW available 12.5 is less than the 13 needed"
+        for _ in range(3):
+            h.books()
+            h.evaluate()
+        h.refuse = "bithumb KRW available 7 is less than the 9.25 needed"  # same reason
+        h.books()
+        h.evaluate()
+        h.refuse = None
+        h.books()
+        h.evaluate()
+        h.refuse = "no two idle leg threads"  # a new episode after a taken signal
+        h.books()
+        h.evaluate()
+    finally:
+        logger.remove(sink)
+    refused = [line for line in lines if " refused: " in line]
+    assert len(refused) == 3, refused
+    assert "no two idle leg threads" in refused[0] and "KRW available 12.5" in refused[1]
+    assert "no two idle leg threads" in refused[2]
+    assert [line.strip() for line in lines if "trading again" in line] == [
+        "KRW-BTC trading again after 15 refused signal(s), the last: bithumb KRW available 7 is "
+        "less than the 9.25 needed"]
+    assert len(h.received) == 17
+
+
+def test_stats_count_refused_signals_apart_from_signals_by_reason(tmp_path):
+    h = Harness(tmp_path, strategy={"threshold_bps": 10, "cooldown_ms": 0},
+                refuse="no two idle leg threads")
+    h.books()
+    h.evaluate()
+    h.books()
+    h.evaluate()
+    h.refuse = "journal: disk I/O error"
+    h.books()
+    h.evaluate()
+    h.refuse = None
+    h.books()
+    h.evaluate()
+    stats = h.strategy.stats()
+    assert stats["signals"] == 1
+    assert stats["refused"] == {"no two idle leg threads": 2, "journal: disk I/O error": 1}
 
 
 def test_evaluate_with_kill_switch_engaged_makes_no_signal(tmp_path):
@@ -216,3 +305,79 @@ def test_strategy_thread_with_new_book_version_signals_and_stops(tmp_path):
     finally:
         h.strategy.stop()
     assert not h.strategy._thread.is_alive()
+
+
+# --- self-refusal: what the strategy emits passes the limits risk, ledger and inventory apply --
+
+SHIB = "KRW-SHIB"
+SHIB_UP = ([(0.0212, 1e12)], [(0.0213, 1e12)])  # Upbit bids 0.0212: sell there
+SHIB_BT = ([(0.0209, 1e12)], [(0.021, 1e12)])  # Bithumb asks 0.021: buy there
+
+
+def _shib(tmp_path, up, bt, **risk):
+    h = Harness(tmp_path, markets=(SHIB,), strategy={"threshold_bps": 10},
+                risk={"max_trade_krw": "100000000000", "max_position_krw": "1000000000000", **risk})
+    h.fund(up=up, bt=bt)
+    h.approve_signals()
+    h.books(up=SHIB_UP, bt=SHIB_BT, market=SHIB)
+    return h
+
+
+def test_evaluate_shib_at_0_021_sized_to_max_trade_krw_is_not_refused_by_risk(tmp_path):
+    # floats: 2,000,000 / 0.021 = 95,238,095.23809524 SHIB, worth 2,000,000.00000000004 KRW
+    h = _shib(tmp_path, up=dict(KRW=0, SHIB=10**10), bt=dict(KRW=10**8, SHIB=0),
+              max_trade_krw="2000000")
+    signal = h.only_signal()
+    assert signal.volume == D("95238095.23809523")
+    assert signal.volume * signal.buy_price <= D(2_000_000)
+
+
+def test_evaluate_with_random_buy_venue_krw_sizes_within_the_ledger_reservation(tmp_path):
+    # the ledger holds volume x limit x (1 + fee): float sizing asked 1,452,725.0900000000909
+    h = _shib(tmp_path, up=dict(KRW=0, SHIB=10**10), bt=dict(KRW="1452725.09", SHIB=0))
+    signal = h.only_signal()
+    assert signal.volume * signal.buy_price * D("1.0004") <= D("1452725.09")
+
+
+def test_evaluate_with_random_8_decimal_sell_coin_balance_sizes_within_it(tmp_path):
+    # float(670259108.93374618) is 670259108.9337462: more coin than the sell venue holds
+    h = _shib(tmp_path, up=dict(KRW=0, SHIB="670259108.93374618"), bt=dict(KRW=10**11, SHIB=0))
+    signal = h.only_signal()
+    assert signal.volume == D("670259108.93374618")
+
+
+def test_evaluate_with_position_room_binding_sizes_at_the_buy_limit_not_the_best_ask(tmp_path):
+    # 4,000,000 KRW of room is 0.02857 BTC at the best ask 140.0M but 0.02855 at the 140.1M
+    # limit the walk reaches: risk checks at the limit
+    h = Harness(tmp_path, strategy={"threshold_bps": 10}, risk={"max_position_krw": "4000000"})
+    h.approve_signals()
+    h.books()
+    signal = h.only_signal()
+    assert signal.buy_price == D("140100000")
+    assert signal.volume == D("0.02855103")  # floor(4,000,000 / 140,100,000, 8 dp)
+
+
+def test_evaluate_with_krw_band_binding_sizes_with_fee_at_the_buy_limit(tmp_path):
+    # Bithumb KRW may not fall below 8,000,000: 2,000,000 to spend, at the 140.1M limit plus
+    # the 0.04% fee, not at the 140.0M top of book without it
+    h = Harness(tmp_path, strategy={"threshold_bps": 10},
+                inventory={"bands": {"bithumb": {"KRW": {"min": "8000000"}}}})
+    h.approve_signals()
+    h.books()
+    signal = h.only_signal()
+    assert signal.volume * signal.buy_price * D("1.0004") <= D(2_000_000)
+    assert signal.volume == D("0.01426980")  # floor(2,000,000 / (140,100,000 x 1.0004), 8 dp)
+
+
+def test_evaluate_with_no_edge_does_no_decimal_sizing(tmp_path, monkeypatch):
+    # the hot path: a market whose top of book has no edge never reaches the exact step
+    h = Harness(tmp_path, strategy={"threshold_bps": 100})
+
+    def exact_work(*args, **kwargs):
+        raise AssertionError("Decimal sizing for a market without an edge")
+    for name in ("position_room", "exact_cap", "check", "available"):
+        monkeypatch.setattr(h.risk, name, exact_work)
+    monkeypatch.setattr(h.inventory, "exact_cap", exact_work)
+    h.books()
+    assert h.evaluate() == []
+    assert h.strategy.evaluations == 1

@@ -201,3 +201,30 @@ def test_walk_with_random_books_never_breaks_threshold_caps_or_marginal_rule(
     # the walk agrees with sweeping each side on its own
     assert sweep_cost(asks, walk.volume)[0] == pytest.approx(walk.buy_cost)
     assert sweep_cost(bids, walk.volume)[0] == pytest.approx(walk.sell_proceeds)
+
+
+def test_finalize_with_exact_cap_shrinks_volume_and_rederives_the_limits_for_it():
+    # Arrange: the walk reaches the 140,100,000 ask for 0.03 BTC; the exact limits allow 0.015
+    walk = walk_spread(BTC_ASKS, BTC_BIDS, 0.0004, 0.0005, 10.0, 0.03, INF)
+    asked = []
+
+    def cap(buy_price, sell_price, step):
+        asked.append((buy_price, sell_price, step))
+        return D("0.015")
+    # Act
+    signal = finalize(walk, "KRW-BTC", Venue.BITHUMB, Venue.UPBIT, BTC_ASKS, BTC_BIDS,
+                      _rules(Venue.BITHUMB), _rules(Venue.UPBIT, decimals=4), 0.0004, 0.0005,
+                      10.0, 123, (7, 9), (100, 200), "sig1", cap)
+    # Assert: 0.015 fits in the first ask level, so the buy limit comes back to it
+    assert signal.volume == D("0.015")
+    assert signal.buy_price == D("140000000")
+    assert asked == [(D("140100000"), D("140701000"), D("0.0001")),
+                     (D("140000000"), D("140701000"), D("0.0001"))]
+
+
+def test_finalize_with_exact_cap_of_zero_returns_reason():
+    walk = walk_spread(BTC_ASKS, BTC_BIDS, 0.0004, 0.0005, 10.0, 0.03, INF)
+    reason = finalize(walk, "KRW-BTC", Venue.BITHUMB, Venue.UPBIT, BTC_ASKS, BTC_BIDS,
+                      _rules(Venue.BITHUMB), _rules(Venue.UPBIT), 0.0004, 0.0005, 10.0, 123,
+                      (7, 9), (100, 200), "sig1", lambda b, s, step: D(0))
+    assert reason == "no volume on the venues' grid fits the limits"
