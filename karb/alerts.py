@@ -26,13 +26,15 @@ FIRED_KEPT = 1000  # the alerts kept in ``Alerter.fired`` (the log has them all)
 @dataclass(frozen=True)
 class Alert:
     kind: str  # low_balance | order_failures | feed_down | residual_exposure | circuit_open
-    #            | journal_error | recorder_failed
+    #            | journal_error | recorder_failed | halted | unresolved_orders
     key: str  # what it is about (venue, asset...), so two feeds alert separately
     message: str
 
 
-def evaluate(s: EngineSnapshot, low_balance_krw: Decimal, feed_down_s: float) -> list[Alert]:
-    """Return every alert condition true in ``s``."""
+def evaluate(s: EngineSnapshot, low_balance_krw: Decimal, feed_down_s: float,
+             residual_tolerance_krw: Decimal = Decimal(0)) -> list[Alert]:
+    """Return every alert condition true in ``s``. A residual worth no more than
+    ``residual_tolerance_krw`` (``execution.residual_tolerance_krw``, dust) does not page."""
     alerts: list[Alert] = []
     for venue, balances in s.balances.items():
         krw = balances.get("KRW")
@@ -44,8 +46,15 @@ def evaluate(s: EngineSnapshot, low_balance_krw: Decimal, feed_down_s: float) ->
         if feed.down_for_s > feed_down_s:
             alerts.append(Alert("feed_down", venue, f"{venue} feed down (no data) for {feed.down_for_s:.0f}s"))
     for asset, amount in s.residual.items():
-        if amount:
+        worth = s.residual_krw.get(asset)
+        if amount and (worth is None or abs(worth) > residual_tolerance_krw):
             alerts.append(Alert("residual_exposure", asset, f"residual exposure {amount} {asset} after unwind"))
+    if s.trading_state == "halted":
+        alerts.append(Alert("halted", "all", f"trading HALTED: {s.halt_reason}; "
+                            "check, then `karb resume`"))
+    if s.unresolved:
+        alerts.append(Alert("unresolved_orders", "all", f"{len(s.unresolved)} orders may still fill "
+                            f"and are being looked up: {', '.join(s.unresolved[:5])}"))
     if s.circuit == "open":
         alerts.append(Alert("circuit_open", "all", "circuit breaker OPEN: trading paused"))
     if s.journal_failing:
@@ -60,11 +69,12 @@ class Alerter:
     """Turn alert conditions into CRITICAL logs and webhook POSTs, once per episode."""
 
     def __init__(self, webhook_url: str | None, low_balance_krw: Decimal, feed_down_s: float,
-                 timeout_s: float = 3.0):
+                 timeout_s: float = 3.0, residual_tolerance_krw: Decimal = Decimal(0)):
         self._webhook_url = webhook_url
         self._low_balance_krw = low_balance_krw
         self._feed_down_s = feed_down_s
         self._timeout_s = timeout_s
+        self._residual_tolerance_krw = residual_tolerance_krw
         self._active: set[tuple[str, str]] = set()
         self._queue: queue.Queue[Alert | None] = queue.Queue()
         self._thread = threading.Thread(target=self._post_loop, name="alerts", daemon=True)
@@ -80,7 +90,7 @@ class Alerter:
 
     def check(self, s: EngineSnapshot) -> list[Alert]:
         """Evaluate ``s``; fire the alerts that are new. Called by the monitor thread."""
-        current = evaluate(s, self._low_balance_krw, self._feed_down_s)
+        current = evaluate(s, self._low_balance_krw, self._feed_down_s, self._residual_tolerance_krw)
         keys = {(a.kind, a.key) for a in current}
         new = [a for a in current if (a.kind, a.key) not in self._active]
         self._active = keys

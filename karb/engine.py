@@ -112,7 +112,8 @@ class Engine:
                                  on_signal=self.executor.submit)
         self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock)
         self.executor.add_listener(self.balance_sync.request_refresh)
-        self.monitor = Monitor(config.monitor, self.snapshot, out=out, panel=panel)
+        self.monitor = Monitor(config.monitor, self.snapshot, out=out, panel=panel,
+                               residual_tolerance_krw=config.execution.residual_tolerance_krw)
         self._journal_watch = _ErrorWatch(JOURNAL_CLEAR_S)
         self._rules_stop = threading.Event()
         self._rules_thread = threading.Thread(target=self._refresh_rules_daily, name="rules-refresh",
@@ -262,10 +263,13 @@ class Engine:
         assets = sorted({base_currency(m) for m in self.config.markets})
         return EngineSnapshot(
             mode=self.mode, uptime_s=(now_ns - self._started_ns) / 1e9, feeds=feeds, markets=markets,
-            signals=strategy["signals"], trades=risk["trades"], successes=risk["successes"],
+            signals=strategy["signals"], refused=sum(strategy["refused"].values()),
+            trades=risk["trades"], successes=risk["successes"],
             failures=risk["failures"], consecutive_failures=risk["consecutive_failures"],
             realised_pnl_krw=risk["realised_pnl_krw"], fees_krw=risk["fees_krw"], balances=balances,
             residual={a: v for a, v in risk["residual"].items() if v},
+            residual_krw={a: v for a, v in risk["residual_krw"].items() if risk["residual"].get(a)},
+            unresolved=[f"{cid} on {venue} ({state})" for cid, venue, state in execs["unresolved_legs"]],
             latencies_us=execs.get("latency_us", {}), circuit=risk["circuit"],
             trading_state=risk["state"], halt_reason=risk["kill_reason"] or risk["halt_reason"],
             transfers=[str(t) for t in self.inventory.transfers(assets)],
@@ -278,7 +282,7 @@ class Engine:
         rate = "-" if s.success_rate is None else f"{100 * s.success_rate:.1f}%"
         lines = [
             f"K-Arb summary ({self.mode}, {s.uptime_s:.0f}s)",
-            f"  signals {s.signals}, refused {sum(self.strategy.stats()['refused'].values())},"
+            f"  signals {s.signals}, refused {s.refused},"
             f" trades {s.trades}, succeeded {s.successes}, failed {s.failures}, success rate {rate}",
             f"  realised PnL {s.realised_pnl_krw:,.0f} KRW, fees {s.fees_krw:,.2f} KRW",
         ]
@@ -287,6 +291,9 @@ class Engine:
             lines.append(f"  {venue}: {shown}")
         residual = ", ".join(f"{a} {v}" for a, v in s.residual.items()) or "none"
         lines.append(f"  residual exposure: {residual}")
+        if s.unresolved:
+            lines.append(f"  orders that may still fill (the next start looks them up): "
+                         f"{', '.join(s.unresolved)}")
         if s.halt_reason:
             lines.append(f"  trading stopped: {s.halt_reason}")
         return "\n".join(lines)

@@ -483,6 +483,7 @@ class Executor:
             resolving = self.resolver.pending() + list(self._stranded.values())
         legs = self._open_legs(resolving)
         counts.update(unresolved=len(legs), unresolved_orders=[client_id for _, client_id, _, _ in legs],
+                      unresolved_legs=[(client_id, venue, state) for _, client_id, venue, state in legs],
                       stranded=len(self._stranded))
         latency = {}
         for stage, values in samples.items():

@@ -12,6 +12,7 @@ import shutil
 import sys
 import threading
 import time
+from decimal import Decimal
 from typing import Callable, TextIO
 
 from loguru import logger
@@ -27,7 +28,8 @@ CLEAR_HOME = "\x1b[H\x1b[2J"
 
 class Monitor:
     def __init__(self, config: MonitorConfig, take_snapshot: Callable[[], EngineSnapshot],
-                 out: TextIO | None = None, panel: bool | None = None, line_every_s: float = 10.0):
+                 out: TextIO | None = None, panel: bool | None = None, line_every_s: float = 10.0,
+                 residual_tolerance_krw: Decimal = Decimal(0)):
         self._config = config
         self._take = take_snapshot
         self._out = out or sys.stdout
@@ -37,7 +39,8 @@ class Monitor:
         self._thread = threading.Thread(target=self._loop, name="monitor", daemon=True)
         self.latest: EngineSnapshot | None = None
         self.recent: collections.deque[str] = collections.deque(maxlen=12)
-        self.alerter = Alerter(config.webhook_url, config.low_balance_krw, config.feed_down_alert_s)
+        self.alerter = Alerter(config.webhook_url, config.low_balance_krw, config.feed_down_alert_s,
+                               residual_tolerance_krw=residual_tolerance_krw)
         self.metrics: MetricsServer | None = None
         if config.metrics_port:
             try:

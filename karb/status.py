@@ -36,6 +36,7 @@ class EngineSnapshot:
     feeds: dict[str, FeedStatus]
     markets: list[MarketStatus]
     signals: int = 0
+    refused: int = 0  # signals the executor or risk refused (counted apart from signals)
     trades: int = 0
     successes: int = 0
     failures: int = 0
@@ -44,6 +45,8 @@ class EngineSnapshot:
     fees_krw: Decimal = Decimal(0)
     balances: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # venue -> ccy -> total
     residual: dict[str, Decimal] = field(default_factory=dict)  # asset -> coin left unhedged
+    residual_krw: dict[str, Decimal] = field(default_factory=dict)  # asset -> KRW value
+    unresolved: list[str] = field(default_factory=list)  # orders that may still fill, being resolved
     latencies_us: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (p50, p99)
     circuit: str = "closed"
     trading_state: str = "active"
@@ -104,7 +107,7 @@ def render_panel(s: EngineSnapshot, width: int = 100) -> str:
                      f"   {_fmt_bps(m.net_bps.get('bithumb_sell'))}")
     lines += [
         "",
-        f"signals {s.signals}  trades {s.trades}  success {rate}  failures {s.failures}"
+        f"signals {s.signals}  refused {s.refused}  trades {s.trades}  success {rate}  failures {s.failures}"
         f" (consecutive {s.consecutive_failures})",
         f"realised PnL {_money(s.realised_pnl_krw)} KRW  fees {_money(s.fees_krw)} KRW",
     ]
@@ -113,6 +116,8 @@ def render_panel(s: EngineSnapshot, width: int = 100) -> str:
         lines.extend(_wrap(f"{venue:<8} ", items, width))
     if any(s.residual.values()):
         lines.append("RESIDUAL " + "  ".join(f"{a} {v}" for a, v in s.residual.items() if v))
+    if s.unresolved:
+        lines.extend(_wrap("UNRESOLVED (may still fill) ", s.unresolved, width))
     lines.extend(f"rebalance: {t}" for t in s.transfers)
     if s.journal_failing:
         lines.append(f"JOURNAL REFUSING WRITES ({s.journal_errors} failed): new trades refused")
@@ -131,6 +136,7 @@ def render_line(s: EngineSnapshot) -> str:
     rate = "-" if s.success_rate is None else f"{100 * s.success_rate:.0f}%"
     best = max((b for m in s.markets for b in m.net_bps.values() if b is not None), default=None)
     best_text = "-" if best is None else f"{best:+.1f}bps"
+    unresolved = f"unresolved={len(s.unresolved)} " if s.unresolved else ""
     return (f"status {s.trading_state} circuit={s.circuit} {feeds} best_net={best_text} "
-            f"signals={s.signals} trades={s.trades} success={rate} "
+            f"signals={s.signals} refused={s.refused} trades={s.trades} success={rate} {unresolved}"
             f"pnl={_money(s.realised_pnl_krw)}KRW fees={_money(s.fees_krw)}KRW")

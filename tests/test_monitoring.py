@@ -191,3 +191,32 @@ def test_monitor_with_busy_metrics_port_is_a_config_error_naming_the_key():
             Monitor(MonitorConfig(metrics_port=port), snapshot)
     finally:
         server._server.server_close()
+
+
+def test_alert_halted_fires_once_naming_the_reason_and_karb_resume():
+    alerter = Alerter(None, Decimal("100000"), 60.0)
+    halted = snapshot(trading_state="halted", halt_reason="daily realised loss 200000 KRW")
+    (alert,) = [a for a in alerter.check(halted) if a.kind == "halted"]
+    assert "daily realised loss" in alert.message and "karb resume" in alert.message
+    assert not [a for a in alerter.check(halted) if a.kind == "halted"]  # once per episode
+
+
+def test_alert_unresolved_orders_names_the_orders_that_may_still_fill():
+    alerter = Alerter(None, Decimal("100000"), 60.0)
+    s = snapshot(unresolved=["abc123s on upbit (acknowledged)"])
+    (alert,) = [a for a in alerter.check(s) if a.kind == "unresolved_orders"]
+    assert "abc123s on upbit" in alert.message
+    assert "UNRESOLVED" in render_panel(s) and "unresolved=1" in render_line(s)
+
+
+def test_alert_residual_within_tolerance_is_dust_and_does_not_page():
+    alerter = Alerter(None, Decimal("100000"), 60.0, residual_tolerance_krw=Decimal("5000"))
+    dust = snapshot(residual={"BTC": Decimal("0.00000002")}, residual_krw={"BTC": Decimal("2.8")})
+    assert not [a for a in alerter.check(dust) if a.kind == "residual_exposure"]
+    real = snapshot(residual={"BTC": Decimal("0.01")}, residual_krw={"BTC": Decimal("1400000")})
+    assert [a for a in alerter.check(real) if a.kind == "residual_exposure"]
+
+
+def test_panel_and_line_count_refused_signals_apart():
+    s = snapshot(signals=7, refused=3)
+    assert "refused 3" in render_panel(s) and "refused=3" in render_line(s)
