@@ -20,9 +20,9 @@ Success is judged by value: both legs complete and the matched volume within
 ``residual_tolerance_krw`` of the signal's (a market buy spends funds, so it rarely buys the
 exact volume; its dust is booked as residual).
 
-On start, orders the journal left open are looked up by client id and closed out before any
-signal is taken; when the kill switch engages, every open order on the traded markets is
-cancelled.
+On start, ``karb.recovery`` closes out what a previous run left open (orders looked up, trades
+finished or unwound, resting orders swept) before any signal is taken; when the kill switch
+engages, every open order on the traded markets is cancelled.
 """
 from __future__ import annotations
 
