@@ -4,7 +4,9 @@
 (``UpbitApi`` for Upbit; ``BithumbApi`` for Bithumb 2.0 and legacy paths on the same host).
 Before routing it applies the venue's armed REST faults (error status or delay) and, when
 ``enforce_rate_limits`` is on, the per-second request groups (Upbit answers every call with
-``Remaining-Req: group=<g>; min=<n>; sec=<n>``).
+``Remaining-Req: group=<g>; min=<n>; sec=<n>``). After an order placement it applies the order
+answer faults: ``delay_orders`` holds the answer back, ``lose_answer`` closes the connection
+without one (the order stays placed).
 
 Threads: ``sim-<venue>-rest`` serves; each request runs on its own ``sim-<venue>-rest-req``
 thread (joined on ``stop()``).
@@ -168,9 +170,25 @@ class RestServer:
                     response = self.api.fault_response(request, 500)
             if fault is not None and fault.delay_s > 0:
                 self.stop_event.wait(fault.delay_s)
+            if (fault is None or not fault.status) and self.api.is_placement(request):
+                delay_s, lose = self.faults.take_order_answer()
+                if delay_s > 0:
+                    self.stop_event.wait(delay_s)
+                if lose:
+                    _hang_up(handler)
+                    return
             _write(handler, response)
         except (ConnectionError, OSError):
             pass  # the client went away (e.g. it timed out during an injected delay)
+
+
+def _hang_up(handler: BaseHTTPRequestHandler) -> None:
+    """Close the connection without an answer (the client sees it reset or closed)."""
+    handler.close_connection = True
+    try:
+        handler.connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _read_request(handler: BaseHTTPRequestHandler) -> Request:
