@@ -140,6 +140,9 @@ class SimExchange:
             with self._lock:
                 self._attempts[(access_key, params.identifier)] += 1
         self._wait_latency()
+        held_s = self.faults.take_order_delay()
+        if held_s > 0:
+            self._stop.wait(held_s)
         with self._lock:
             account = self._accounts[access_key]
             order = self._new_order(account, params)

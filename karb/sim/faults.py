@@ -5,9 +5,10 @@ REST handlers, the exchange and the WebSocket hubs consume it. Every method is t
 (one small lock) and cheap enough to be called on each request.
 
 Order faults (consumed once per order placement, in arming order): ``reject_next_order``,
-``partial_next_ioc``, ``delay_orders`` (the placement's answer comes ``seconds`` late: past the
-client's read timeout the order exists but the client never hears of it), ``lose_answer`` (the
-order is placed and processed, then the connection is closed with no answer) and
+``partial_next_ioc``, ``delay_orders`` (the venue sits on the order ``seconds`` before matching
+it, and answers only then: a client that timed out meanwhile finds "not found" until the order
+suddenly exists, filled), ``lose_answer`` (the order is placed and processed, then the
+connection is closed with no answer) and
 ``slow_registration`` (the order is processed, but looking it up, listing or cancelling it
 answers "not found" for ``seconds`` after placement: a venue slow to register orders).
 Frame faults (``garbage_frames``, ``future_frames``) act on the venue's WS hubs right away.
@@ -78,7 +79,7 @@ class VenueFaults:
             self._partial_ioc = fraction
 
     def delay_orders(self, seconds: float, count: int = 1) -> None:
-        """Answer the next ``count`` order placements ``seconds`` late (the order is placed at once)."""
+        """Hold the next ``count`` order placements ``seconds`` before the venue matches them."""
         with self._lock:
             self._order_delays.extend([float(seconds)] * int(count))
 
@@ -124,14 +125,18 @@ class VenueFaults:
         """``callback(kind, count, seconds)``: kind ``garbage``, ``future`` or ``clear``."""
         self._frame_callbacks.append(callback)
 
-    def take_order_answer(self) -> tuple[float, bool]:
-        """Called once per order placement request: (answer delay in seconds, lose the answer)."""
+    def take_order_delay(self) -> float:
+        """Called once per order placement, before matching: seconds to hold it (0 = none)."""
         with self._lock:
-            delay = self._order_delays.pop(0) if self._order_delays else 0.0
+            return self._order_delays.pop(0) if self._order_delays else 0.0
+
+    def take_lose_answer(self) -> bool:
+        """Called once per order placement request, after it was handled: hang up unanswered?"""
+        with self._lock:
             lose = self._lose_answers > 0
             if lose:
                 self._lose_answers -= 1
-            return delay, lose
+            return lose
 
     def take_slow_registration(self) -> float:
         """Called once per placed order: seconds it stays invisible to look-ups (0 = none)."""
