@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 from chaos import EngineState  # noqa: E402
-from chaos_invariants import JournalView, Truth, check, halt_lost, read_journal  # noqa: E402
+from chaos_invariants import (  # noqa: E402
+    JournalView, Truth, check, halt_lost, read_journal, traded_while_killed,
+)
 
 PRICES = {"BTC": D("140000000")}
 T0 = 1_750_000_000_000_000_000
@@ -122,6 +124,15 @@ def test_halt_and_an_open_breaker_must_survive_a_restart():
     assert len(halt_lost(tripped, EngineState(110.0, False, "closed"), 95.0, 30.0, "r1")) == 1
     # last seen closed 40 s before the check: it may have timed out by itself
     assert halt_lost(tripped, EngineState(135.0, False, "closed"), 95.0, 30.0, "r1") == []
+
+
+def test_a_trade_leg_placed_while_the_kill_file_was_there_is_reported_not_an_unwind():
+    truth, journal = _a_clean_trade()
+    journal.orders.append(_order("s0f1", "upbit", "sell", "0.01", "1400000", "700", role="flatten-1"))
+    truth.orders["upbit"].append(_venue_order("s0f1"))
+    found = traded_while_killed(truth, journal, since_ns=T0, subject="r1")
+    assert sorted(v.subject for v in found) == ["r1 bithumb/s1s", "r1 upbit/s1b"]
+    assert traded_while_killed(truth, journal, since_ns=T0 + 2_000_000, subject="r1") == []
 
 
 def test_read_journal_reads_the_engines_schema(tmp_path):

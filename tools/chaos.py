@@ -16,7 +16,10 @@ the engine on the same journal, lets it settle, and checks the invariants of
 final SIGTERM. It prints a table (also ``chaos-report.txt``; everything in ``chaos-run.json``)
 and exits 1 if any invariant was violated, 2 if the campaign itself could not run.
 
-Every wait is bounded; the sim and engine processes are always stopped at the end.
+Every wait is bounded; the sim and engine processes are always stopped at the end. Kill
+scenarios can be restricted with ``--scenarios`` (e.g. ``--scenarios kill_switch_on``). When the
+engine has a ``resume`` command, a halt that survived a restart is resumed with it so the
+campaign keeps trading.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chaos_invariants import (  # noqa: E402
-    Truth, Violation, check, fills_disagreements, halt_lost, read_journal,
+    Truth, Violation, check, fills_disagreements, halt_lost, read_journal, traded_while_killed,
 )
 
 ENV_KEYS = {"upbit": ("KARB_UPBIT_ACCESS_KEY", "KARB_UPBIT_SECRET_KEY"),
@@ -77,7 +80,7 @@ def fault_menu(rng: random.Random) -> dict[str, tuple[str, dict]]:
 
 ORDER_FAULTS = {"reject_next_order", "partial_next_ioc", "slow_registration", "lose_answer", "delay_orders",
                 "delay_rest"}
-KILL_SCENARIOS = ("random", "after_dislocate", "mid_leg", "mid_unwind", "slow_venue")
+KILL_SCENARIOS = ("random", "after_dislocate", "mid_leg", "mid_unwind", "slow_venue", "kill_switch_on")
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -261,6 +264,8 @@ class Campaign:
         self.sim: SimProcess | None = None
         self.engine: EngineProcess | None = None
         self.has_resume = False
+        self.interrupted = False
+        self.error: str | None = None
         self.history: list[EngineState] = []  # recent metrics scrapes of the running engine
         self.t0 = time.monotonic()
 
@@ -302,18 +307,24 @@ class Campaign:
 
     # --- run ---------------------------------------------------------------------------------
     def run(self) -> dict:
+        """Run the campaign; always stop both processes, always return a report (``error`` set
+        when the campaign itself broke, ``interrupted`` on Ctrl-C or SIGTERM)."""
         try:
             self.sim = SimProcess(self.out, self._sim_config())
             info = self.sim.info
-            config_path = self._engine_config(info, free_port())
-            self.engine = EngineProcess(self.out, config_path, self._engine_env(info),
-                                        int(yaml.safe_load(config_path.read_text())["monitor"]["metrics_port"]))
+            port = free_port()
+            self.engine = EngineProcess(self.out, self._engine_config(info, port), self._engine_env(info), port)
             self.has_resume = subprocess.run(
                 [sys.executable, str(ROOT / "main.py"), "resume", "--help"], cwd=self.out, capture_output=True,
                 timeout=60).returncode == 0
             self._start_engine("initial start")
-            self._loop(self.t0 + self.args.duration)
+            try:
+                self._loop(self.t0 + self.args.duration)
+            except KeyboardInterrupt:
+                self.interrupted = True
             self._final_stop()
+        except CampaignError as exc:
+            self.error = str(exc)
         finally:
             if self.engine is not None:
                 self.engine.close()
@@ -371,11 +382,16 @@ class Campaign:
         self.tally.dislocations += 1
 
     def _kill_scenario(self) -> None:
-        scenario = self.rng.choice(KILL_SCENARIOS)
+        scenario = self.rng.choice(self.args.scenarios)
         sig = signal.SIGKILL if self.rng.random() < self.args.kill9_share else signal.SIGTERM
         since_ns = time.time_ns()
         trigger = "timer"
-        if scenario == "after_dislocate":
+        assert self.engine is not None
+        before = self.engine.state() or (self.history[-1] if self.history else None)
+        after_start = None
+        if scenario == "kill_switch_on":
+            after_start = self._engage_kill_switch()
+        elif scenario == "after_dislocate":
             self._dislocate()
             time.sleep(self.rng.uniform(0.02, 0.5))
         elif scenario == "mid_leg":
@@ -396,8 +412,8 @@ class Campaign:
             self._dislocate()
             trigger = self._wait_journal("SELECT id FROM signals WHERE wall_ns > ?", since_ns, 5.0)
             time.sleep(self.rng.uniform(0.0, 0.5))
-        assert self.engine is not None
-        before = self.engine.state() or (self.history[-1] if self.history else None)
+        if scenario not in ("random", "kill_switch_on"):
+            before = self.engine.state() or before
         code, took, forced = self.engine.kill(sig)
         table = self.tally.kills if sig == signal.SIGKILL else self.tally.sigterms
         table[scenario] = table.get(scenario, 0) + 1
@@ -405,7 +421,30 @@ class Campaign:
         self._event("kill", scenario=scenario, signal=signal.Signals(sig).name, trigger=trigger, exit_code=code,
                     exit_s=round(took, 2), forced=forced,
                     halted_before=before.halted if before else None, circuit_before=before.circuit if before else None)
-        self._restart_and_check(f"{signal.Signals(sig).name} {scenario}", before)
+        self._restart_and_check(f"{signal.Signals(sig).name} {scenario}", before, after_start)
+
+    def _engage_kill_switch(self):
+        """Put the kill file in place (as ``karb kill`` does) and return what to do once the
+        engine restarted with it: dislocate for its first strategy pass, check that it sent no
+        new trade while the file was there, then clear the file so trading resumes."""
+        kill_file = self.out / "KILL"
+        kill_file.write_text("chaos campaign: kill switch across a restart\n", encoding="utf-8")
+        engaged_ns = time.time_ns()
+        time.sleep(0.5)  # the running engine polls the file
+        market, cheap = self.rng.choice(self.args.markets), self.rng.choice(VENUES)
+        assert self.sim is not None
+        self.sim.post("/dislocate", {"market": market, "cheap_venue": cheap, "bps": 80, "seconds": 8.0})
+        self.tally.dislocations += 1
+
+        def after_start(label: str) -> None:
+            time.sleep(2.0)
+            assert self.sim is not None
+            truth, journal = self.sim.truth(), read_journal(self.journal_path)
+            self.tally.add(traded_while_killed(truth, journal, engaged_ns + int(0.5e9), label), label)
+            kill_file.unlink(missing_ok=True)
+            time.sleep(0.5)
+
+        return after_start
 
     def _wait_journal(self, sql: str, since_ns: int, timeout_s: float) -> str:
         """Poll the journal (read-only use) until ``sql`` returns a row; what triggered, or timeout."""
@@ -437,10 +476,12 @@ class Campaign:
             time.sleep(1.0)
         raise CampaignError(f"the engine would not start ({why}); see {self.out / 'engine.log'}")
 
-    def _restart_and_check(self, why: str, before: EngineState | None = None) -> None:
+    def _restart_and_check(self, why: str, before: EngineState | None = None, after_start=None) -> None:
         self._start_engine(why)
         self.tally.restarts += 1
         label = f"restart {self.tally.restarts} ({why})"
+        if after_start is not None:
+            after_start(label)
         self._settle_and_check(label)
         assert self.engine is not None
         after = self.engine.state()
@@ -502,6 +543,7 @@ class Campaign:
             by_invariant[v["invariant"]] = by_invariant.get(v["invariant"], 0) + 1
         return {
             "duration_s": round(time.monotonic() - self.t0, 1), "seed": self.args.seed,
+            "error": self.error, "interrupted": self.interrupted,
             "markets": self.args.markets, "out": str(self.out),
             "faults": dict(sorted(t.faults.items())), "faults_total": sum(t.faults.values()),
             "dislocations": t.dislocations,
@@ -519,12 +561,16 @@ class Campaign:
         }
 
 
-INVARIANTS = ("duplicate_placement", "unjournalled_order", "residual_mismatch", "journal_balance", "halt_lost")
+INVARIANTS = ("duplicate_placement", "unjournalled_order", "residual_mismatch", "journal_balance", "halt_lost",
+              "traded_while_killed")
 
 
 def render(r: dict) -> str:
     rows = [f"chaos campaign: {r['duration_s']} s, seed {r['seed']}, markets {', '.join(r['markets'])}",
-            f"  files: {r['out']}", "", "faults injected by kind"]
+            f"  files: {r['out']}"]
+    if r["error"] or r["interrupted"]:
+        rows.append(f"  CAMPAIGN CUT SHORT: {r['error'] or 'interrupted'}")
+    rows += ["", "faults injected by kind"]
     rows += [f"  {kind:<22}{n:>6}" for kind, n in r["faults"].items()]
     rows += [f"  {'total':<22}{r['faults_total']:>6}", f"  {'dislocations':<22}{r['dislocations']:>6}", "",
              "engine kills by scenario"]
@@ -554,8 +600,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--markets", nargs="+", default=["KRW-BTC", "KRW-XRP"])
     parser.add_argument("--out", default=None, help="directory for journal, logs and report (default: a new temp dir)")
     parser.add_argument("--fault-every", type=float, default=2.5, help="mean seconds between faults")
-    parser.add_argument("--kill-every", type=float, default=35.0, help="mean seconds between engine kills")
-    parser.add_argument("--kill9-share", type=float, default=0.75, help="share of kills that are kill -9")
+    parser.add_argument("--kill-every", type=float, default=25.0, help="mean seconds between engine kills")
+    parser.add_argument("--kill9-share", type=float, default=0.8, help="share of kills that are kill -9")
+    parser.add_argument("--scenarios", nargs="+", choices=KILL_SCENARIOS, default=list(KILL_SCENARIOS),
+                        help="kill scenarios to draw from (default: all)")
     parser.add_argument("--settle-s", type=float, default=3.0, help="seconds a restarted engine gets to reconcile")
     parser.add_argument("--dust-krw", type=float, default=1.0, help="amounts closer than this (KRW) are equal")
     args = parser.parse_args(argv)
@@ -567,20 +615,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    campaign = Campaign(args)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        report = campaign.run()
+        campaign = Campaign(args)
     except CampaignError as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return 2
+    report = campaign.run()
     text = render(report)
     out = Path(report["out"])
     (out / "chaos-report.txt").write_text(text + "\n", encoding="utf-8")
     (out / "chaos-run.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     print(text, flush=True)
+    if report["error"]:
+        print(f"chaos: {report['error']}", file=sys.stderr)
+        return 2
     return 1 if report["violations_total"] else 0
 
 

@@ -13,7 +13,9 @@ identifier. ``JournalView`` is what the engine's SQLite journal says (``orders``
 ``journal_balance``      per venue and currency, start + every journalled order's executed volume,
                          funds and fee differs from the sim account's total (free + locked)
 ``halt_lost``            a halt or an open breaker seen before a kill was gone after the restart
-                         (decided by the campaign, which watches the engine; see ``HaltWatch``)
+                         (decided by the campaign, which watches the engine: ``halt_lost``)
+``traded_while_killed``  a new trade's leg (role buy/sell) reached a venue while the kill file was
+                         in place, e.g. on the first strategy pass after a restart
 
 ``fills_disagreements`` is reported beside them, not as a violation: an order whose ``fills`` rows
 do not add up to its executed volume and funds (an Upbit order final in its placement answer
@@ -238,4 +240,18 @@ def halt_lost(before, after, last_closed_t: float | None, reset_s: float, subjec
         out.append(Violation("halt_lost", subject + " breaker",
                              f"breaker open before the kill, closed {after.t - last_closed_t:.1f} s after it "
                              f"was last seen closed (reset after {reset_s:.0f} s)"))
+    return out
+
+
+def traded_while_killed(truth: Truth, journal: JournalView, since_ns: int, subject: str) -> list[Violation]:
+    """Trade legs (not unwind orders) the venues created after ``since_ns``, while the kill file
+    was in place. Orders the journal does not know are ``unjournalled_order``'s business."""
+    roles = {o["client_id"]: o.get("role") for o in journal.orders}
+    out = []
+    for venue, orders in sorted(truth.orders.items()):
+        for order in orders:
+            ident = order.get("identifier")
+            if int(order.get("created_ns") or 0) > since_ns and roles.get(ident) in ("buy", "sell"):
+                out.append(Violation("traded_while_killed", f"{subject} {venue}/{ident}",
+                                     f"{roles[ident]} leg {ident} placed on {venue} with the kill switch engaged"))
     return out
