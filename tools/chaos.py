@@ -288,6 +288,7 @@ class Campaign:
         for venue in VENUES:
             data["venues"][venue].update(rest_url=info["venues"][venue]["rest_url"],
                                          ws_url=info["venues"][venue]["ws_url"], read_timeout_s=READ_TIMEOUT_S)
+        data["venues"]["bithumb"]["api"] = self.args.bithumb_api
         data["strategy"] = {"threshold_bps": 20, "cooldown_ms": 300}
         data["risk"] = {"max_trade_krw": "2000000", "kill_switch_file": str(self.out / "KILL"),
                         "circuit_reset_s": CIRCUIT_RESET_S}
@@ -325,6 +326,8 @@ class Campaign:
             self._final_stop()
         except CampaignError as exc:
             self.error = str(exc)
+        except requests.RequestException as exc:  # the sim's control endpoint went away
+            self.error = f"sim control endpoint: {exc}"
         finally:
             if self.engine is not None:
                 self.engine.close()
@@ -489,10 +492,20 @@ class Campaign:
         self.tally.add(found, label)
         self.history = [after] if after else []
         if after is not None and after.halted and self.has_resume:
-            done = subprocess.run([sys.executable, str(ROOT / "main.py"), "resume", "--config",
-                                   str(self.engine.config_path)], cwd=self.out, capture_output=True, timeout=60)
-            self.tally.resumes += int(done.returncode == 0)
-            self._event("resume", code=done.returncode)
+            self._resume()
+
+    def _resume(self) -> None:
+        """``karb resume`` as an operator would: against the running engine, or, if it refuses
+        that, with the engine stopped (then started again)."""
+        assert self.engine is not None
+        command = [sys.executable, str(ROOT / "main.py"), "resume", "--config", str(self.engine.config_path)]
+        done = subprocess.run(command, cwd=self.out, capture_output=True, timeout=60)
+        if done.returncode != 0:
+            self.engine.kill(signal.SIGTERM)
+            done = subprocess.run(command, cwd=self.out, capture_output=True, timeout=60)
+            self._start_engine("after karb resume")
+        self.tally.resumes += int(done.returncode == 0)
+        self._event("resume", code=done.returncode, output=(done.stdout + done.stderr).decode(errors="replace")[-300:])
 
     def _last_closed(self) -> float | None:
         closed = [s.t for s in self.history if s.circuit == "closed"]
@@ -503,7 +516,7 @@ class Campaign:
         then check every invariant against the sim."""
         assert self.sim is not None
         time.sleep(self.args.settle_s)
-        deadline = time.monotonic() + (quiet_timeout_s if quiet_timeout_s is not None else 15.0)
+        deadline = time.monotonic() + (quiet_timeout_s if quiet_timeout_s is not None else self.args.quiet_timeout_s)
         while True:
             truth, journal = self.sim.truth(), read_journal(self.journal_path)
             busy = journal.in_flight(time.time_ns(), STUCK_AFTER_S)
@@ -599,12 +612,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
     parser.add_argument("--markets", nargs="+", default=["KRW-BTC", "KRW-XRP"])
     parser.add_argument("--out", default=None, help="directory for journal, logs and report (default: a new temp dir)")
+    parser.add_argument("--bithumb-api", choices=("v2", "legacy"), default="v2",
+                        help="the engine's Bithumb REST API (legacy orders carry no client id: the "
+                        "duplicate and journalled-first checks then see Upbit only)")
     parser.add_argument("--fault-every", type=float, default=2.5, help="mean seconds between faults")
     parser.add_argument("--kill-every", type=float, default=25.0, help="mean seconds between engine kills")
     parser.add_argument("--kill9-share", type=float, default=0.8, help="share of kills that are kill -9")
     parser.add_argument("--scenarios", nargs="+", choices=KILL_SCENARIOS, default=list(KILL_SCENARIOS),
                         help="kill scenarios to draw from (default: all)")
     parser.add_argument("--settle-s", type=float, default=3.0, help="seconds a restarted engine gets to reconcile")
+    parser.add_argument("--quiet-timeout-s", type=float, default=20.0,
+                        help="after the settle, wait at most this long for nothing in flight before checking")
     parser.add_argument("--dust-krw", type=float, default=1.0, help="amounts closer than this (KRW) are equal")
     args = parser.parse_args(argv)
     if args.seed is None:
