@@ -154,7 +154,7 @@ def short_campaign(tmp_path_factory):
     out = tmp_path_factory.mktemp("chaos")
     done = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "chaos.py"), "--duration", "90", "--seed", "20261203",
-         "--kill-every", "14", "--fault-every", "1.5", "--kill9-share", "1", "--out", str(out)],
+         "--kill-every", "14", "--fault-every", "1.0", "--kill9-share", "1", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=420)
     report_path = out / "chaos-run.json"
     assert report_path.exists(), f"chaos.py exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"

@@ -245,6 +245,7 @@ class Tally:
             entry = self.violations.setdefault(v.key, {"invariant": v.invariant, "subject": v.subject,
                                                        "detail": v.detail, "first_seen": when, "seen": 0})
             entry["seen"] += 1
+            entry["last_detail"], entry["last_seen"] = v.detail, when
 
 
 class Campaign:
@@ -601,6 +602,8 @@ def render(r: dict) -> str:
     rows.append(f"  {'total':<22}{r['violations_total']:>6}")
     for v in r["violations"][:40]:
         rows.append(f"    {v['invariant']}: {v['detail']}  [first: {v['first_seen']}; seen {v['seen']}x]")
+        if v["last_detail"] != v["detail"]:
+            rows.append(f"      last ({v['last_seen']}): {v['last_detail']}")
     if len(r["violations"]) > 40:
         rows.append(f"    ... {len(r['violations']) - 40} more in chaos-run.json")
     return "\n".join(rows)
