@@ -43,7 +43,8 @@ def describe(cluster: SimCluster) -> list[str]:
             lines.append(f"  legacy_ws   {ep.legacy_ws_url}")
         lines.append(f"  access_key  {creds.access_key}")
         lines.append(f"  secret_key  {creds.secret_key}")
-    lines.append(f"control: {cluster.control_url()}  (POST /faults/<venue>/<action>, /dislocate; GET /status)")
+    lines.append(f"control: {cluster.control_url()}  (POST /faults/<venue>/<action>, /dislocate; "
+                 f"GET /status, /accounts, /orders/<venue>)")
     lines.append(f"markets: {', '.join(cluster.markets)}")
     return lines
 
