@@ -81,6 +81,7 @@ def fault_menu(rng: random.Random) -> dict[str, tuple[str, dict]]:
 ORDER_FAULTS = {"reject_next_order", "partial_next_ioc", "slow_registration", "lose_answer", "delay_orders",
                 "delay_rest"}
 KILL_SCENARIOS = ("random", "after_dislocate", "mid_leg", "mid_unwind", "slow_venue", "kill_switch_on")
+SCENARIOS = KILL_SCENARIOS + ("second_instance",)  # the last one starts a rival engine, kills nothing
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -155,12 +156,13 @@ class EngineState:
 class EngineProcess:
     """``main.py run --live`` on the campaign's config; one instance at a time."""
 
-    def __init__(self, out: Path, config_path: Path, env: dict[str, str], metrics_port: int):
+    def __init__(self, out: Path, config_path: Path, env: dict[str, str], metrics_port: int,
+                 log_name: str = "engine.log"):
         self.out, self.config_path, self.env = out, config_path, env
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
-        self._log = open(out / "engine.log", "a", encoding="utf-8")
+        self._log = open(out / log_name, "a", encoding="utf-8")
         self.http = requests.Session()
 
     def start(self, timeout_s: float = 60.0) -> bool:
@@ -237,6 +239,7 @@ class Tally:
     checks: int = 0
     not_quiet: int = 0  # checks run although something still looked in flight
     resumes: int = 0
+    rivals: int = 0  # second instances started
     violations: dict[tuple[str, str], dict] = field(default_factory=dict)  # key -> first detail + count
     events: list[dict] = field(default_factory=list)
 
@@ -264,6 +267,7 @@ class Campaign:
         self.prices = {m.split("-", 1)[1]: Decimal(str(base["sim"]["markets"][m]["price"])) for m in args.markets}
         self.sim: SimProcess | None = None
         self.engine: EngineProcess | None = None
+        self.rival: EngineProcess | None = None  # a second instance on the same journal
         self.has_resume = False
         self.interrupted = False
         self.error: str | None = None
@@ -282,7 +286,7 @@ class Campaign:
         path.write_text(yaml.safe_dump(data), encoding="utf-8")
         return path
 
-    def _engine_config(self, info: dict, metrics_port: int) -> Path:
+    def _engine_config(self, info: dict, metrics_port: int, name: str = "engine.yaml") -> Path:
         data = {k: v for k, v in self.base.items() if k != "sim"}
         data["mode"] = "live"
         data["markets"] = list(self.args.markets)
@@ -296,7 +300,7 @@ class Campaign:
         data["journal"] = {"path": str(self.journal_path)}
         data["log"] = {"level": "INFO", "file": str(self.out / "engine.jsonl")}
         data["monitor"] = {"metrics_port": metrics_port, "status_interval_s": 0.5}
-        path = self.out / "engine.yaml"
+        path = self.out / name
         path.write_text(yaml.safe_dump(data), encoding="utf-8")
         return path
 
@@ -316,6 +320,9 @@ class Campaign:
             info = self.sim.info
             port = free_port()
             self.engine = EngineProcess(self.out, self._engine_config(info, port), self._engine_env(info), port)
+            rival_port = free_port()
+            self.rival = EngineProcess(self.out, self._engine_config(info, rival_port, "engine-rival.yaml"),
+                                       self._engine_env(info), rival_port, "engine-rival.log")
             self.has_resume = subprocess.run(
                 [sys.executable, str(ROOT / "main.py"), "resume", "--help"], cwd=self.out, capture_output=True,
                 timeout=60).returncode == 0
@@ -332,6 +339,8 @@ class Campaign:
         finally:
             if self.engine is not None:
                 self.engine.close()
+            if self.rival is not None:
+                self.rival.close()
             if self.sim is not None:
                 self.sim.stop()
         return self.report()
@@ -387,6 +396,9 @@ class Campaign:
 
     def _kill_scenario(self) -> None:
         scenario = self.rng.choice(self.args.scenarios)
+        if scenario == "second_instance":
+            self._second_instance()
+            return
         sig = signal.SIGKILL if self.rng.random() < self.args.kill9_share else signal.SIGTERM
         since_ns = time.time_ns()
         trigger = "timer"
@@ -426,6 +438,21 @@ class Campaign:
                     exit_s=round(took, 2), forced=forced,
                     halted_before=before.halted if before else None, circuit_before=before.circuit if before else None)
         self._restart_and_check(f"{signal.Signals(sig).name} {scenario}", before, after_start)
+
+    def _second_instance(self, wait_s: float = 10.0) -> None:
+        """Start a second engine on the same journal while the first runs: it must not get to
+        serve (refused by the instance lock, or waiting for it). Killed either way."""
+        assert self.rival is not None
+        label = f"second instance {self.tally.rivals + 1}"
+        self.tally.rivals += 1
+        ran = self.rival.start(timeout_s=wait_s)  # True once it serves metrics: it is running
+        code = self.rival.proc.returncode if self.rival.proc is not None else None
+        if self.rival.alive():
+            self.rival.kill(signal.SIGKILL)
+        self._event("second_instance", ran=ran, exit_code=code)
+        if ran:
+            self.tally.add([Violation("second_instance", label, "a second engine ran on the same journal "
+                                      "while the first was running")], label)
 
     def _engage_kill_switch(self):
         """Put the kill file in place (as ``karb kill`` does) and return what to do once the
@@ -564,7 +591,7 @@ class Campaign:
             "kill9": dict(sorted(t.kills.items())), "kill9_total": sum(t.kills.values()),
             "sigterm": dict(sorted(t.sigterms.items())), "sigterm_total": sum(t.sigterms.values()),
             "sigterm_needed_kill9": t.sigterm_slow, "restarts": t.restarts, "start_failures": t.start_failures,
-            "engine_died": t.engine_died, "resumes": t.resumes, "checks": t.checks, "not_quiet": t.not_quiet,
+            "engine_died": t.engine_died, "resumes": t.resumes, "second_instances": t.rivals, "checks": t.checks, "not_quiet": t.not_quiet,
             "trades": {"signals": len(journal.signals), **dict(sorted(statuses.items())),
                        "orders": len(journal.orders)},
             "fills_disagreements": len(fills_disagreements(journal, self.prices, Decimal(str(self.args.dust_krw)))),
@@ -576,7 +603,7 @@ class Campaign:
 
 
 INVARIANTS = ("duplicate_placement", "unjournalled_order", "residual_mismatch", "journal_balance", "halt_lost",
-              "traded_while_killed")
+              "traded_while_killed", "second_instance")
 
 
 def render(r: dict) -> str:
@@ -592,7 +619,8 @@ def render(r: dict) -> str:
         rows.append(f"  {scenario:<22} kill -9 {r['kill9'].get(scenario, 0):>4}   SIGTERM {r['sigterm'].get(scenario, 0):>4}")
     rows += [f"  {'total':<22} kill -9 {r['kill9_total']:>4}   SIGTERM {r['sigterm_total']:>4}",
              f"  restarts {r['restarts']}, start failures {r['start_failures']}, unasked exits {r['engine_died']}, "
-             f"SIGTERM needing kill -9 {r['sigterm_needed_kill9']}, resumes {r['resumes']}",
+             f"SIGTERM needing kill -9 {r['sigterm_needed_kill9']}, resumes {r['resumes']}, "
+             f"second instances started {r['second_instances']}",
              f"  invariant checks {r['checks']} (not quiet when checked: {r['not_quiet']})", "",
              "trades (journal)"]
     rows += [f"  {k:<22}{v:>6}" for k, v in r["trades"].items()]
@@ -619,9 +647,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the engine's Bithumb REST API (legacy orders carry no client id: the "
                         "duplicate and journalled-first checks then see Upbit only)")
     parser.add_argument("--fault-every", type=float, default=2.5, help="mean seconds between faults")
-    parser.add_argument("--kill-every", type=float, default=25.0, help="mean seconds between engine kills")
+    parser.add_argument("--kill-every", type=float, default=22.0, help="mean seconds between engine kills")
     parser.add_argument("--kill9-share", type=float, default=0.8, help="share of kills that are kill -9")
-    parser.add_argument("--scenarios", nargs="+", choices=KILL_SCENARIOS, default=list(KILL_SCENARIOS),
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
                         help="kill scenarios to draw from (default: all)")
     parser.add_argument("--settle-s", type=float, default=3.0, help="seconds a restarted engine gets to reconcile")
     parser.add_argument("--quiet-timeout-s", type=float, default=20.0,
