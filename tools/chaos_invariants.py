@@ -199,8 +199,27 @@ def _balances(truth: Truth, journal: JournalView, prices: dict[str, Decimal], du
         actual = truth.total(venue, ccy)
         tolerance = dust_krw if ccy == "KRW" else _coin_dust(ccy, prices, dust_krw)
         if abs(actual - expected) > tolerance:
+            why = "; ".join(order_differences(truth, journal, venue)[:3])
             out.append(Violation("journal_balance", f"{venue}/{ccy}",
-                                 f"journal says {expected} {ccy} on {venue}, the venue holds {actual}"))
+                                 f"journal says {expected} {ccy} on {venue}, the venue holds {actual}"
+                                 + (f" ({why})" if why else "")))
+    return out
+
+
+def order_differences(truth: Truth, journal: JournalView, venue: str) -> list[str]:
+    """Journal orders on ``venue`` whose executed volume differs from the venue's record of them."""
+    at_venue = {o.get("identifier"): o for o in truth.orders.get(venue, []) if o.get("identifier")}
+    out = []
+    for o in journal.orders:
+        if o.get("venue") != venue:
+            continue
+        mine, theirs = dec(o.get("executed_volume")), at_venue.get(o["client_id"])
+        if theirs is None:
+            if mine:
+                out.append(f"{o['client_id']} {o.get('state')} {mine} in the journal, unknown to the venue")
+        elif mine != dec(theirs.get("executed_volume")):
+            out.append(f"{o['client_id']} journal {o.get('state')} {mine}, venue {theirs.get('state')} "
+                       f"{dec(theirs.get('executed_volume'))}")
     return out
 
 
