@@ -647,7 +647,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the engine's Bithumb REST API (legacy orders carry no client id: the "
                         "duplicate and journalled-first checks then see Upbit only)")
     parser.add_argument("--fault-every", type=float, default=2.5, help="mean seconds between faults")
-    parser.add_argument("--kill-every", type=float, default=22.0, help="mean seconds between engine kills")
+    parser.add_argument("--kill-every", type=float, default=18.0, help="mean seconds between engine kills")
     parser.add_argument("--kill9-share", type=float, default=0.8, help="share of kills that are kill -9")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
                         help="kill scenarios to draw from (default: all)")
