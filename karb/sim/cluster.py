@@ -232,6 +232,12 @@ class SimCluster:
             faults.reject_next_order()
         elif action == "partial_next_ioc":
             faults.partial_next_ioc(fault.fraction)
+        elif action in ("delay_orders", "slow_registration"):
+            getattr(faults, action)(fault.seconds, fault.count)
+        elif action == "future_frames":
+            faults.future_frames(fault.count, fault.seconds)
+        elif action in ("lose_answer", "garbage_frames"):
+            getattr(faults, action)(fault.count)
         elif action == "dislocate":
             self.dislocate(fault.market, venue, fault.bps, fault.seconds)
         elif action == "clear":

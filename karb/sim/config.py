@@ -31,6 +31,7 @@ from typing import Literal
 
 FaultAction = Literal[
     "drop_ws", "stall_ws", "rest_error", "delay_rest", "reject_next_order", "partial_next_ioc",
+    "delay_orders", "lose_answer", "slow_registration", "garbage_frames", "future_frames",
     "dislocate", "clear",
 ]
 
@@ -71,9 +72,9 @@ class SimFaultConfig:
     at_s: float
     action: FaultAction
     venue: Literal["upbit", "bithumb"] = "upbit"
-    seconds: float = 0.0  # stall_ws / delay_rest / dislocate duration
+    seconds: float = 0.0  # stall_ws / delay_rest / delay_orders / slow_registration / future_frames / dislocate
     status: int = 503  # rest_error
-    count: int = 1  # rest_error / delay_rest
+    count: int = 1  # rest_error / delay_rest / delay_orders / lose_answer / slow_registration / *_frames
     fraction: float = field(default=0.5, metadata={"le": 1.0})  # partial_next_ioc
     market: str = ""  # dislocate
     bps: float = 50.0  # dislocate; venue = the cheap venue

@@ -2,15 +2,23 @@
 
     POST /faults/<venue>/<action>   JSON body with the action's arguments:
         drop_ws {} | stall_ws {"seconds"} | rest_error {"status", "count"} |
-        delay_rest {"seconds", "count"} | reject_next_order {} | partial_next_ioc {"fraction"} | clear {}
+        delay_rest {"seconds", "count"} | reject_next_order {} | partial_next_ioc {"fraction"} |
+        delay_orders {"seconds", "count"} | lose_answer {"count"} | slow_registration {"seconds", "count"} |
+        garbage_frames {"count"} | future_frames {"count", "seconds"} | clear {}
     POST /dislocate                 {"market", "cheap_venue", "bps", "seconds"}
     GET  /status                    published message count, lag, WS connections per hub
+    GET  /accounts                  the paper accounts: {venue: {currency: {free, locked, start}}}
+    GET  /orders/<venue>            the venue's truth: every order of the paper account (slow-to-
+                                    register ones too) and placement attempts per client identifier
+
+Amounts are decimal strings. ``created_ns`` is the venue's wall-clock creation time.
 
 Answers ``{"ok": true}`` or ``{"error": "..."}`` with status 400/404. Thread ``sim-control``.
 """
 from __future__ import annotations
 
 import threading
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
 
 from karb.sim.rest import TrackingHTTPServer
@@ -19,6 +27,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from karb.model import Venue
+from karb.sim.orders import dec_str
 
 if TYPE_CHECKING:
     from karb.sim.cluster import SimCluster
@@ -26,7 +35,8 @@ if TYPE_CHECKING:
 _ARGS = {
     "drop_ws": (), "stall_ws": ("seconds",), "rest_error": ("status", "count"),
     "delay_rest": ("seconds", "count"), "reject_next_order": (), "partial_next_ioc": ("fraction",),
-    "clear": (),
+    "delay_orders": ("seconds", "count"), "lose_answer": ("count",), "slow_registration": ("seconds", "count"),
+    "garbage_frames": ("count",), "future_frames": ("count", "seconds"), "clear": (),
 }
 
 
@@ -74,6 +84,10 @@ class ControlServer:
         try:
             if handler.command == "GET" and parts == ["status"]:
                 return 200, self._status()
+            if handler.command == "GET" and parts == ["accounts"]:
+                return 200, self._accounts()
+            if handler.command == "GET" and len(parts) == 2 and parts[0] == "orders":
+                return 200, self._orders(Venue(parts[1]))
             if handler.command == "POST" and parts == ["dislocate"]:
                 self.cluster.dislocate(str(body["market"]), Venue(body["cheap_venue"]), float(body["bps"]),
                                        float(body["seconds"]))
@@ -91,6 +105,27 @@ class ControlServer:
         stats = self.cluster.market_stats()
         return {"published": stats.published, "max_lag_s": stats.max_lag_s, "sim_s": stats.sim_ns / 1e9,
                 "connections": {hub.name: hub.connection_count() for v in Venue for hub in self.cluster.hubs(v)}}
+
+    def _accounts(self) -> dict:
+        out = {}
+        for venue in Venue:
+            start = self.cluster.start_balances(venue)
+            out[venue.value] = {c: {"free": dec_str(b.free), "locked": dec_str(b.locked),
+                                    "start": dec_str(start.get(c, Decimal(0)))}
+                                for c, b in self.cluster.balances(venue).items()}
+        return out
+
+    def _orders(self, venue: Venue) -> dict:
+        exchange = self.cluster.exchange(venue)
+        key = self.cluster.credentials(venue).access_key
+        orders = sorted(exchange.orders(key), key=lambda o: o.created_ns)
+        return {"orders": [{
+            "uuid": o.uuid, "identifier": o.identifier, "market": o.market, "side": o.side.value,
+            "ord_type": o.ord_type, "tif": o.tif, "price": dec_str(o.price), "volume": dec_str(o.volume),
+            "executed_volume": dec_str(o.executed_volume), "executed_funds": dec_str(o.executed_funds),
+            "paid_fee": dec_str(o.paid_fee), "state": o.state, "created_at": o.created_at,
+            "created_ns": o.created_ns} for o in orders],
+            "attempts": exchange.attempts(key)}
 
     @staticmethod
     def _answer(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:

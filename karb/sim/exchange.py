@@ -18,6 +18,8 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
+from collections import Counter
 import uuid as uuidlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -78,6 +80,7 @@ class SimExchange:
         self._published_ts: dict[str, int] = {}
         self._live: dict[str, tuple[list[list[int]], list[list[int]]]] = {}
         self._ids = itertools.count(3152350309)
+        self._attempts: Counter[tuple[str, str]] = Counter()  # (key, identifier) -> placements tried
 
     # --- accounts ------------------------------------------------------------------------
     def add_account(self, access_key: str, secret_key: str, balances: dict[str, Decimal]) -> Account:
@@ -95,8 +98,14 @@ class SimExchange:
             return {c: Balance(c, account.free(c), account.locked(c)) for c in account.currencies()}
 
     def orders(self, access_key: str) -> list[SimOrder]:
+        """Every order of the account, slow-to-register ones included (the venue's truth)."""
         with self._lock:
-            return [o for o in self._orders.values() if o.access_key == access_key]
+            return [_copy(o) for o in self._orders.values() if o.access_key == access_key]
+
+    def attempts(self, access_key: str) -> dict[str, int]:
+        """Placement requests per client identifier, refused duplicates included."""
+        with self._lock:
+            return {ident: n for (key, ident), n in self._attempts.items() if key == access_key}
 
     # --- books -----------------------------------------------------------------------------
     def on_book(self, market: str, bids: tuple, asks: tuple, ts_ms: int = 0) -> None:
@@ -127,13 +136,22 @@ class SimExchange:
     # --- orders ----------------------------------------------------------------------------
     def place(self, access_key: str, params: OrderParams, partial_is_done: bool = False) -> SimOrder:
         """Validate, lock funds, match. Raises ``Reject``. Called from REST handler threads."""
+        if params.identifier:
+            with self._lock:
+                self._attempts[(access_key, params.identifier)] += 1
         self._wait_latency()
+        held_s = self.faults.take_order_delay()
+        if held_s > 0:
+            self._stop.wait(held_s)
         with self._lock:
             account = self._accounts[access_key]
             order = self._new_order(account, params)
             if self.faults.take_reject():
                 raise Reject(RejectKind.REJECTED, "order rejected by the venue", params.side)
             self._lock_funds(account, order)
+            hidden_s = self.faults.take_slow_registration()
+            if hidden_s > 0:
+                order.visible_at = time.monotonic() + hidden_s
             self._orders[order.uuid] = order
             if order.identifier:
                 self._by_identifier[(access_key, order.identifier)] = order
@@ -143,7 +161,7 @@ class SimExchange:
     def get(self, access_key: str, uuid: str | None = None, identifier: str | None = None) -> SimOrder:
         with self._lock:
             order = self._orders.get(uuid) if uuid else self._by_identifier.get((access_key, identifier or ""))
-            if order is None or order.access_key != access_key:
+            if order is None or order.access_key != access_key or not _registered(order):
                 raise Reject(RejectKind.NOT_FOUND, "주문을 찾지 못했습니다.")
             return order
 
@@ -160,7 +178,8 @@ class SimExchange:
     def list_orders(self, access_key: str, market: str | None, states: set[str]) -> list[SimOrder]:
         with self._lock:
             return [o for o in self._orders.values()
-                    if o.access_key == access_key and o.state in states and (market is None or o.market == market)]
+                    if o.access_key == access_key and o.state in states and (market is None or o.market == market)
+                    and _registered(o)]
 
     # --- internals (under the lock) ----------------------------------------------------------
     def _wait_latency(self) -> None:
@@ -207,7 +226,7 @@ class SimExchange:
                 raise Reject(RejectKind.UNDER_MIN, f"order value below {rules.min_total} KRW", p.side)
         uid = str(uuidlib.uuid4()) if self.venue is Venue.UPBIT else f"C0101{next(self._ids):015d}"
         return SimOrder(uid, account.access_key, p.market, p.side, p.ord_type, p.price, p.volume, p.tif,
-                        p.identifier, now_kst(), fee_rate=fee)
+                        p.identifier, now_kst(), fee_rate=fee, created_ns=time.time_ns())
 
     def _lock_funds(self, account: Account, order: SimOrder) -> None:
         if order.side is Side.BUY:
@@ -368,6 +387,10 @@ def _complete(order: SimOrder, fills: list[tuple[int, int]]) -> bool:
     if order.volume is None:  # funds-based buy: complete when the book did not run out first
         return bool(fills)
     return sum(size for _, size in fills) == from_decimal(order.volume)
+
+
+def _registered(order: SimOrder) -> bool:
+    return not order.visible_at or time.monotonic() >= order.visible_at
 
 
 def _copy(order: SimOrder) -> SimOrder:

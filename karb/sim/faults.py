@@ -3,6 +3,15 @@
 A test (or the control endpoint, or a scheduled ``sim.faults`` entry) arms a fault here; the
 REST handlers, the exchange and the WebSocket hubs consume it. Every method is thread-safe
 (one small lock) and cheap enough to be called on each request.
+
+Order faults (consumed once per order placement, in arming order): ``reject_next_order``,
+``partial_next_ioc``, ``delay_orders`` (the venue sits on the order ``seconds`` before matching
+it, and answers only then: a client that timed out meanwhile finds "not found" until the order
+suddenly exists, filled), ``lose_answer`` (the order is placed and processed, then the
+connection is closed with no answer) and
+``slow_registration`` (the order is processed, but looking it up, listing or cancelling it
+answers "not found" for ``seconds`` after placement: a venue slow to register orders).
+Frame faults (``garbage_frames``, ``future_frames``) act on the venue's WS hubs right away.
 """
 from __future__ import annotations
 
@@ -30,7 +39,11 @@ class VenueFaults:
         self._reject_next = False
         self._partial_ioc: float | None = None
         self._stall_until = 0.0
+        self._order_delays: list[float] = []
+        self._lose_answers = 0
+        self._slow_registrations: list[float] = []
         self._drop_callbacks: list[Callable[[], None]] = []
+        self._frame_callbacks: list[Callable[[str, int, float], None]] = []
 
     # --- arming (any thread) -------------------------------------------------------------
     def drop_ws(self) -> None:
@@ -65,6 +78,32 @@ class VenueFaults:
         with self._lock:
             self._partial_ioc = fraction
 
+    def delay_orders(self, seconds: float, count: int = 1) -> None:
+        """Hold the next ``count`` order placements ``seconds`` before the venue matches them."""
+        with self._lock:
+            self._order_delays.extend([float(seconds)] * int(count))
+
+    def lose_answer(self, count: int = 1) -> None:
+        """Place and process the next ``count`` orders, then close the connection unanswered."""
+        with self._lock:
+            self._lose_answers += int(count)
+
+    def slow_registration(self, seconds: float, count: int = 1) -> None:
+        """The next ``count`` orders are processed but answer "not found" to look-ups, lists and
+        cancels for ``seconds`` after placement."""
+        with self._lock:
+            self._slow_registrations.extend([float(seconds)] * int(count))
+
+    def garbage_frames(self, count: int = 1) -> None:
+        """Send ``count`` undecodable or malformed frames to every WS client of this venue."""
+        for callback in list(self._frame_callbacks):
+            callback("garbage", int(count), 0.0)
+
+    def future_frames(self, count: int = 1, seconds: float = 3600.0) -> None:
+        """Stamp the next ``count`` book frames of each of this venue's WS hubs ``seconds`` ahead."""
+        for callback in list(self._frame_callbacks):
+            callback("future", int(count), float(seconds))
+
     def clear(self) -> None:
         with self._lock:
             self._errors.clear()
@@ -72,10 +111,37 @@ class VenueFaults:
             self._reject_next = False
             self._partial_ioc = None
             self._stall_until = 0.0
+            self._order_delays.clear()
+            self._lose_answers = 0
+            self._slow_registrations.clear()
+        for callback in list(self._frame_callbacks):
+            callback("clear", 0, 0.0)
 
     # --- consuming -----------------------------------------------------------------------
     def on_drop(self, callback: Callable[[], None]) -> None:
         self._drop_callbacks.append(callback)
+
+    def on_frames(self, callback: Callable[[str, int, float], None]) -> None:
+        """``callback(kind, count, seconds)``: kind ``garbage``, ``future`` or ``clear``."""
+        self._frame_callbacks.append(callback)
+
+    def take_order_delay(self) -> float:
+        """Called once per order placement, before matching: seconds to hold it (0 = none)."""
+        with self._lock:
+            return self._order_delays.pop(0) if self._order_delays else 0.0
+
+    def take_lose_answer(self) -> bool:
+        """Called once per order placement request, after it was handled: hang up unanswered?"""
+        with self._lock:
+            lose = self._lose_answers > 0
+            if lose:
+                self._lose_answers -= 1
+            return lose
+
+    def take_slow_registration(self) -> float:
+        """Called once per placed order: seconds it stays invisible to look-ups (0 = none)."""
+        with self._lock:
+            return self._slow_registrations.pop(0) if self._slow_registrations else 0.0
 
     def next_rest(self) -> RestFault | None:
         """Called by a REST handler thread once per request."""

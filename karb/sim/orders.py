@@ -75,6 +75,8 @@ class SimOrder:
     reserved_fee: Decimal = ZERO
     trades: list[SimTrade] = field(default_factory=list)
     cancel_type: str | None = None
+    created_ns: int = 0  # wall clock, ns (``created_at`` has the venues' one-second resolution)
+    visible_at: float = 0.0  # monotonic; before it, look-ups answer "not found" (slow_registration)
 
     @property
     def remaining_volume(self) -> Decimal:

@@ -4,7 +4,8 @@
 (``UpbitApi`` for Upbit; ``BithumbApi`` for Bithumb 2.0 and legacy paths on the same host).
 Before routing it applies the venue's armed REST faults (error status or delay) and, when
 ``enforce_rate_limits`` is on, the per-second request groups (Upbit answers every call with
-``Remaining-Req: group=<g>; min=<n>; sec=<n>``).
+``Remaining-Req: group=<g>; min=<n>; sec=<n>``). After an order placement it applies
+``lose_answer``: the connection is closed without an answer (the order stays placed).
 
 Threads: ``sim-<venue>-rest`` serves; each request runs on its own ``sim-<venue>-rest-req``
 thread (joined on ``stop()``).
@@ -168,9 +169,22 @@ class RestServer:
                     response = self.api.fault_response(request, 500)
             if fault is not None and fault.delay_s > 0:
                 self.stop_event.wait(fault.delay_s)
+            if (fault is None or not fault.status) and self.api.is_placement(request) \
+                    and self.faults.take_lose_answer():
+                _hang_up(handler)
+                return
             _write(handler, response)
         except (ConnectionError, OSError):
             pass  # the client went away (e.g. it timed out during an injected delay)
+
+
+def _hang_up(handler: BaseHTTPRequestHandler) -> None:
+    """Close the connection without an answer (the client sees it reset or closed)."""
+    handler.close_connection = True
+    try:
+        handler.connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _read_request(handler: BaseHTTPRequestHandler) -> Request:

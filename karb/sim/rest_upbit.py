@@ -62,6 +62,14 @@ class UpbitApi:
         }
 
     # --- dispatch ------------------------------------------------------------------------
+    PLACEMENTS = frozenset({("POST", "/v1/orders"), ("POST", "/v2/orders"), ("POST", "/trade/place"),
+                            ("POST", "/trade/market_buy"), ("POST", "/trade/market_sell")})
+
+    def is_placement(self, request: Request) -> bool:
+        """Is this request an order placement (the order answer faults apply to it)?"""
+        return (request.method, request.path.rstrip("/")) in self.PLACEMENTS and (
+            request.method, request.path.rstrip("/")) in self.routes
+
     def handle(self, request: Request) -> Response:
         route = self.routes.get((request.method, request.path.rstrip("/") or "/"))
         if route is None:

@@ -16,6 +16,9 @@ Protocols (spec/exchanges.md §4):
 * ``legacy`` flavour (Bithumb pubwss): connect ack, ``{"type","symbols"}`` filters with acks,
   ``orderbookdepth`` deltas as text frames (no snapshot: clients use REST).
 Both close a connection after ``idle_timeout_s`` without client traffic (pings count).
+
+Frame faults (armed through ``VenueFaults``): ``garbage`` queues undecodable or malformed frames
+to every client at once; ``future`` stamps the hub's next N book frames ``seconds`` ahead.
 """
 from __future__ import annotations
 
@@ -39,6 +42,17 @@ MAX_QUEUE = 5000
 UP_EVERY_S = 10.0
 _UP = orjson.dumps({"status": "UP"})
 _LEGACY_TYPES = ("ticker", "transaction", "orderbookdepth", "orderbooksnapshot")
+# Bad frames a venue (or a broken proxy) might send: not JSON, cut short, wrong shapes.
+_GARBAGE = {
+    "upbit": (b"\x00\x9f\xff\xfe not a frame", b'{"type":"orderbook","code":"KRW-BTC","orderbook_units":[{"ask_pr',
+              b'{"type":"orderbook","code":"KRW-BTC","timestamp":"soon","orderbook_units":"none"}',
+              b'{"ty":"orderbook","cd":"KRW-BTC","tms":1,"obu":[{"ap":"x","as":null,"bp":-1,"bs":1}]}',
+              b"[1,2,3]", b"null"),
+    "legacy": ("\x00 not a frame", '{"type":"orderbookdepth","content":{"list":[{"symbol":"BTC_KRW","orderTy',
+               '{"type":"orderbookdepth","content":{"list":"none","datetime":"soon"}}',
+               '{"type":"orderbookdepth","content":{"list":[{"symbol":"BTC_KRW","orderType":"bid",'
+               '"price":"x","quantity":"-1","total":"1"}],"datetime":"1"}}', "[]"),
+}
 
 
 class TrackingConnection(ServerConnection):
@@ -76,7 +90,10 @@ class WsHub:
         self._subs: dict[str, tuple[Client, ...]] = {}  # copy-on-write under publish_lock
         self._clients: set[Client] = set()
         self.sent = 0
+        self._future_left = 0  # book frames still to stamp ahead (future_frames fault)
+        self._future_ms = 0
         faults.on_drop(self.drop_all)
+        faults.on_frames(self._frame_fault)
 
     # --- market thread -------------------------------------------------------------------
     def has_subscribers(self, market: str) -> bool:
@@ -88,6 +105,9 @@ class WsHub:
         subs = self._subs.get(market)
         if not subs or self.faults.stalled(time.monotonic()):
             return
+        if self._future_left > 0:
+            self._future_left -= 1
+            ts_ms += self._future_ms
         if self.flavour == "legacy":
             if old is None:
                 return
@@ -240,6 +260,19 @@ class WsHub:
             clients = list(self._clients)
         for client in clients:
             self._kill(client)
+
+    def _frame_fault(self, kind: str, count: int, seconds: float) -> None:
+        with self.publish_lock:
+            if kind == "future":
+                self._future_left, self._future_ms = count, int(seconds * 1000)
+            elif kind == "clear":
+                self._future_left = 0
+            elif kind == "garbage":
+                frames = _GARBAGE["legacy" if self.flavour == "legacy" else "upbit"]
+                for client in self._clients:
+                    if client.books:
+                        for i in range(count):
+                            self._enqueue(client, frames[i % len(frames)])
 
     def _kill(self, client: Client) -> None:
         client.alive = False
