@@ -217,6 +217,11 @@ def test_breaker_open_at_a_restart_turns_half_open_reset_s_after_it_opened_not_a
         assert books.risk.circuit.state is CircuitState.HALF_OPEN
         books = books.restart(_clock_after(books.clock, 60.0))  # the probe never ran
         assert books.risk.circuit.state is CircuitState.HALF_OPEN, books.restored
+        # long after the failures left the window, the journalled trip still says HALF_OPEN
+        books = books.restart(_clock_after(books.clock, 600.0))
+        assert books.risk.circuit.state is CircuitState.HALF_OPEN, books.restored
+        assert books.risk.circuit.acquire("probe") is None
+        assert books.risk.circuit.blocked()  # one probe at a time
     finally:
         books.close()
 
