@@ -10,13 +10,17 @@ failure while HALF_OPEN opens it again for another ``reset_s``. Trades are ident
 
 ``consecutive_failures`` is kept apart for risk's ``halt_after_failures``: failures in a row in
 the order trades finish, reset by any success. Time comes from the injected clock. Thread-safe.
+
+Across restarts: ``on_change`` (if set) is told of every trip to OPEN and every close, outside
+the lock, so risk can journal them; ``restore`` rebuilds the state at start from those and the
+failures' ages (wall time), placed on this run's monotonic clock.
 """
 from __future__ import annotations
 
 import enum
 import threading
 from collections import deque
-from typing import Hashable
+from typing import Callable, Hashable, Iterable
 
 from karb.clock import NS_PER_S, Clock
 
@@ -32,7 +36,8 @@ _NO_PROBE = object()
 
 class CircuitBreaker:
     def __init__(self, clock: Clock, failures: int = 5, reset_s: float = 30.0,
-                 window_s: float = 300.0):
+                 window_s: float = 300.0,
+                 on_change: Callable[[CircuitState], None] | None = None):
         if failures < 1:
             raise ValueError(f"failures must be at least 1, was {failures}")
         self._clock = clock
@@ -47,6 +52,7 @@ class CircuitBreaker:
         self._opened_ns = 0
         self._probe: object = _NO_PROBE  # key of the half-open probe in flight
         self.trips = 0
+        self.on_change = on_change
 
     @property
     def state(self) -> CircuitState:
@@ -80,26 +86,60 @@ class CircuitBreaker:
     def record_success(self, key: Hashable = None) -> None:
         with self._lock:
             self._consecutive = 0
-            if self._current() is CircuitState.HALF_OPEN and self._is_probe(key):
+            closed = self._current() is CircuitState.HALF_OPEN and self._is_probe(key)
+            if closed:
                 self._state = CircuitState.CLOSED
                 self._failures.clear()
                 self._probe = _NO_PROBE
+        if closed:
+            self._tell(CircuitState.CLOSED)
 
     def record_failure(self, key: Hashable = None) -> None:
         with self._lock:
             self._consecutive += 1
-            now = self._clock.monotonic_ns()
-            state = self._current()
+            trips, now = self.trips, self._clock.monotonic_ns()
+            state = self._current(now)
             if self._is_probe(key):
                 self._probe = _NO_PROBE
-            if state is CircuitState.HALF_OPEN:
-                self._open(now)
-            elif state is CircuitState.CLOSED:
-                self._failures.append(now)
-                while self._failures and now - self._failures[0] > self._window_ns:
-                    self._failures.popleft()
-                if len(self._failures) >= self._threshold:
-                    self._open(now)
+            self._fail(state, now)
+            opened = self.trips != trips
+        if opened:
+            self._tell(CircuitState.OPEN)
+
+    def restore(self, consecutive: int, failure_ages_ns: Iterable[int],
+                opened_age_ns: int | None = None) -> None:
+        """Start from the journal: ``consecutive`` failures in a row, failures that happened
+        ``failure_ages_ns`` ago (wall time), and a trip ``opened_age_ns`` ago (None: CLOSED
+        since, or never, opened). Failures replay in order with their real times, so five in
+        the window open it at the fifth's time even if that trip was never journalled."""
+        with self._lock:
+            now = self._clock.monotonic_ns()
+            self._consecutive = consecutive
+            self._probe = _NO_PROBE
+            self._failures.clear()
+            self._state = CircuitState.CLOSED
+            if opened_age_ns is not None:
+                self._state, self._opened_ns = CircuitState.OPEN, now - max(opened_age_ns, 0)
+                return
+            for age in sorted(failure_ages_ns, reverse=True):  # oldest first
+                if age <= self._window_ns:
+                    at = now - max(age, 0)
+                    self._fail(self._current(at), at)
+
+    def _fail(self, state: CircuitState, at: int) -> None:
+        # caller holds self._lock; a failure at monotonic ``at`` in ``state``
+        if state is CircuitState.HALF_OPEN:
+            self._open(at)
+        elif state is CircuitState.CLOSED:
+            self._failures.append(at)
+            while self._failures and at - self._failures[0] > self._window_ns:
+                self._failures.popleft()
+            if len(self._failures) >= self._threshold:
+                self._open(at)
+
+    def _tell(self, state: CircuitState) -> None:
+        if self.on_change is not None:
+            self.on_change(state)
 
     def _is_probe(self, key: Hashable) -> bool:
         return self._probe is not _NO_PROBE and (self._probe is key or self._probe == key)
@@ -119,10 +159,10 @@ class CircuitBreaker:
             return "circuit half-open: a probe trade is in flight"
         return None
 
-    def _current(self) -> CircuitState:
-        # caller holds self._lock; OPEN turns HALF_OPEN once the timeout has passed
-        if self._state is CircuitState.OPEN and (
-            self._clock.monotonic_ns() - self._opened_ns >= self._reset_ns
-        ):
+    def _current(self, now: int | None = None) -> CircuitState:
+        # caller holds self._lock; OPEN turns HALF_OPEN once the timeout has passed (by ``now``)
+        if now is None:
+            now = self._clock.monotonic_ns()
+        if self._state is CircuitState.OPEN and now - self._opened_ns >= self._reset_ns:
             self._state = CircuitState.HALF_OPEN
         return self._state

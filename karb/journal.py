@@ -5,8 +5,10 @@ batch once, so nothing on the hot path waits for the disk, with one exception by
 ``record_intent`` (both legs, sizes, prices, client ids) is committed by the calling thread
 before it returns, because the intent must be on disk before the first byte of an order is
 sent; a crash after that leaves the ids behind for start-up reconciliation (``open_orders``).
-The same holds for a venue's order id (``record_order_id``) and for halts and operator resumes
-(``record_risk_event``, table ``risk_events``): a restart rebuilds its risk state from them.
+The same holds for a venue's order id (``record_order_id``) and for the ``risk_events`` a
+restart rebuilds its risk state from: every halt (``record_risk_event``), every operator resume
+(``record_resume``: it clears the halts up to the id in its ``upto`` column, the ones the operator
+was shown, never a later one) and every circuit-breaker trip and close (the row's ``wall_ns``).
 It uses a connection of its own, and shares one Python lock with the writer's batches, so it
 never meets SQLite's sleeping busy handler: measured ~60 us per intent here, against ~250 us
 when handed to the writer thread and waited for. With WAL and ``synchronous=NORMAL`` a
@@ -51,7 +53,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ns INTEGER, severity TEXT, kind TEXT,
     signal_id TEXT, detail TEXT);
 CREATE TABLE IF NOT EXISTS risk_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ns INTEGER, kind TEXT, reason TEXT);
+    id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ns INTEGER, kind TEXT, reason TEXT, upto INTEGER);
 CREATE INDEX IF NOT EXISTS orders_state ON orders (state);
 CREATE INDEX IF NOT EXISTS signals_status ON signals (status);
 """
@@ -66,6 +68,9 @@ INSERT INTO fills (client_id, venue, trade_id, price, volume, funds, wall_ns)
     SELECT client_id, venue, 'v1-' || id, price, volume, funds, wall_ns FROM fills_v1;
 DROP TABLE fills_v1;
 """
+# The last halt id resumes have cleared (a resume row from before ``upto`` clears all before it).
+_CLEARED_UPTO = ("SELECT COALESCE(MAX(COALESCE(upto, id)), 0) AS upto FROM risk_events "
+                 "WHERE kind = 'resume'")
 OPEN_STATES = ("new", "sent", "acknowledged", "partially_filled", "unknown")
 _STOP = object()
 
@@ -101,6 +106,9 @@ class Journal:
             conn.executescript("BEGIN;" + MIGRATE_FILLS + "COMMIT;")
             logger.info("journal {}: fills table migrated to one row per venue trade", self.path)
         conn.executescript(SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(risk_events)")}
+        if "upto" not in columns:  # journals from before resumes named the halts they clear
+            conn.execute("ALTER TABLE risk_events ADD COLUMN upto INTEGER")
         conn.commit()
         self._reader = conn
         self._intent_conn = self._connect()
@@ -171,10 +179,21 @@ class Journal:
         self._commit_now([("UPDATE orders SET order_id=? WHERE client_id=? AND order_id IS NULL",
                            (order_id, client_id))], timeout)
 
-    def record_risk_event(self, kind: str, reason: str, timeout: float = 2.0) -> None:
-        """Commit a ``halt`` (engine) or ``resume`` (``karb resume``) now. ``JournalError``."""
-        self._commit_now([("INSERT INTO risk_events (wall_ns, kind, reason) VALUES (?,?,?)",
-                           (self.clock.wall_ns(), kind, reason))], timeout)
+    def record_risk_event(self, kind: str, reason: str, timeout: float = 2.0) -> int:
+        """Commit a ``halt``, ``breaker_open`` or ``breaker_closed`` now; return its id.
+        ``JournalError``."""
+        return self._commit_now([("INSERT INTO risk_events (wall_ns, kind, reason) VALUES (?,?,?)",
+                                  (self.clock.wall_ns(), kind, reason))], timeout)
+
+    def record_resume(self, reason: str, halts: list[dict[str, Any]], timeout: float = 2.0) -> int:
+        """Commit an operator's resume of ``halts`` (rows ``active_halts`` returned): it clears
+        those and nothing journalled after them. Return its id. ``JournalError``."""
+        upto = max((h["id"] for h in halts), default=None)
+        if upto is None:  # nothing shown: clear nothing a previous resume left active
+            upto = self.query(_CLEARED_UPTO)[0]["upto"]
+        return self._commit_now([(
+            "INSERT INTO risk_events (wall_ns, kind, reason, upto) VALUES (?,?,?,?)",
+            (self.clock.wall_ns(), "resume", reason, upto))], timeout)
 
     def record_result(self, signal_id: str, status: str, stages: dict[str, int],
                       realised: Decimal, fees: Decimal, residual: Decimal, detail: str = "") -> None:
@@ -204,10 +223,22 @@ class Journal:
         return self.query(f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY created_wall_ns",
                           OPEN_STATES)
 
-    def active_halt(self) -> dict[str, Any] | None:
-        """The last ``halt`` row, unless a ``resume`` came after it."""
-        rows = self.query("SELECT * FROM risk_events ORDER BY id DESC LIMIT 1")
-        return rows[0] if rows and rows[0]["kind"] == "halt" else None
+    def active_halts(self) -> list[dict[str, Any]]:
+        """``halt`` rows no ``resume`` has cleared yet, oldest first."""
+        return self.query(f"SELECT * FROM risk_events WHERE kind = 'halt' AND id > ({_CLEARED_UPTO}) "
+                          "ORDER BY id")
+
+    def resume_mark(self) -> tuple[int, int]:
+        """(the last ``resume`` row's id, the last halt id resumes have cleared), 0 if none."""
+        row = self.query(f"SELECT COALESCE(MAX(id), 0) AS id, ({_CLEARED_UPTO}) AS upto "
+                         "FROM risk_events WHERE kind = 'resume'")[0]
+        return row["id"], row["upto"]
+
+    def last_breaker_event(self) -> dict[str, Any] | None:
+        """The last ``breaker_open`` or ``breaker_closed`` row (its ``wall_ns`` is when)."""
+        rows = self.query("SELECT * FROM risk_events WHERE kind IN ('breaker_open', "
+                          "'breaker_closed') ORDER BY id DESC LIMIT 1")
+        return rows[0] if rows else None
 
     def query(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         """Rows as dicts (tests, reports). Sees only committed data: ``flush()`` first."""
@@ -244,8 +275,9 @@ class Journal:
              leg.order_id, leg.state.value, str(leg.executed_volume), str(leg.executed_funds),
              str(leg.paid_fee), leg.error, now, now))
 
-    def _commit_now(self, ops: list, timeout: float) -> None:
-        # the calling thread commits ``ops`` itself (see the module docstring)
+    def _commit_now(self, ops: list, timeout: float) -> int:
+        # the calling thread commits ``ops`` itself (see the module docstring); returns the
+        # last inserted row id
         if not self._write_lock.acquire(timeout=timeout):
             raise JournalError(f"journal busy for more than {timeout} s")
         try:
@@ -253,9 +285,12 @@ class Journal:
             if conn is None or self._thread is None or not self._thread.is_alive():
                 raise JournalError("journal is not running")
             try:
-                self._execute(conn, ops)
+                rowid = 0
+                for sql, params in ops:
+                    rowid = conn.execute(sql, params).lastrowid
                 conn.commit()
                 self.written += len(ops)
+                return rowid
             except sqlite3.Error as exc:
                 conn.rollback()
                 self.errors += 1

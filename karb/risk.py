@@ -6,16 +6,20 @@ spend in the ``Ledger`` all-or-nothing. It returns the ``Reservation`` or the re
 (risk checks return reasons, never bare booleans). ``finish(...)`` (called by a leg thread when a
 trade is over) books realised PnL and fees exactly, tracks residual exposure, feeds the circuit
 breaker and applies the automatic halts: daily realised loss, drawdown from the day's peak,
-consecutive failures, and too long on stale market data. A halt is sticky until ``resume()``;
-the kill switch stops trading until it is cleared. State changes take ``self._lock``.
+consecutive failures, and too long on stale market data. Every active halt is kept (by key: the
+same halt raised again is one halt) and each is sticky until resumed; the kill switch stops
+trading until it is cleared. State changes take ``self._lock``.
 
-Across restarts (``attach_journal``): a halt is committed to the journal's ``risk_events`` when
-it is set, and only an operator's ``karb resume`` (a ``resume`` row; ``poll_resume`` notices it
-within a second while the engine runs) clears it. ``rebuild`` restores, at start, the KST day's
-realised PnL, its peak (drawdown), trade counts and the trailing run of failures, every asset's
-residual exposure (all days), and an active halt. A ``hold`` (an order start-up recovery could
-not resolve yet) blocks trading like a halt but is not persisted: the open order is found again
-by the next start.
+Across restarts (``attach_journal``): every new halt is committed to the journal's
+``risk_events``, also while already halted, and only an operator's ``karb resume`` clears it: its
+``resume`` row clears the halts it showed the operator (ids up to its ``upto``), never one raised
+after it was written; ``poll_resume`` acts on it within a second while the engine runs. Breaker
+trips and closes are journalled too. ``rebuild`` restores, at start, the KST day's realised PnL,
+its peak (drawdown), trade counts and the trailing run of failures, every asset's residual
+exposure (all days), every active halt, and the breaker: OPEN until ``reset_s`` after the
+journalled trip (wall time), else the failures in the sliding window at their real times. A
+``hold`` (an order start-up recovery could not resolve yet) blocks trading like a halt but is not
+persisted: the open order is found again by the next start.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from typing import Any
 
 from loguru import logger
 
-from karb.circuit import CircuitBreaker
+from karb.circuit import CircuitBreaker, CircuitState
 from karb.clock import NS_PER_S, Clock
 from karb.config import Config
 from karb.killswitch import KillSwitch
@@ -39,6 +43,17 @@ from karb.sizing import steps_within
 
 ZERO = Decimal(0)
 KST = timezone(timedelta(hours=9))  # both venues' trading day
+
+
+@dataclass(frozen=True)
+class Halt:
+    """An active halt: ``event_id`` is its ``risk_events`` row (None: not journalled, or
+    ``pending`` while being written), ``wall_ns`` when it was raised here."""
+
+    reason: str
+    event_id: int | None
+    wall_ns: int
+    pending: bool = False
 
 
 class TradingState(str, enum.Enum):
@@ -85,6 +100,14 @@ class TradeOutcome:
                 - matched * self.buy_funds / self.bought - self.fees)
 
 
+def _done_wall_ns(row: dict, now: int) -> int:
+    """When a booked trade finished, in wall time: its intent's wall time plus its monotonic
+    submit-to-done span (one run's clock), or the intent's time when the span is not known."""
+    if row["submit_ns"] is None or row["done_ns"] is None or row["done_ns"] < row["submit_ns"]:
+        return row["wall_ns"]
+    return min(row["wall_ns"] + row["done_ns"] - row["submit_ns"], now)
+
+
 def taker_fee(config: Config, rules: RulesBook, venue: Venue, market: str) -> Decimal:
     """The fee to plan with: the larger of the configured and the venue-reported taker fee."""
     return max(config.venues[venue].taker_fee, rules.get(venue, market).taker_fee)
@@ -100,10 +123,10 @@ class Risk:
         self.ledger = ledger or Ledger()
         self.kill = kill or KillSwitch(config.risk.kill_switch_file)
         self.circuit = CircuitBreaker(clock, config.risk.circuit_failures, config.risk.circuit_reset_s,
-                                      config.risk.circuit_window_s)
+                                      config.risk.circuit_window_s, on_change=self._journal_circuit)
         self.max_trade_krw = config.risk.max_trade_krw
         self._lock = threading.Lock()
-        self._halt_reason: str | None = None
+        self._halts: dict[str, Halt] = {}  # key -> active halt, in the order raised
         self._in_flight: dict[str, Decimal] = {}  # signal id -> coin volume (worst-case exposure)
         self._in_flight_asset: dict[str, str] = {}
         self._residual: dict[str, Decimal] = {}  # asset -> coin
@@ -115,6 +138,7 @@ class Risk:
         self._stale_since_ns: int | None = None
         self._journal: Any = None  # karb.journal.Journal once attach_journal() is called
         self._resume_seen = 0  # id of the last ``resume`` row acted on
+        self._cleared_upto = 0  # the last halt id a ``resume`` row cleared
         self._holds: dict[str, str] = {}  # key -> reason; trading blocked while any is set
 
     # --- fast reads (strategy thread) ------------------------------------------------------
@@ -122,14 +146,15 @@ class Risk:
     def state(self) -> TradingState:
         if self.kill.engaged:
             return TradingState.KILLED
-        return TradingState.HALTED if self._halt_reason or self._holds else TradingState.ACTIVE
+        return TradingState.HALTED if self._halts or self._holds else TradingState.ACTIVE
 
     def blocked(self) -> str | None:
         """Why no trade may start now (kill switch, halt, hold, open circuit), or None."""
         if self.kill.engaged:
             return f"kill switch: {self.kill.reason}"
-        if self._halt_reason:
-            return f"halted: {self._halt_reason}"
+        halts = self._halts
+        if halts:
+            return f"halted: {'; '.join(h.reason for h in list(halts.values()))}"
         holds = self._holds
         if holds:
             return f"held: {next(iter(holds.values()), '')}"
@@ -267,27 +292,58 @@ class Risk:
         if self._stale_since_ns is None:
             self._stale_since_ns = now_ns
         elif now_ns - self._stale_since_ns >= self.limits.max_stale_s * NS_PER_S:
-            self.halt(f"market data stale for {(now_ns - self._stale_since_ns) / NS_PER_S:.0f} s")
+            self.halt(f"market data stale for {(now_ns - self._stale_since_ns) / NS_PER_S:.0f} s",
+                      key="stale market data")
 
-    def halt(self, reason: str) -> None:
-        """Stop new trades until an operator resumes; committed to the journal if attached."""
+    def halt(self, reason: str, key: str | None = None) -> None:
+        """Stop new trades until an operator resumes; committed to the journal if attached,
+        also while already halted. ``key`` (default: the reason) names the halt: raising an
+        active one again (e.g. stale data on every pass) changes nothing."""
+        key = key or reason
         with self._lock:
-            if self._halt_reason:
+            if key in self._halts:
                 return
-            self._halt_reason = reason
+            halt = self._halts[key] = Halt(reason, None, self.clock.wall_ns(), self._journal is not None)
         logger.critical("trading HALTED: {} (clear with `karb resume`)", reason)
-        if self._journal is not None:
-            try:
-                self._journal.record_risk_event("halt", reason)
-            except Exception as exc:  # JournalError: still halted here; a restart would forget
-                logger.critical("halt not journalled ({}): a restart would not remember it", exc)
-
-    def resume(self) -> None:
-        """Operator action: clear a halt (the kill switch is cleared separately)."""
+        if not halt.pending:
+            return
+        event_id = None
+        try:
+            event_id = self._journal.record_risk_event("halt", reason)
+        except Exception as exc:  # JournalError: still halted here; a restart would forget
+            logger.critical("halt not journalled ({}): a restart would not remember it", exc)
         with self._lock:
-            self._halt_reason = None
+            if self._halts.get(key) is not halt:
+                return
+            if event_id is not None and event_id <= self._cleared_upto:
+                del self._halts[key]  # `karb resume` showed it and was acted on meanwhile
+            else:
+                self._halts[key] = Halt(reason, event_id, halt.wall_ns)
+
+    def resume(self, upto: int | None = None, requested_wall_ns: int | None = None) -> list[str]:
+        """Operator action: clear halts (the kill switch is cleared separately) and return their
+        reasons. With ``upto`` (a ``resume`` row's), only the journalled halts up to that id and
+        unjournalled ones raised before ``requested_wall_ns``; without, every halt."""
+        def cleared(halt: Halt) -> bool:
+            if upto is None:
+                return True
+            if halt.event_id is not None:
+                return halt.event_id <= upto
+            return not halt.pending and requested_wall_ns is not None and \
+                halt.wall_ns <= requested_wall_ns
+
+        with self._lock:
+            if upto is not None:
+                self._cleared_upto = max(self._cleared_upto, upto)
+            gone = [key for key, halt in self._halts.items() if cleared(halt)]
+            reasons = [self._halts.pop(key).reason for key in gone]
+            still = [halt.reason for halt in self._halts.values()]
         self._stale_since_ns = None
-        logger.warning("trading resumed by operator")
+        if reasons:
+            logger.warning("trading resumed by operator: cleared {}", "; ".join(reasons))
+        if still:
+            logger.critical("still HALTED (raised after the resume request): {}", "; ".join(still))
+        return reasons
 
     # --- across restarts (journal) ----------------------------------------------------------
     def attach_journal(self, journal) -> None:
@@ -295,13 +351,18 @@ class Risk:
         self._journal = journal
 
     def rebuild(self, journal) -> dict:
-        """Restore today's PnL, peak, counts, failure streak, residuals and an active halt from
-        ``journal`` (call once at start, before trading); attach it; return what was restored."""
+        """Restore today's PnL, peak, counts, failure streak, residuals, the active halts and the
+        breaker from ``journal`` (call once at start, before trading); attach it; return what
+        was restored."""
         self.attach_journal(journal)
+        now = self.clock.wall_ns()
         start_ns = int(datetime.combine(self._today(), datetime.min.time(), KST).timestamp()) * NS_PER_S
-        today = journal.query(
-            "SELECT status, realised_krw, fees_krw FROM signals WHERE realised_krw IS NOT NULL "
-            "AND wall_ns >= ? ORDER BY wall_ns, rowid", (start_ns,))
+        window_start = now - int(self.limits.circuit_window_s * NS_PER_S)
+        booked = journal.query(
+            "SELECT status, realised_krw, fees_krw, wall_ns, submit_ns, done_ns FROM signals "
+            "WHERE realised_krw IS NOT NULL AND wall_ns >= ? ORDER BY wall_ns, rowid",
+            (min(start_ns, window_start),))
+        today = [row for row in booked if row["wall_ns"] >= start_ns]
         residual: dict[str, Decimal] = {}
         ref: dict[str, Decimal] = {}
         for row in journal.query("SELECT market, buy_price, residual FROM signals WHERE residual "
@@ -312,8 +373,8 @@ class Risk:
         streak = 0
         for row in today:
             streak = 0 if row["status"] == "filled" else streak + 1
-        halt = journal.active_halt()
-        resumed = journal.query("SELECT MAX(id) AS id FROM risk_events WHERE kind = 'resume'")
+        halts = journal.active_halts()
+        resume_seen, cleared_upto = journal.resume_mark()
         with self._lock:
             self._day = self._today()
             realised = peak = fees = ZERO
@@ -328,33 +389,57 @@ class Risk:
             self.failures = self.trades - self.successes
             self._residual = {a: v for a, v in residual.items() if v}
             self._residual_krw = {a: v * ref[a] for a, v in self._residual.items()}
-            self._halt_reason = halt["reason"] if halt else None
-            self._resume_seen = resumed[0]["id"] or 0
-        for _ in range(streak):
-            self.circuit.record_failure()
+            self._halts = {h["reason"]: Halt(h["reason"], h["id"], h["wall_ns"]) for h in halts}
+            self._resume_seen, self._cleared_upto = resume_seen, cleared_upto
+        self._rebuild_circuit(journal.last_breaker_event(), booked, streak, now)
+        reasons = [h["reason"] for h in halts]
         restored = {"realised_today_krw": realised, "peak_today_krw": peak, "trades": len(today),
                     "failure_streak": streak, "residual": dict(self._residual),
-                    "halt": self._halt_reason}
-        if halt:
+                    "halt": "; ".join(reasons) or None, "halts": reasons,
+                    "circuit": self.circuit.state.value}
+        for reason in reasons:
             logger.critical("trading HALTED since the previous run: {} (clear with `karb resume`)",
-                            halt["reason"])
+                            reason)
         logger.info("risk state rebuilt from the journal: {}", restored)
         return restored
+
+    def _rebuild_circuit(self, event: dict | None, booked: list[dict], streak: int, now: int) -> None:
+        # A journalled trip: OPEN until reset_s after it (wall time). Otherwise the failures
+        # finished since the last close, at their real times (wall ages; the breaker places
+        # them on this run's monotonic clock).
+        if event is not None and event["kind"] == "breaker_open":
+            self.circuit.restore(streak, (), now - event["wall_ns"])
+            return
+        since = event["wall_ns"] if event is not None else None
+        ages = []
+        for row in booked:
+            done = _done_wall_ns(row, now)
+            if row["status"] != "filled" and (since is None or done > since):
+                ages.append(now - done)
+        self.circuit.restore(streak, ages)
+
+    def _journal_circuit(self, state: CircuitState) -> None:
+        # the breaker tripped or closed (outside its lock): a restart must know when
+        journal = self._journal
+        if journal is None:
+            return
+        kind = "breaker_open" if state is CircuitState.OPEN else "breaker_closed"
+        try:
+            journal.record_risk_event(kind, f"circuit breaker {state.value}")
+        except Exception as exc:  # JournalError: a restart would rebuild it from the failures
+            logger.error("circuit breaker {} not journalled ({})", state.value, exc)
 
     def poll_resume(self) -> bool:
         """Resume if ``karb resume`` wrote a ``resume`` row since the last look (any thread)."""
         if self._journal is None:
             return False
-        rows = self._journal.query("SELECT id, reason FROM risk_events WHERE kind = 'resume' "
-                                   "AND id > ? ORDER BY id DESC LIMIT 1", (self._resume_seen,))
-        if not rows:
-            return False
-        self._resume_seen = rows[0]["id"]
-        if self._halt_reason:
-            logger.warning("resume requested ({}): clearing the halt '{}'", rows[0]["reason"],
-                           self._halt_reason)
-            self.resume()
-        return True
+        rows = self._journal.query("SELECT id, wall_ns, reason, upto FROM risk_events WHERE "
+                                   "kind = 'resume' AND id > ? ORDER BY id", (self._resume_seen,))
+        for row in rows:
+            self._resume_seen = row["id"]
+            logger.warning("resume requested ({})", row["reason"])
+            self.resume(row["id"] if row["upto"] is None else row["upto"], row["wall_ns"])
+        return bool(rows)
 
     def hold(self, key: str, reason: str) -> None:
         """Block new trades until ``release_hold(key)`` (not persisted, no operator needed)."""
@@ -398,7 +483,8 @@ class Risk:
             self._roll_day()
             return {
                 "state": self.state.value,
-                "halt_reason": self._halt_reason or "; ".join(self._holds.values()) or None,
+                "halt_reason": "; ".join([h.reason for h in self._halts.values()]
+                                         + list(self._holds.values())) or None,
                 "kill_reason": self.kill.reason if self.kill.engaged else None,
                 "circuit": self.circuit.state.value,
                 "consecutive_failures": self.circuit.consecutive_failures,
@@ -420,12 +506,13 @@ class Risk:
         limits = self.limits
         if self.realised_day <= -limits.daily_loss_limit_krw:
             self.halt(f"daily realised loss {-self.realised_day} KRW reached the limit "
-                      f"{limits.daily_loss_limit_krw}")
-        elif self.peak_day - self.realised_day >= limits.max_drawdown_krw:
+                      f"{limits.daily_loss_limit_krw}", key="daily loss")
+        if self.peak_day - self.realised_day >= limits.max_drawdown_krw:
             self.halt(f"drawdown {self.peak_day - self.realised_day} KRW reached the limit "
-                      f"{limits.max_drawdown_krw}")
-        elif self.circuit.consecutive_failures >= limits.halt_after_failures:
-            self.halt(f"{self.circuit.consecutive_failures} consecutive failed trades")
+                      f"{limits.max_drawdown_krw}", key="drawdown")
+        if self.circuit.consecutive_failures >= limits.halt_after_failures:
+            self.halt(f"{self.circuit.consecutive_failures} consecutive failed trades",
+                      key="consecutive failures")
 
     def _today(self):
         return datetime.fromtimestamp(self.clock.wall_ns() / NS_PER_S, KST).date()

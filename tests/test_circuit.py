@@ -92,3 +92,56 @@ def test_circuit_closed_by_its_probe_starts_a_fresh_window():
     assert cb.state is CircuitState.CLOSED
     cb.record_failure()
     assert cb.state is CircuitState.CLOSED
+
+
+def test_circuit_restore_replays_failures_at_their_real_times_not_now():
+    s = 1_000_000_000
+    for later_s, state in ((49.0, CircuitState.OPEN), (51.0, CircuitState.CLOSED)):
+        clock = ManualClock()
+        cb = CircuitBreaker(clock, failures=3, reset_s=30.0, window_s=300.0)
+        cb.restore(3, [400 * s, 250 * s, 10 * s])  # the oldest is outside the window
+        assert cb.state is CircuitState.CLOSED and cb.consecutive_failures == 3
+        clock.advance(later_s)  # the one 250 s old leaves the window 50 s from now
+        cb.record_failure()
+        assert cb.state is state, later_s
+
+
+def test_circuit_restore_opens_at_the_failure_that_tripped_it_and_ignores_failures_while_open():
+    clock = ManualClock()
+    cb = CircuitBreaker(clock, failures=2, reset_s=30.0, window_s=300.0)
+    s = 1_000_000_000
+    # tripped 50 s ago (never journalled); a failure 40 s ago came while it was OPEN
+    cb.restore(3, [60 * s, 50 * s, 40 * s])
+    assert cb.state is CircuitState.HALF_OPEN  # 50 s after the trip, not 40 s
+    cb.restore(2, [20 * s, 10 * s])
+    assert cb.state is CircuitState.OPEN
+    clock.advance(19.0)
+    assert cb.state is CircuitState.OPEN
+    clock.advance(1.0)
+    assert cb.state is CircuitState.HALF_OPEN
+
+
+def test_circuit_restore_of_a_trip_stays_open_until_reset_after_it_opened():
+    clock = ManualClock()
+    cb = CircuitBreaker(clock, failures=5, reset_s=30.0)
+    cb.restore(0, [], opened_age_ns=12 * 1_000_000_000)
+    assert cb.state is CircuitState.OPEN and cb.blocked()
+    clock.advance(18.0)
+    assert cb.state is CircuitState.HALF_OPEN
+
+
+def test_circuit_tells_its_listener_of_every_trip_and_close_once():
+    clock = ManualClock()
+    seen = []
+    cb = CircuitBreaker(clock, failures=2, reset_s=1.0, on_change=seen.append)
+    cb.record_failure("a")
+    cb.record_failure("b")
+    cb.record_failure("late")  # while OPEN: no new trip
+    assert seen == [CircuitState.OPEN]
+    clock.advance(1.0)
+    assert cb.acquire("probe") is None
+    cb.record_failure("probe")  # the probe failed: open again
+    clock.advance(1.0)
+    assert cb.acquire("probe2") is None
+    cb.record_success("probe2")
+    assert seen == [CircuitState.OPEN, CircuitState.OPEN, CircuitState.CLOSED]

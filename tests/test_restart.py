@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from karb.cli import main
-from karb.clock import SystemClock
+from karb.circuit import CircuitState
+from karb.clock import NS_PER_S, ManualClock, SystemClock
 from karb.config import parse_config
 from karb.engine import Engine
 from karb.journal import Journal
@@ -21,12 +22,8 @@ from tests.trading_fixtures import make_config, make_rules, make_signal
 class Books:
     """A journal and a Risk on it, as one run of the engine would have them."""
 
-    def __init__(self, tmp_path, **risk):
-        self.config = make_config(tmp_path, risk=risk)
-        self.journal = Journal(self.config.journal.path)
-        self.journal.start()
-        self.risk = Risk(self.config, make_rules(self.config), SystemClock())
-        self.risk.rebuild(self.journal)
+    def __init__(self, tmp_path, clock=None, **risk):
+        self._open(make_config(tmp_path, risk=risk), clock)
 
     def trade(self, signal_id, realised, residual="0", status=None):
         signal = make_signal(signal_id)
@@ -38,15 +35,17 @@ class Books:
         self.risk.finish(signal, reservation, TradeOutcome(
             "KRW-BTC", status == "filled", bought, D(0), D("0.01"), D(realised) + 1, D(1), D(140_000_000)))
 
-    def restart(self):
+    def restart(self, clock=None):
+        """A new run on the same journal; ``clock`` (both its clocks) stands for the new process."""
         self.journal.stop()
-        return Books.__new__(Books)._open(self.config)
+        return Books.__new__(Books)._open(self.config, clock)
 
-    def _open(self, config):
-        self.config = config
-        self.journal = Journal(config.journal.path)
+    def _open(self, config, clock=None):
+        clock = clock or SystemClock()
+        self.config, self.clock = config, clock
+        self.journal = Journal(config.journal.path, clock)
         self.journal.start()
-        self.risk = Risk(config, make_rules(config), SystemClock())
+        self.risk = Risk(config, make_rules(config), clock)
         self.restored = self.risk.rebuild(self.journal)
         return self
 
@@ -124,6 +123,143 @@ def test_karb_resume_while_the_engine_runs_clears_the_halt_within_a_poll(tmp_pat
         assert books.risk.blocked() is None
         books.risk.halt("again")  # a later halt needs a later resume
         assert books.risk.poll_resume() is False and "again" in books.risk.blocked()
+    finally:
+        books.close()
+
+
+def test_second_halt_raised_while_halted_is_journalled_and_not_cleared_by_resume_of_the_first(
+        tmp_path, capsys):
+    path = _config_file(tmp_path)
+    books = Books(tmp_path)
+    try:
+        books.risk.halt("daily realised loss reached the limit")
+        # the leg-resolver gives up on an order that may still fill (executor._give_up)
+        books.risk.halt("unresolved order s9s on upbit (unknown)")
+        reasons = [r["reason"] for r in books.journal.query(
+            "SELECT reason FROM risk_events WHERE kind='halt' ORDER BY id")]
+        assert any("unresolved order" in reason for reason in reasons), reasons
+        for shown in (books.risk.blocked(), books.risk.summary()["halt_reason"]):
+            assert "daily realised loss" in shown and "unresolved order s9s" in shown
+        # the operator is shown both halts and the resume clears exactly those
+        assert main(["resume", "--config", str(path), "--reason", "checked both"]) == 0
+        out = capsys.readouterr().out
+        assert "daily realised loss" in out and "unresolved order s9s" in out
+        # a halt raised after the resume request was written (before the engine saw it)
+        books.risk.halt("one-legged trade t7 left 0.01 BTC")
+        assert books.risk.poll_resume() is True
+        assert "one-legged trade t7" in books.risk.blocked()
+        assert "daily realised loss" not in books.risk.blocked()
+        assert "unresolved order" not in books.risk.blocked()
+        books = books.restart()
+        assert [h["reason"] for h in books.journal.active_halts()] == ["one-legged trade t7 left 0.01 BTC"]
+        assert "one-legged trade t7" in books.risk.blocked()
+    finally:
+        books.close()
+
+
+def test_karb_resume_does_not_clear_a_halt_journalled_after_it_listed_the_halts(tmp_path):
+    books = Books(tmp_path)
+    try:
+        books.risk.halt("drawdown 300000 KRW reached the limit")
+        shown = books.journal.active_halts()  # what `karb resume` printed
+        books.risk.halt("unresolved order s9s on upbit (unknown)")  # meanwhile, in the engine
+        books.journal.record_resume("checked the drawdown", shown)
+        assert books.risk.poll_resume() is True
+        assert "unresolved order s9s" in books.risk.blocked()
+        assert [h["reason"] for h in books.journal.active_halts()] == [
+            "unresolved order s9s on upbit (unknown)"]
+    finally:
+        books.close()
+
+
+def test_a_halt_already_active_is_not_journalled_again_on_every_check(tmp_path):
+    books = Books(tmp_path, max_stale_s=1.0)
+    try:
+        for now_s in range(0, 10):  # market data stale on every strategy pass for 9 s
+            books.risk.note_market_data(False, now_s * NS_PER_S)
+        halts = books.journal.query("SELECT reason FROM risk_events WHERE kind='halt'")
+        assert len(halts) == 1 and "market data stale" in halts[0]["reason"]
+    finally:
+        books.close()
+
+
+def test_breaker_opened_by_five_failures_in_the_window_is_still_open_after_a_restart(tmp_path):
+    books = Books(tmp_path)
+    for n, realised in enumerate(["-1", "-1", "-1", "-1", "5000", "-1"]):
+        books.trade(f"t{n}", realised)
+    assert books.risk.circuit.state is CircuitState.OPEN  # 5 failures within 300 s
+    books.journal.flush()
+    books = books.restart()
+    try:
+        assert books.risk.circuit.state is CircuitState.OPEN, books.restored
+    finally:
+        books.close()
+
+
+def _clock_after(clock, seconds):
+    """The clocks of a new process ``seconds`` of wall time later (a monotonic origin of its own)."""
+    return ManualClock(monotonic_ns=7 * NS_PER_S, wall_ns=clock.wall_ns() + int(seconds * NS_PER_S))
+
+
+def test_breaker_open_at_a_restart_turns_half_open_reset_s_after_it_opened_not_after_the_start(tmp_path):
+    clock = ManualClock(wall_ns=1_750_042_800 * NS_PER_S)  # 12:00 KST
+    books = Books(tmp_path, clock)
+    for n in range(5):
+        books.trade(f"t{n}", "-1")
+        clock.advance(1.0)
+    assert books.risk.circuit.state is CircuitState.OPEN  # opened 1 s ago
+    books = books.restart(_clock_after(clock, 19.0))  # 20 s after it opened (reset 30 s)
+    try:
+        assert books.risk.circuit.state is CircuitState.OPEN, books.restored
+        books.clock.advance(9.0)
+        assert books.risk.circuit.state is CircuitState.OPEN
+        books.clock.advance(1.0)
+        assert books.risk.circuit.state is CircuitState.HALF_OPEN
+        books = books.restart(_clock_after(books.clock, 60.0))  # the probe never ran
+        assert books.risk.circuit.state is CircuitState.HALF_OPEN, books.restored
+        # long after the failures left the window, the journalled trip still says HALF_OPEN
+        books = books.restart(_clock_after(books.clock, 600.0))
+        assert books.risk.circuit.state is CircuitState.HALF_OPEN, books.restored
+        assert books.risk.circuit.acquire("probe") is None
+        assert books.risk.circuit.blocked()  # one probe at a time
+    finally:
+        books.close()
+
+
+def test_failures_older_than_the_window_are_not_restamped_as_now_at_a_restart(tmp_path):
+    clock = ManualClock(wall_ns=1_750_042_800 * NS_PER_S)  # 12:00 KST
+    books = Books(tmp_path, clock)
+    for n in range(4):
+        books.trade(f"old{n}", "-1")
+    clock.advance(400.0)  # the window is 300 s
+    books.trade("new", "-1")
+    assert books.risk.circuit.state is CircuitState.CLOSED
+    books = books.restart(_clock_after(clock, 5.0))
+    try:
+        assert books.risk.circuit.state is CircuitState.CLOSED, books.restored
+        assert books.risk.circuit.consecutive_failures == 5  # halt_after_failures still counts them
+        # the one recent failure is in the window with its real time: 4 more open it now
+        for n in range(4):
+            books.trade(f"more{n}", "-1")
+        assert books.risk.circuit.state is CircuitState.OPEN
+    finally:
+        books.close()
+
+
+def test_breaker_closed_by_its_probe_stays_closed_after_a_restart(tmp_path):
+    clock = ManualClock(wall_ns=1_750_042_800 * NS_PER_S)  # 12:00 KST
+    books = Books(tmp_path, clock)
+    for n in range(5):
+        books.trade(f"t{n}", "-1")
+    clock.advance(31.0)
+    assert books.risk.circuit.acquire("probe") is None  # half-open: the probe
+    books.trade("probe", "5000")
+    assert books.risk.circuit.state is CircuitState.CLOSED
+    books = books.restart(_clock_after(clock, 5.0))
+    try:
+        assert books.risk.circuit.state is CircuitState.CLOSED, books.restored
+        books.trade("after", "-1")  # the failures before the close were forgiven by the probe
+        assert books.risk.circuit.state is CircuitState.CLOSED
     finally:
         books.close()
 
