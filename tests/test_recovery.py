@@ -158,3 +158,54 @@ def test_restart_sweeps_orders_resting_on_traded_markets(tmp_path):
         assert any(i["kind"] == "startup_sweep" and "cancelled 1" in i["detail"] for i in r.incidents())
     finally:
         r.close()
+
+
+# --- review defects 1 and 2 ----------------------------------------------------------------
+
+def test_recovery_unwind_order_left_unknown_keeps_trading_held_until_it_is_resolved(tmp_path):
+    from karb.recovery import recovery_of
+
+    r = Rig(tmp_path, not_found_window_s=0)
+    _crash_after_buy_filled(r)
+    up = r.venues[UP]
+    up.script = ["timeout"]  # the recovery's retry sell fills, its answer is lost
+    place = up.place_order
+
+    def place_then_go_down(request, priority=False):
+        up.down.set()  # and Upbit look-ups fail for a while from then on
+        return place(request, priority)
+    up.place_order = place_then_go_down
+    r.executor.start()
+    try:
+        r.journal.flush()
+        states = {o["client_id"]: o["state"] for o in r.journal.query("SELECT * FROM orders")}
+        assert states["oldr1"] == "unknown"  # sold at Upbit: the true position is flat
+        # the trade must stay open (exposure counted, trading held) while oldr1 may have filled
+        assert _signal_row(r)["status"] == "sending", (_signal_row(r)["status"], r.risk.blocked(),
+                                                       r.risk.summary()["residual"])
+        assert r.risk.blocked() is not None
+    finally:
+        recovery_of(r.executor).stop()
+        r.close()
+
+
+def test_recovery_giving_up_on_a_filled_buy_keeps_its_exposure_counted(tmp_path):
+    from karb.recovery import recovery_of
+
+    r = Rig(tmp_path, not_found_window_s=0)
+    _crash_after_buy_filled(r)  # 0.01 BTC bought on Bithumb, the sell never sent
+    r.venues[BT].down.set()  # Bithumb cannot be asked about the buy
+    recovery_of(r.executor).lookup_budget_s = 0.1
+    r.executor.start()
+    try:
+        assert r.risk.summary()["in_flight"] == 1  # parked: exposure counted, trading held
+        # past the window + backoff the recovery thread gives up and halts
+        wait_until(lambda: _signal_row(r)["status"] != "sending", 15.0, message="gave up")
+        assert "cannot be resolved" in (r.risk.summary()["halt_reason"] or "")
+        # the 0.01 BTC the venue bought must still count against position room
+        summary = r.risk.summary()
+        assert summary["in_flight"] == 1 or summary["residual"].get("BTC"), (
+            _signal_row(r)["status"], summary["in_flight"], summary["residual"])
+    finally:
+        recovery_of(r.executor).stop()
+        r.close()
