@@ -184,6 +184,21 @@ def test_recovery_unwind_order_left_unknown_keeps_trading_held_until_it_is_resol
         assert _signal_row(r)["status"] == "sending", (_signal_row(r)["status"], r.risk.blocked(),
                                                        r.risk.summary()["residual"])
         assert r.risk.blocked() is not None
+        assert "held" in r.executor.submit(make_signal("new"))
+        # Upbit answers again: oldr1 sold 0.01, the unwind resumes with it (flat: nothing more
+        # sent), and only then is the trade booked and the hold lifted
+        up.down.clear()
+        wait_until(lambda: _signal_row(r)["status"] != "sending", 10.0, message="recovered trade")
+        row = _signal_row(r)
+        assert row["status"] == "flat" and D(row["residual"]) == 0
+        assert [p.client_id for p in up.placements] == ["oldr1"]
+        wait_until(lambda: r.risk.blocked() is None, 5.0, message="hold lifted")
+        summary = r.risk.summary()
+        assert summary["residual"] == {} and summary["in_flight"] == 0
+        assert summary["halt_reason"] is None and r.journal.open_orders() == []
+        # the sale found later is in the ledger: Upbit's coin went out with it
+        assert r.risk.ledger.free(UP, "BTC") == D(1) - D("0.01")
+        assert r.risk.ledger.open_reservations() == 0
     finally:
         recovery_of(r.executor).stop()
         r.close()
@@ -199,13 +214,22 @@ def test_recovery_giving_up_on_a_filled_buy_keeps_its_exposure_counted(tmp_path)
     r.executor.start()
     try:
         assert r.risk.summary()["in_flight"] == 1  # parked: exposure counted, trading held
+        room = r.risk.position_room("BTC", D("140000000"))
         # past the window + backoff the recovery thread gives up and halts
-        wait_until(lambda: _signal_row(r)["status"] != "sending", 15.0, message="gave up")
+        wait_until(lambda: recovery_of(r.executor).stranded, 15.0, message="gave up")
         assert "cannot be resolved" in (r.risk.summary()["halt_reason"] or "")
-        # the 0.01 BTC the venue bought must still count against position room
+        # the 0.01 BTC the venue bought must still count against position room: the trade
+        # stays unbooked and in flight (a guessed residual would book what nobody confirmed)
         summary = r.risk.summary()
-        assert summary["in_flight"] == 1 or summary["residual"].get("BTC"), (
-            _signal_row(r)["status"], summary["in_flight"], summary["residual"])
+        assert summary["in_flight"] == 1, (_signal_row(r)["status"], summary["residual"])
+        assert _signal_row(r)["status"] == "sending"
+        assert "oldb" in {o["client_id"] for o in r.journal.open_orders()}  # next start looks again
+        assert any(i["kind"] == "recovery_failed" and i["severity"] == "critical"
+                   for i in r.incidents())
+        r.risk.resume()  # `karb resume`: trading may go on, the exposure still counts
+        assert r.risk.position_room("BTC", D("140000000")) == room
+        assert r.risk.ledger.open_reservations() == 0  # balance sync can adopt venue balances
+        assert recovery_of(r.executor).pending == 0
     finally:
         recovery_of(r.executor).stop()
         r.close()
