@@ -292,15 +292,15 @@ class Recovery:
         # reservation goes (exposure is risk's in-flight, not a hold balance sync waits on).
         sid = trade.signal.id
         why = "; ".join(f"{cid} {reason}" for cid, reason in trade.unresolved.items())
-        with self._lock:
-            self._pending.pop(sid, None)
-            self._stranded[sid] = trade
-        if trade.reservation is not None:
-            self.risk.ledger.release(trade.reservation)
         self._note(trade, "recovery_failed", f"{why}; its exposure ({trade.signal.volume} "
                    f"{trade.signal.market}) stays counted, the trade is not booked")
         self.risk.halt(f"trade {sid} from the previous run cannot be resolved ({why}); its "
                        "exposure stays counted; check the venue, then `karb resume`")
+        if trade.reservation is not None:
+            self.risk.ledger.release(trade.reservation)
+        with self._lock:  # last: ``stranded`` showing it means all of the above is done
+            self._pending.pop(sid, None)
+            self._stranded[sid] = trade
 
     # --- finishing trades ----------------------------------------------------------------------
     def _finish(self, trade: _Trade) -> None:
