@@ -14,11 +14,18 @@
    (same loss cap) tries to get flat; then ``risk.finish`` books realised PnL and residual, and
    the signal gets its final status (``filled``/``flat``/``residual``). If the unwinder cannot
    run (kill switch engaged, unwind orders already sent by the crashed run, or it raises), the
-   trade is booked with its residual and trading HALTS (persisted; ``karb resume``).
+   trade is booked with its residual and trading HALTS (persisted; ``karb resume``). An unwind
+   order the unwinder leaves not final (answer lost) is unresolved like any other: the trade is
+   parked (step 4), and once the order is final the unwind resumes with it in ``sent``; the
+   trade is booked only when nothing of it can still fill.
 4. A trade with an order still unresolved stays open in the journal, its volume counts as
    exposure (``risk.adopt``) and ALL trading is held (``risk.hold``) while the ``recovery``
    thread keeps looking (backoff up to ``MAX_BACKOFF_S``); it finishes the trade and lifts the
-   hold once resolved. An order that still cannot be looked up after the window halts trading.
+   hold once resolved. An order that still cannot be looked up after the window halts trading
+   and is given up on like the leg-resolver's stranded trades: looking stops (a human must
+   check the venue; nothing is sent for it), the trade stays unbooked (signal ``sending``, the
+   order open in the journal, so the next start looks again) and its whole volume keeps
+   counting as in-flight exposure against position room, also after ``karb resume``.
 5. Every order resting on the traded markets is cancelled (the start-up sweep): the engine
    assumes it alone trades these markets on these accounts, so an order left resting by the
    legacy IOC emulation is cancelled even when its id never reached the journal.
@@ -38,6 +45,7 @@ from loguru import logger
 
 from karb.clock import NS_PER_S
 from karb.exchanges.errors import OrderNotFound, VenueError
+from karb.ledger import Reservation
 from karb.legs import Leg, LegState
 from karb.model import OrderRequest, OrderType, Side, Signal, TimeInForce, Venue
 from karb.risk import TradeOutcome
@@ -56,12 +64,18 @@ class _Trade:
 
     signal: Signal
     booked: dict[str, Any] | None  # the signals row if a result was already written
-    legs: list[Leg] = field(default_factory=list)
+    legs: list[Leg] = field(default_factory=list)  # as the journal left them
+    unwinds: list[Leg] = field(default_factory=list)  # unwind orders sent by this recovery
+    reservation: Reservation | None = None  # what this recovery's unwind holds, once it runs
     created_ns: dict[str, int] = field(default_factory=dict)  # client id -> journalled wall ns
     unresolved: dict[str, str] = field(default_factory=dict)  # client id -> why
 
     def leg(self, role: str) -> Leg | None:
         return next((leg for leg in self.legs if leg.role == role), None)
+
+    @property
+    def orders(self) -> list[Leg]:
+        return [*self.legs, *self.unwinds]
 
 
 class Recovery:
@@ -77,6 +91,7 @@ class Recovery:
         self.lookup_budget_s = lookup_budget_s
         self.pause = pause
         self._pending: dict[str, _Trade] = {}
+        self._stranded: dict[str, _Trade] = {}  # given up on: exposure counted, trading halted
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -98,10 +113,10 @@ class Recovery:
             self.pause(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
         for trade in trades.values():
-            if trade.unresolved:
-                self._park(trade)
-            else:
+            if not trade.unresolved:
                 self._finish(trade)
+            if trade.unresolved:  # still, or an unwind order it sent is not final
+                self._park(trade)
         self.journal.flush()
         if trades:
             logger.warning("recovered {} trades ({} orders) left unfinished by a previous run; "
@@ -121,6 +136,12 @@ class Recovery:
     def pending(self) -> int:
         with self._lock:
             return len(self._pending)
+
+    @property
+    def stranded(self) -> list[str]:
+        """Signal ids of trades given up on (unbooked, exposure counted, trading halted)."""
+        with self._lock:
+            return list(self._stranded)
 
     # --- loading -----------------------------------------------------------------------------
     def _seed_clients(self, rows: list[dict]) -> None:
@@ -174,8 +195,11 @@ class Recovery:
     def _resolve(self, trade: _Trade) -> int:
         """Look up each unresolved order of ``trade`` once; return how many became final."""
         done = 0
-        for leg in [leg for leg in trade.legs if leg.client_id in trade.unresolved]:
+        for leg in [leg for leg in trade.orders if leg.client_id in trade.unresolved]:
+            before = (leg.executed_volume, leg.executed_funds, leg.paid_fee, len(leg.fills))
             why = self._look_up(trade, leg)
+            if any(leg is unwind for unwind in trade.unwinds):
+                self._book_progress(trade, leg, before)
             if why is None:
                 del trade.unresolved[leg.client_id]
                 done += 1
@@ -212,6 +236,17 @@ class Recovery:
             return f"lookup failed: {type(exc).__name__}: {exc}"
         return None if leg.final else f"still {leg.state.value} after a cancel"
 
+    def _book_progress(self, trade: _Trade, leg: Leg, before: tuple) -> None:
+        # an unwind order of this run: the unwinder booked what it knew when it returned, so
+        # book what the venue has told since (the crashed run's orders are in the balances
+        # loaded at start). Legacy fills are cumulative: only the new ones carry new coin fees.
+        volume, funds, fee, n_fills = before
+        if (leg.executed_volume, leg.executed_funds, leg.paid_fee) != (volume, funds, fee):
+            req = leg.request
+            self.risk.ledger.apply_fill(trade.reservation, req.venue, req.market, req.side,
+                                        leg.executed_volume - volume, leg.executed_funds - funds,
+                                        leg.paid_fee - fee, fills=leg.fills[n_fills:])
+
     def _park(self, trade: _Trade) -> None:
         with self._lock:
             self._pending[trade.signal.id] = trade
@@ -228,10 +263,14 @@ class Recovery:
             for signal_id, trade in list(self._pending.items()):
                 try:
                     self._resolve(trade)
-                    if trade.unresolved and self._window_passed(trade):
-                        self._give_up(trade)
-                    if not trade.unresolved:
-                        self._finish(trade)
+                    if trade.unresolved:
+                        if self._window_passed(trade):
+                            self._give_up(trade)
+                        continue
+                    self._finish(trade)
+                    if trade.unresolved:  # its resumed unwind sent an order left not final
+                        self._park(trade)
+                    else:
                         with self._lock:
                             del self._pending[signal_id]
                 except Exception:
@@ -246,28 +285,40 @@ class Recovery:
                    for cid in trade.unresolved)
 
     def _give_up(self, trade: _Trade) -> None:
-        # the venue keeps failing to answer about an order well past the window: stop, loudly
+        # The venue keeps failing to answer about an order well past the window: stop looking
+        # and halt. Not booked: a residual would be a guess (the order may have filled all,
+        # some or none), while the adopted in-flight volume covers whatever it did; the signal
+        # stays ``sending`` with the order open, so the next start looks again. The
+        # reservation goes (exposure is risk's in-flight, not a hold balance sync waits on).
+        sid = trade.signal.id
         why = "; ".join(f"{cid} {reason}" for cid, reason in trade.unresolved.items())
-        self._note(trade, "recovery_failed", why)
-        self.risk.halt(f"trade {trade.signal.id} from the previous run cannot be resolved ({why}); "
-                       "check the venue, then `karb resume`")
-        trade.unresolved.clear()  # booked with what is known; the order stays open in the journal
+        self._note(trade, "recovery_failed", f"{why}; its exposure ({trade.signal.volume} "
+                   f"{trade.signal.market}) stays counted, the trade is not booked")
+        self.risk.halt(f"trade {sid} from the previous run cannot be resolved ({why}); its "
+                       "exposure stays counted; check the venue, then `karb resume`")
+        if trade.reservation is not None:
+            self.risk.ledger.release(trade.reservation)
+        with self._lock:  # last: ``stranded`` showing it means all of the above is done
+            self._pending.pop(sid, None)
+            self._stranded[sid] = trade
 
     # --- finishing trades ----------------------------------------------------------------------
     def _finish(self, trade: _Trade) -> None:
+        """Unwind (or resume the unwind of) a trade whose orders are all final, and book it;
+        an unwind order left not final goes to ``unresolved`` instead, the trade unbooked."""
         if trade.booked is not None:
             self._rebook(trade)
             return
         signal = trade.signal
-        reservation = self.risk.ledger.reserve(f"{signal.id}/recovery", {})
+        if trade.reservation is None:
+            trade.reservation = self.risk.ledger.reserve(f"{signal.id}/recovery", {})
         buy, sell = trade.leg("buy"), trade.leg("sell")
-        orders = list(trade.legs)
-        excess = filled(orders, Side.BUY)[0] - filled(orders, Side.SELL)[0]
-        if excess and buy is not None and sell is not None and all(leg.final for leg in orders):
+        excess = filled(trade.orders, Side.BUY)[0] - filled(trade.orders, Side.SELL)[0]
+        if excess and buy is not None and sell is not None and all(leg.final for leg in trade.orders):
             why = self._cannot_unwind(trade)
             if why is None:
-                try:
-                    orders += self.unwinder.run(signal, reservation, buy, sell)
+                try:  # ``sent`` gets each unwind order once journalled, even if this raises
+                    self.unwinder.run(signal, trade.reservation, buy, sell, trade.unwinds)
                 except Exception as exc:
                     logger.exception("recovery unwind of {} failed", signal.id)
                     why = f"unwind raised {type(exc).__name__}: {exc}"
@@ -275,8 +326,15 @@ class Recovery:
                 self.risk.halt(f"one-legged trade {signal.id} from the previous run left "
                                f"{excess} {signal.market} unhedged ({why}); flatten it, then "
                                "`karb resume`")
+        for leg in trade.unwinds:
+            if not leg.final and leg.client_id not in trade.unresolved:
+                trade.created_ns.setdefault(leg.client_id, self.clock.wall_ns())
+                trade.unresolved[leg.client_id] = f"unwind order {leg.state.value}: may have filled"
+        if trade.unresolved:
+            return
+        orders = trade.orders
         outcome = _outcome(signal, orders)
-        realised = self.risk.finish(signal, reservation, outcome)
+        realised = self.risk.finish(signal, trade.reservation, outcome)
         status = _status(outcome)
         self.journal.record_result(signal.id, status, {}, realised, outcome.fees, outcome.residual,
                                    "recovered at start: " + _summary(orders))
@@ -294,7 +352,7 @@ class Recovery:
     def _rebook(self, trade: _Trade) -> None:
         # an order of a trade booked earlier was resolved now: correct the booking by the change
         row, signal = trade.booked, trade.signal
-        outcome = _outcome(signal, trade.legs)
+        outcome = _outcome(signal, trade.orders)
         old_residual = Decimal(row["residual"] or 0)
         old_realised = Decimal(row["realised_krw"] or 0)
         if outcome.residual == old_residual and outcome.realised_krw == old_realised:

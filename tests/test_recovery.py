@@ -158,3 +158,78 @@ def test_restart_sweeps_orders_resting_on_traded_markets(tmp_path):
         assert any(i["kind"] == "startup_sweep" and "cancelled 1" in i["detail"] for i in r.incidents())
     finally:
         r.close()
+
+
+# --- review defects 1 and 2 ----------------------------------------------------------------
+
+def test_recovery_unwind_order_left_unknown_keeps_trading_held_until_it_is_resolved(tmp_path):
+    from karb.recovery import recovery_of
+
+    r = Rig(tmp_path, not_found_window_s=0)
+    _crash_after_buy_filled(r)
+    up = r.venues[UP]
+    up.script = ["timeout"]  # the recovery's retry sell fills, its answer is lost
+    place = up.place_order
+
+    def place_then_go_down(request, priority=False):
+        up.down.set()  # and Upbit look-ups fail for a while from then on
+        return place(request, priority)
+    up.place_order = place_then_go_down
+    r.executor.start()
+    try:
+        r.journal.flush()
+        states = {o["client_id"]: o["state"] for o in r.journal.query("SELECT * FROM orders")}
+        assert states["oldr1"] == "unknown"  # sold at Upbit: the true position is flat
+        # the trade must stay open (exposure counted, trading held) while oldr1 may have filled
+        assert _signal_row(r)["status"] == "sending", (_signal_row(r)["status"], r.risk.blocked(),
+                                                       r.risk.summary()["residual"])
+        assert r.risk.blocked() is not None
+        assert "held" in r.executor.submit(make_signal("new"))
+        # Upbit answers again: oldr1 sold 0.01, the unwind resumes with it (flat: nothing more
+        # sent), and only then is the trade booked and the hold lifted
+        up.down.clear()
+        wait_until(lambda: _signal_row(r)["status"] != "sending", 10.0, message="recovered trade")
+        row = _signal_row(r)
+        assert row["status"] == "flat" and D(row["residual"]) == 0
+        assert [p.client_id for p in up.placements] == ["oldr1"]
+        wait_until(lambda: r.risk.blocked() is None, 5.0, message="hold lifted")
+        summary = r.risk.summary()
+        assert summary["residual"] == {} and summary["in_flight"] == 0
+        assert summary["halt_reason"] is None and r.journal.open_orders() == []
+        # the sale found later is in the ledger: Upbit's coin went out with it
+        assert r.risk.ledger.free(UP, "BTC") == D(1) - D("0.01")
+        assert r.risk.ledger.open_reservations() == 0
+    finally:
+        recovery_of(r.executor).stop()
+        r.close()
+
+
+def test_recovery_giving_up_on_a_filled_buy_keeps_its_exposure_counted(tmp_path):
+    from karb.recovery import recovery_of
+
+    r = Rig(tmp_path, not_found_window_s=0)
+    _crash_after_buy_filled(r)  # 0.01 BTC bought on Bithumb, the sell never sent
+    r.venues[BT].down.set()  # Bithumb cannot be asked about the buy
+    recovery_of(r.executor).lookup_budget_s = 0.1
+    r.executor.start()
+    try:
+        assert r.risk.summary()["in_flight"] == 1  # parked: exposure counted, trading held
+        room = r.risk.position_room("BTC", D("140000000"))
+        # past the window + backoff the recovery thread gives up and halts
+        wait_until(lambda: recovery_of(r.executor).stranded, 15.0, message="gave up")
+        assert "cannot be resolved" in (r.risk.summary()["halt_reason"] or "")
+        # the 0.01 BTC the venue bought must still count against position room: the trade
+        # stays unbooked and in flight (a guessed residual would book what nobody confirmed)
+        summary = r.risk.summary()
+        assert summary["in_flight"] == 1, (_signal_row(r)["status"], summary["residual"])
+        assert _signal_row(r)["status"] == "sending"
+        assert "oldb" in {o["client_id"] for o in r.journal.open_orders()}  # next start looks again
+        assert any(i["kind"] == "recovery_failed" and i["severity"] == "critical"
+                   for i in r.incidents())
+        r.risk.resume()  # `karb resume`: trading may go on, the exposure still counts
+        assert r.risk.position_room("BTC", D("140000000")) == room
+        assert r.risk.ledger.open_reservations() == 0  # balance sync can adopt venue balances
+        assert recovery_of(r.executor).pending == 0
+    finally:
+        recovery_of(r.executor).stop()
+        r.close()
