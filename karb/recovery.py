@@ -12,9 +12,11 @@
    it is looked up again with backoff, for at most ``lookup_budget_s`` during start-up.
 3. A trade whose orders are all final is finished like a live one: if one-legged, the unwinder
    (same loss cap) tries to get flat; then ``risk.finish`` books realised PnL and residual, and
-   the signal gets its final status (``filled``/``flat``/``residual``). If the unwinder cannot
-   run (kill switch engaged, unwind orders already sent by the crashed run, or it raises), the
-   trade is booked with its residual and trading HALTS (persisted; ``karb resume``). An unwind
+   the signal gets its final status (``filled``/``flat``/``residual``). Unwind orders the
+   crashed run already sent are the unwinder's ``sent``: it goes on where they stopped (their
+   attempts and loss-cap cost counted, fresh client ids). If the unwinder cannot run (kill
+   switch engaged, or it raises), the trade is booked with its residual and trading HALTS
+   (persisted; ``karb resume``). An unwind
    order the unwinder leaves not final (answer lost) is unresolved like any other: the trade is
    parked (step 4), and once the order is final the unwind resumes with it in ``sent``; the
    trade is booked only when nothing of it can still fill.
@@ -317,11 +319,17 @@ class Recovery:
         if excess and buy is not None and sell is not None and all(leg.final for leg in trade.orders):
             why = self._cannot_unwind(trade)
             if why is None:
+                # the crashed run's own unwind orders count: the unwind goes on where it stopped
+                # (their attempts, costs and client ids taken), never from the start
+                earlier = [leg for leg in trade.legs if leg.role not in ("buy", "sell")]
+                sent = [*earlier, *trade.unwinds]
                 try:  # ``sent`` gets each unwind order once journalled, even if this raises
-                    self.unwinder.run(signal, trade.reservation, buy, sell, trade.unwinds)
+                    self.unwinder.run(signal, trade.reservation, buy, sell, sent)
                 except Exception as exc:
                     logger.exception("recovery unwind of {} failed", signal.id)
                     why = f"unwind raised {type(exc).__name__}: {exc}"
+                finally:
+                    trade.unwinds.extend(sent[len(earlier) + len(trade.unwinds):])
             if why is not None:
                 self.risk.halt(f"one-legged trade {signal.id} from the previous run left "
                                f"{excess} {signal.market} unhedged ({why}); flatten it, then "
@@ -344,9 +352,6 @@ class Recovery:
     def _cannot_unwind(self, trade: _Trade) -> str | None:
         if self.risk.kill.engaged:
             return "kill switch engaged"
-        earlier = [leg.client_id for leg in trade.legs if leg.role not in ("buy", "sell")]
-        if earlier:  # its retry/flatten ids are taken, and its fills are not the unwinder's input
-            return f"the previous run already sent unwind orders {', '.join(earlier)}"
         return None
 
     def _rebook(self, trade: _Trade) -> None:

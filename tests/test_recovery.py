@@ -233,3 +233,30 @@ def test_recovery_giving_up_on_a_filled_buy_keeps_its_exposure_counted(tmp_path)
     finally:
         recovery_of(r.executor).stop()
         r.close()
+
+
+def test_restart_after_kill_mid_unwind_resumes_the_unwind_with_fresh_ids_instead_of_halting(tmp_path):
+    # Arrange: the crashed run's buy filled, its sell did nothing, and its first unwind retry
+    # (journalled, then sent) filled nothing before the kill -9
+    from karb.legs import Leg
+    from karb.model import OrderRequest, OrderType, Side, TimeInForce
+
+    r = Rig(tmp_path, not_found_window_s=0)
+    signal = _crash_after_buy_filled(r)
+    sell = r.executor._legs(signal)[1]
+    r.venues[UP].script = ["none", "none"]
+    r.venues[UP].place_order(sell.request)
+    retry = Leg("retry-1", OrderRequest(UP, signal.market, Side.SELL, OrderType.LIMIT, "oldr1",
+                                        price=D("140278000"), volume=signal.volume,
+                                        tif=TimeInForce.IOC))
+    r.journal.record_intent_order(signal.id, retry)
+    r.venues[UP].place_order(retry.request)
+    r.executor.start()
+    try:
+        row = _signal_row(r)
+        # the unwind went on where it stopped: retry-2 with a fresh id sold, nothing halted
+        assert [p.client_id for p in r.venues[UP].placements] == ["olds", "oldr1", "oldr2"]
+        assert row["status"] == "flat" and D(row["residual"]) == 0
+        assert r.risk.summary()["halt_reason"] is None
+    finally:
+        r.close()
