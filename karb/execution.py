@@ -13,7 +13,8 @@ An order that is not final (answer lost, polls failing) may still fill: the trad
 neither unwound nor booked but handed to the ``leg-resolver`` thread (``karb.resolver``), and
 stays in flight (reservation held, exposure counted by risk) until every order is final; then
 the unwind decision runs with the true fills. If resolution gives up, trading halts with the
-trade's exposure still counted. ``stop`` waits (bounded) for trades, unwinds and resolutions,
+trade's exposure still counted and its ledger holds kept (stranded: balance sync still adopts
+venue balances), and the trade counts as a circuit-breaker failure. ``stop`` waits (bounded) for trades, unwinds and resolutions,
 and journals whatever may still fill (``unresolved()``) for the next start to reconcile.
 
 Success is judged by value: both legs complete and the matched volume within
@@ -361,17 +362,26 @@ class Executor:
         self._book(trade)
 
     def _book_progress(self, trade: Trade, leg: Leg, before: tuple) -> None:
-        # leg-resolver: the venue told us more about ``leg``; book the fill it adds
-        _, volume, funds, fee = before
+        # leg-resolver: the venue told us more about ``leg``; book the fill it adds, with only
+        # the new fills (a legacy Bithumb coin fee among them is booked off the coin)
+        _, volume, funds, fee, n_fills = before
         if (leg.executed_volume, leg.executed_funds, leg.paid_fee) != (volume, funds, fee):
             self.risk.ledger.apply_fill(trade.reservation, leg.request.venue, leg.request.market,
                                         leg.request.side, leg.executed_volume - volume,
-                                        leg.executed_funds - funds, leg.paid_fee - fee)
+                                        leg.executed_funds - funds, leg.paid_fee - fee,
+                                        fills=leg.fills[n_fills:])
 
     def _give_up(self, trade: Trade) -> None:
-        # leg-resolver: bounded look-ups did not settle it; a human must look
+        # leg-resolver: bounded look-ups did not settle it; a human must look. Its exposure
+        # stays in risk's in-flight count and its holds stay in the ledger (no other trade may
+        # spend the coin it bought or what its open order may have sold), but the reservation
+        # is stranded: nothing books fills against it any more, so balance sync may adopt the
+        # venue's balances again. It counts as a failed trade for the breaker (if it was the
+        # half-open probe, the breaker reopens instead of waiting for it forever).
         sid = trade.signal.id
         legs = [leg for leg in trade.orders if not leg.final]
+        self.risk.ledger.strand(trade.reservation)
+        self.risk.circuit.record_failure(sid)
         with self._lock:
             self._in_flight.pop(sid, None)
             self._stranded[sid] = trade

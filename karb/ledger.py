@@ -38,6 +38,7 @@ class Ledger:
         self._free: dict[Key, Decimal] = {}
         self._held: dict[Key, Decimal] = {}
         self._open: dict[str, Reservation] = {}
+        self._stranded: set[str] = set()  # open reservations nothing books fills against
         self._version = 0  # bumped by every reserve, fill and release
 
     @property
@@ -50,11 +51,12 @@ class Ledger:
         """Replace ``venue``'s free balances with what the venue reported.
 
         With ``if_version`` (the ``version`` read before the venue was asked), load only if no
-        trade touched the ledger since and none is open, so an answer that raced a trade is
-        never taken as truth. Return whether it loaded.
+        trade touched the ledger since and none is open (stranded ones aside), so an answer that
+        raced a trade is never taken as truth. Return whether it loaded.
         """
         with self._lock:
-            if if_version is not None and (if_version != self._version or self._open):
+            if if_version is not None and (if_version != self._version
+                                           or self._open.keys() - self._stranded):
                 return False
             for key in [k for k in self._free if k[0] is venue]:
                 if key[1] not in balances:
@@ -147,6 +149,14 @@ class Ledger:
                 self._hold(reservation, spent_key, -min(spent, reservation.held(*spent_key)))
                 self._hold(reservation, got_key, got)
 
+    def strand(self, reservation: Reservation) -> None:
+        """Keep ``reservation``'s holds (what its orders may have spent or bought stays
+        unspendable by other trades) but stop it blocking ``load``: its trade's resolution gave
+        up, so no fill will be booked against it and the venue's balances are the truth."""
+        with self._lock:
+            if reservation.id in self._open:
+                self._stranded.add(reservation.id)
+
     def release(self, reservation: Reservation) -> None:
         """Drop every hold of ``reservation``; calling it twice is harmless."""
         with self._lock:
@@ -156,6 +166,7 @@ class Ledger:
                 self._hold(reservation, key, -amount)
             reservation.released = True
             self._open.pop(reservation.id, None)
+            self._stranded.discard(reservation.id)
             self._version += 1
 
     def _hold(self, reservation: Reservation, key: Key, delta: Decimal) -> None:

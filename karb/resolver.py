@@ -5,7 +5,7 @@ and cancel failing) may yet fill: it is possible exposure. Nothing may be retrie
 against it, so its trade is handed here (``add``) instead of being unwound and booked. This
 thread outlives the leg threads' part in the trade: it looks each open order up (by order id,
 else client id) with exponential backoff, cancels it once found resting, applies what the venue
-says (``on_progress`` books fill deltas) and journals each change. When every order of a trade
+says (``on_progress(trade, leg, before)`` books what changed since ``before``) and journals each change. When every order of a trade
 is final, ``on_resolved(trade)`` runs the unwind decision and books the trade (on this thread).
 
 Bounds: an order the venue has not heard of is taken as never placed (REJECTED) only after
@@ -149,7 +149,7 @@ class LegResolver:
         # one look-up (and a cancel if it is resting); never a new order
         signal_id = trade.signal.id
         client = self.clients[leg.request.venue]
-        before = (leg.state, leg.executed_volume, leg.executed_funds, leg.paid_fee)
+        before = _progress(leg)
         try:
             result = client.get_order(order_id=leg.order_id) if leg.order_id else \
                 client.get_order(client_id=leg.client_id)
@@ -172,8 +172,14 @@ class LegResolver:
         except Exception as exc:  # VenueError or a transport surprise: look again later
             leg.error = f"resolving: {type(exc).__name__}: {exc}"
             logger.warning("resolving {} failed: {}", leg.client_id, exc)
-        if (leg.state, leg.executed_volume, leg.executed_funds, leg.paid_fee) != before:
+        if _progress(leg) != before:
             self.on_progress(trade, leg, before)
             self.journal.record_order(signal_id, leg)
             if leg.fills:
                 self.journal.record_fills(leg)
+
+
+def _progress(leg: Leg) -> tuple:
+    # what ``on_progress`` gets as ``before``: state, executed volume, funds, fee, and how many
+    # fills were known (a venue's fills are cumulative: the new ones are ``fills[n:]``)
+    return leg.state, leg.executed_volume, leg.executed_funds, leg.paid_fee, len(leg.fills)

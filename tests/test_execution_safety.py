@@ -6,14 +6,16 @@ from decimal import Decimal as D
 
 import pytest
 
+from karb.balance_sync import BalanceSync
+from karb.circuit import CircuitBreaker, CircuitState
 from karb.clock import ManualClock
 from karb.execution import Executor
 from karb.journal import Journal, JournalError
 from karb.legs import LegState
-from karb.model import Venue
+from karb.model import Fill, OrderResult, Venue
 from karb.risk import Risk, TradingState
 from tests.conftest import wait_until
-from tests.stub_venue import StubVenue
+from tests.stub_venue import StubVenue, _fields
 from tests.trading_fixtures import balances, make_config, make_rules, make_signal
 
 UP, BT = Venue.UPBIT, Venue.BITHUMB
@@ -366,3 +368,99 @@ def test_stop_gives_a_leg_being_resolved_its_last_look_at_once_and_books_it(rig)
     (trade,) = r.trades
     assert trade.sell.state is LegState.FILLED and r.placed(UP) == ["s1s"]
     assert r.executor.unresolved() == [] and not r.incidents("shutdown_unresolved")
+
+
+# --- a fill the leg-resolver finds; a trade it gives up on ---------------------------------
+
+class LegacyCoinFeeVenue(StubVenue):
+    """Legacy Bithumb: the buy's fee is charged in the coin and reported per execution."""
+
+    def _result(self, request, fraction, status):
+        result = super()._result(request, fraction, status)
+        if not result.fills or request.side.name != "BUY":
+            return result
+        coin_fee = (result.executed_volume * self.fee_rate).quantize(D("1e-10"))
+        fill = result.fills[0]
+        fills = (Fill(fill.price, fill.volume, fill.funds, None, coin_fee, "BTC"),)
+        return OrderResult(**{**_fields(result), "fills": fills, "paid_fee": coin_fee * fill.price})
+
+
+def _legacy_rig(tmp_path, **execution):
+    r = Rig(tmp_path, **execution)
+    r.venues[BT] = LegacyCoinFeeVenue(BT, "0.0004")
+    for holder in (r.executor, r.executor.placer, r.executor.resolver):
+        holder.clients = r.venues
+    r.executor.start()
+    return r
+
+
+def test_coin_fee_of_a_buy_resolved_by_the_leg_resolver_is_booked_off_the_coin(tmp_path):
+    # control: the same legacy buy answered at once books its coin fee off the coin
+    ok = _legacy_rig(tmp_path / "ok")
+    try:
+        assert ok.executor.submit(make_signal()) is None
+        assert ok.executor.wait_idle(5.0)
+        expected_btc = ok.risk.ledger.free(BT, "BTC")
+        assert expected_btc == D(1) + D("0.01") - D("0.000004")
+    finally:
+        ok.close()
+    # the buy's answer comes only later, through the leg-resolver (polls failed meanwhile)
+    r = _legacy_rig(tmp_path / "late", fill_timeout_s=0.05)
+    try:
+        r.venues[BT].script = ["ack"]
+        r.venues[BT].down.set()
+        assert r.executor.submit(make_signal()) is None
+        wait_until(lambda: r.steps.waiting.is_set() or r.trades, message="resolver")
+        r.venues[BT].down.clear()
+        r.steps.run_free()
+        assert r.executor.wait_idle(5.0)
+        # the venue holds 1.009996 BTC; a later flatten of 0.01 would fail for funds
+        assert r.risk.ledger.free(BT, "BTC") == expected_btc
+    finally:
+        r.close()
+
+
+def test_after_resolver_gives_up_and_operator_resumes_balance_sync_still_adopts_venue_balances(tmp_path):
+    r = Rig(tmp_path / "rig", fill_timeout_s=0.05, resolve_timeout_s=1.0)
+    r.executor.start()
+    try:
+        r.venues[UP].script = ["ack"]
+        r.venues[UP].down.set()  # the sell can never be looked up
+        assert r.executor.submit(make_signal()) is None
+        wait_until(lambda: r.steps.waiting.is_set(), message="resolver")
+        r.steps.run_free()
+        wait_until(lambda: r.risk.summary()["halt_reason"], message="give-up halt")
+        r.risk.resume()  # `karb resume` after the operator checked the venue
+        r.venues[UP].balances = balances(KRW=10_000_000, BTC=1)
+        sync = BalanceSync(r.venues, r.risk, r.journal, r.config, r.clock)
+        sync.sync(UP)
+        r.clock.advance(10.0)  # long past the settle period, nothing trading
+        # the venue's balances must become the ledger's truth again
+        assert sync.sync(UP), (r.risk.ledger.open_reservations(), sync.stats())
+        assert r.risk.ledger.free(UP, "BTC") == 1
+        # but what the stranded sell may have sold is still held from every other trade
+        assert r.risk.ledger.available(UP, "BTC") == D("0.99")
+        assert r.risk.summary()["in_flight"] == 1
+    finally:
+        r.close()
+
+
+def test_half_open_probe_trade_the_resolver_gave_up_on_does_not_block_trading_after_resume(tmp_path):
+    r = Rig(tmp_path / "rig", fill_timeout_s=0.05, resolve_timeout_s=1.0)
+    r.risk.circuit = CircuitBreaker(r.clock, failures=1, reset_s=30.0)
+    r.executor.start()
+    try:
+        r.risk.circuit.record_failure("earlier")  # opened by an earlier failed trade
+        r.clock.advance(31.0)
+        assert r.risk.circuit.state is CircuitState.HALF_OPEN
+        r.venues[UP].script = ["ack"]
+        r.venues[UP].down.set()  # the probe's sell can never be looked up
+        assert r.executor.submit(make_signal()) is None  # the probe
+        wait_until(lambda: r.steps.waiting.is_set(), message="resolver")
+        r.steps.run_free()
+        wait_until(lambda: r.risk.summary()["halt_reason"], message="give-up halt")
+        r.risk.resume()  # the operator checked the venue and ran `karb resume`
+        r.clock.advance(3600.0)
+        assert r.risk.blocked() is None
+    finally:
+        r.close()
