@@ -55,10 +55,11 @@ def client(cluster, venue, read_timeout_s=2.0):
 
 
 def ioc_buy(cluster, venue, client_id=None):
-    """An IOC buy of 0.001 BTC priced through the best ask: it fills whole at once."""
+    """An IOC buy of 0.001 BTC priced 1% through the best ask: it fills whole at once, even
+    if the sim's market moved between reading the book and placing (a loaded machine)."""
     _, asks = cluster.exchange(venue).book("KRW-BTC")
     return OrderRequest(venue, "KRW-BTC", Side.BUY, OrderType.LIMIT, client_id or f"t-{uuid.uuid4().hex[:16]}",
-                        price=asks[0][0] + 20_000, volume=D("0.001"), tif=TimeInForce.IOC)
+                        price=asks[0][0] + 1_400_000, volume=D("0.001"), tif=TimeInForce.IOC)
 
 
 @pytest.mark.parametrize("venue", list(Venue))
