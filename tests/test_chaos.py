@@ -177,9 +177,6 @@ def test_short_chaos_campaign_runs_faults_and_kill9_restarts(short_campaign):
 
 @pytest.mark.chaos
 @pytest.mark.integration
-@pytest.mark.xfail(strict=False, reason="the engine on this branch still has issue 9's restart defects "
-                   "(reconcile takes 'not found' as 'never placed', one-legged trades left `sending` with no "
-                   "residual, halts are memory-only); the fixes merge from the other branches")
 def test_short_chaos_campaign_finds_no_invariant_violation(short_campaign):
     _, report, _ = short_campaign
     assert report["violations_total"] == 0, json.dumps(report["violations"], indent=1)[:4000]
