@@ -144,7 +144,6 @@ class Engine:
         # what did start, in reverse.
         self._run_part(self.journal.start, self.journal.stop)
         self.risk.rebuild(self.journal)
-        self.risk.kill.add_listener(self._on_kill)
         self._run_part(self.risk.kill.start, self.risk.kill.stop)  # engaged before any pass
         self._run_part(self.market_data.start, self.market_data.stop)
         self._run_part(self.executor.start, self._stop_executor)  # recovers leftovers first
@@ -206,13 +205,6 @@ class Engine:
     def _stop_rules_thread(self, timeout_s: float) -> None:
         self._rules_stop.set()
         self._rules_thread.join(timeout_s)
-
-    def _on_kill(self, engaged: bool, reason: str) -> None:
-        # the executor's own listener cancels the open orders
-        if engaged:
-            logger.critical("KILL SWITCH engaged ({}): no new signals, cancelling open orders", reason)
-        else:
-            logger.warning("kill switch cleared: trading may resume")
 
     # --- market rules ------------------------------------------------------------------------
     def _refresh_rules(self) -> None:
