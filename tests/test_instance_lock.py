@@ -92,3 +92,28 @@ def test_karb_kill_with_an_engine_running_names_its_pid(tmp_path, capsys):
     finally:
         lock.release()
     assert f"engine pid {os.getpid()} stops new trades and cancels open orders" in capsys.readouterr().out
+
+
+def test_second_run_with_the_first_engines_metrics_port_still_names_the_engine_not_the_port(tmp_path):
+    # the first engine holds the locks and the metrics port; the second must say "another
+    # engine", not "metrics_port busy" (what a trader would otherwise chase)
+    import socket
+
+    path = _config_file(tmp_path)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["monitor"]["metrics_port"] = busy.getsockname()[1]
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    lock = InstanceLock(lock_paths(load_config(path)))
+    lock.acquire()
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "run", "--sim", "--config",
+                               str(path), "--duration", "3", "--no-panel"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        lock.release()
+        busy.close()
+    assert proc.returncode == 2
+    assert "another engine is running" in proc.stderr and "metrics_port" not in proc.stderr

@@ -20,8 +20,10 @@ from karb import logs
 from karb.cli import EXIT_CONFIG, EXIT_HALTED, EXIT_INTERRUPTED, EXIT_OK, config_from_args
 from karb.exchanges.errors import VenueError
 from karb.exchanges.factory import make_client
+from karb.instance_lock import EXIT_LOCKED, holder, lock_paths
 from karb.model import Balance, Venue, base_currency
 from karb.secrets import SecretsError, load_credentials
+from karb.startup import StartupError
 
 NAME = "run"
 HELP = "run the engine (dry-run unless config mode: live and --live; --sim for the loopback sim)"
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     except SystemExit as exc:
         print(f"usage error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    _refuse_second_engine(config)
     panel = sys.stdout.isatty() and not args.no_panel
     logs.setup_logging(config.log, console=not panel)
     cluster = None
@@ -77,6 +80,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if cluster is not None:
             cluster.stop()
+
+
+def _refuse_second_engine(config) -> None:
+    """Name the engine already running on this journal before anything else can fail (a busy
+    metrics port, a sim); ``Engine.start`` still takes the locks for real."""
+    for path in lock_paths(config):
+        pid = holder([path])
+        if pid is not None:
+            raise StartupError(f"another engine is running: {path} is locked by pid {pid}", EXIT_LOCKED)
 
 
 def _build(config, mode: str, cluster, panel: bool):
