@@ -42,6 +42,20 @@ def _engine(tmp_path, config_path, cluster):
     return proc, _Lines(proc.stdout), _Lines(proc.stderr)
 
 
+def _stop(proc, out, err, signum=signal.SIGTERM) -> int:
+    """Send ``signum`` and return the exit code; the process is gone and its output read
+    whatever happens (killed after 15 s)."""
+    try:
+        proc.send_signal(signum)
+        return proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out.join()
+        err.join()
+
+
 def _rows(tmp_path, sql):
     with sqlite3.connect(tmp_path / "journal.sqlite") as db:
         return db.execute(sql).fetchall()
@@ -58,14 +72,9 @@ def test_kill_9_mid_trade_then_restart_resolves_the_trade_and_the_journal_matche
             cluster.faults(Venue.UPBIT).delay_rest(1.0)  # the sell's answer comes late
             cluster.dislocate("KRW-BTC", Venue.BITHUMB, bps=60, seconds=1.5)
             wait_until(lambda: err.find("Signal "), 20, interval=0.001, message="a signal")
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=10) == -signal.SIGKILL
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        out.join()
-        err.join()
+            killed = _stop(proc, out, err, signal.SIGKILL)
+        assert killed == -signal.SIGKILL
         first = err.lines
         crashed = {r[0] for r in wait_until(lambda: _rows(tmp_path, "SELECT id FROM signals"), 5,
                                             message="a journalled intent")}
@@ -75,14 +84,8 @@ def test_kill_9_mid_trade_then_restart_resolves_the_trade_and_the_journal_matche
             wait_until(lambda: err.find("engine started"), 30, message="restart")
             wait_until(lambda: not _rows(tmp_path, "SELECT id FROM signals WHERE status='sending'"),
                        20, interval=0.1, message="the crashed trade resolved")
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=15)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        out.join()
-        err.join()
+            code = _stop(proc, out, err)
         end = {v: cluster.balances(v) for v in Venue}
 
     assert code in (0, 5), "\n".join(err.lines[-30:])
@@ -125,14 +128,8 @@ def test_start_with_kill_file_present_sends_no_order_into_a_standing_opportunity
             wait_until(lambda: [line for line in err.find("status killed") if "best_net=+" in line
                                 and float(line.split("best_net=+")[1].split("bps")[0]) > 20],
                        10, message="a status line showing the opportunity")
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=15)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        out.join()
-        err.join()
+            code = _stop(proc, out, err)
         end = {v: cluster.balances(v) for v in Venue}
     assert code == 5  # stopped while killed
     assert not err.find("Signal ") and not err.find("Trade ")
