@@ -23,7 +23,7 @@ from karb.commands import sim as sim_command
 from karb.config import load_config, parse_config
 from karb.exchanges.errors import InvalidOrder, OrderNotFound, OrderStateUnknown
 from karb.exchanges.factory import make_client
-from karb.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce, Venue
+from karb.model import OrderRequest, OrderType, Side, TimeInForce, Venue
 from karb.sim.cluster import SimCluster
 from tests.conftest import wait_until
 
