@@ -139,7 +139,8 @@ class SanityGuard:
         verdict = "confirmed" if confirmed else "refuted"
         if confirmed:
             self.confirmed += 1
-            until, note = now_ns + int(CONFIRM_TTL_S * NS_PER_S), "confirmed: traded"
+            until = now_ns + int(CONFIRM_TTL_S * NS_PER_S)
+            note = f"confirmed: tradable for {CONFIRM_TTL_S:.0f} s"
         else:
             self.refuted += 1
             until, note = now_ns + int(RECHECK_S * NS_PER_S), f"refuted: held {RECHECK_S:.0f} s"
