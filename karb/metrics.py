@@ -30,7 +30,8 @@ class _Writer:
         self.lines: list[str] = []
         self._declared: set[str] = set()
 
-    def metric(self, name: str, kind: str, help_text: str, value: float, **labels: str) -> None:
+    def metric(self, name: str, kind: str, help_text: str, value: float, /, **labels: str) -> None:
+        # positional-only: a label may be called "kind" or "name"
         if name not in self._declared:
             self._declared.add(name)
             self.lines.append(f"# HELP {name} {help_text}")
