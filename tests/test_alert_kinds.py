@@ -98,14 +98,16 @@ def test_a_market_held_by_a_venue_state_is_skipped_shown_and_alerted_once(tmp_pa
         "risk": {"kill_switch_file": str(tmp_path / "KILL")}})
     engine = Engine(config, {v: _Client(v) for v in Venue}, "dry_run")
     try:
-        now = engine.clock.monotonic_ns()
-        engine.board.get(Venue.UPBIT, MARKET).apply_snapshot([(141e6, 1.0)], [(142e6, 1.0)], 1, now)
-        engine.board.get(Venue.BITHUMB, MARKET).apply_snapshot([(139e6, 1.0)], [(140e6, 1.0)], 1, now)
         engine.strategy.set_venue_state(Venue.BITHUMB, MARKET, "deposits and withdrawals suspended")
-        assert engine.strategy.evaluate(now) == []
+        now = engine.clock.monotonic_ns()
+        for second in (0, 200, 400):  # longer than risk.max_stale_s (300): held is not stale
+            t = now + second * NS_PER_S
+            engine.board.get(Venue.UPBIT, MARKET).apply_snapshot([(141e6, 1.0)], [(142e6, 1.0)], 1, t)
+            engine.board.get(Venue.BITHUMB, MARKET).apply_snapshot([(139e6, 1.0)], [(140e6, 1.0)], 1, t)
+            assert engine.strategy.evaluate(t) == []  # a 1.3% gap, not traded
         assert engine.strategy.last_reason[MARKET] == \
             "venue state: bithumb deposits and withdrawals suspended"
-        assert engine.risk.state.value == "active" and engine.risk._stale_since_ns is None  # not stale data
+        assert engine.risk.state.value == "active"
         alerter = Alerter(None, D(0), 60.0)
         s = engine.snapshot()
         (alert,) = alerter.check(s)
