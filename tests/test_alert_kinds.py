@@ -21,7 +21,7 @@ from karb.model import Venue
 from karb.risk import Risk
 from karb.schema import ConfigError
 from karb.sim.cluster import SimCluster
-from karb.status import EngineSnapshot, MarketStatus, render_panel
+from karb.status import EngineSnapshot, render_panel
 from tests.conftest import wait_until
 from tests.trading_fixtures import MARKET, make_config, make_rules
 
@@ -72,9 +72,9 @@ def test_low_coin_balance_alerts_per_venue_and_asset_and_rearms_on_clear():
 
 
 def test_low_balance_config_takes_coins_and_refuses_krw_there():
-    base = {"markets": ["KRW-BTC"], "venues": {v: {"rest_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9",
-                                                  "taker_fee": "0.0005", "maker_fee": "0.0005"}
-                                              for v in ("upbit", "bithumb")}}
+    venue = {"rest_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9",
+             "taker_fee": "0.0005", "maker_fee": "0.0005"}
+    base = {"markets": ["KRW-BTC"], "venues": {"upbit": venue, "bithumb": venue}}
     config = parse_config({**base, "monitor": {"low_balance": {"BTC": "0.01"}}})
     assert config.monitor.low_balance == {"BTC": D("0.01")}
     with pytest.raises(ConfigError, match=r"^monitor.low_balance.KRW: .*low_balance_krw"):
