@@ -1,22 +1,24 @@
-"""Alert rules evaluated on each ``EngineSnapshot``: a CRITICAL log line, and an optional JSON
-POST to a webhook.
+"""Alert rules evaluated on each ``EngineSnapshot``, and one-off notices; each goes to the log
+and to every configured notifier (``karb.notifiers``: JSON webhook, Telegram, Slack, Discord).
 
-An alert fires once when its condition becomes true and re-arms when it clears, so a feed that
-stays down does not page every second. Webhook POSTs run on the ``alerts`` thread so a slow
-receiver never delays the monitor.
+A condition alert fires once when it becomes true and re-arms when it clears, so a feed that
+stays down does not page every second. A notice (start-up, shutdown, a sanity check's verdict)
+is an event: ``notify`` sends it as it happens. Delivery runs on the ``alerts`` thread so a slow
+receiver never delays the monitor or the strategy; failed deliveries are counted per notifier.
 """
 from __future__ import annotations
 
 import collections
 import queue
 import threading
-import time
+from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 
 import requests
 from loguru import logger
 
+from karb.notifiers import JsonWebhook, Notifier, deliver
 from karb.status import EngineSnapshot
 
 FAILURE_STREAK = 5
@@ -26,20 +28,27 @@ FIRED_KEPT = 1000  # the alerts kept in ``Alerter.fired`` (the log has them all)
 @dataclass(frozen=True)
 class Alert:
     kind: str  # low_balance | order_failures | feed_down | residual_exposure | circuit_open
-    #            | journal_error | recorder_failed | halted | unresolved_orders
+    #            | journal_error | recorder_failed | halted | unresolved_orders | market_skipped
+    #            notices: startup | shutdown | sanity_confirmed | sanity_refuted
     key: str  # what it is about (venue, asset...), so two feeds alert separately
     message: str
+    severity: str = "critical"  # critical | warning | info (the log level too)
 
 
 def evaluate(s: EngineSnapshot, low_balance_krw: Decimal, feed_down_s: float,
-             residual_tolerance_krw: Decimal = Decimal(0)) -> list[Alert]:
+             residual_tolerance_krw: Decimal = Decimal(0),
+             low_balance: dict[str, Decimal] | None = None) -> list[Alert]:
     """Return every alert condition true in ``s``. A residual worth no more than
-    ``residual_tolerance_krw`` (``execution.residual_tolerance_krw``, dust) does not page."""
+    ``residual_tolerance_krw`` (``execution.residual_tolerance_krw``, dust) does not page.
+    ``low_balance`` holds per-coin thresholds (coin units) besides ``low_balance_krw``."""
     alerts: list[Alert] = []
+    limits = {"KRW": low_balance_krw, **(low_balance or {})}
     for venue, balances in s.balances.items():
-        krw = balances.get("KRW")
-        if krw is not None and krw < low_balance_krw:
-            alerts.append(Alert("low_balance", venue, f"{venue} KRW balance {krw:,.0f} below {low_balance_krw:,.0f}"))
+        for currency, limit in limits.items():
+            amount = balances.get(currency)
+            if amount is not None and amount < limit:
+                alerts.append(Alert("low_balance", f"{venue} {currency}",
+                                    f"{venue} {currency} balance {_amount(amount)} below {_amount(limit)}"))
     if s.consecutive_failures >= FAILURE_STREAK:
         alerts.append(Alert("order_failures", "all", f"{s.consecutive_failures} consecutive order failures"))
     for venue, feed in s.feeds.items():
@@ -49,9 +58,17 @@ def evaluate(s: EngineSnapshot, low_balance_krw: Decimal, feed_down_s: float,
         worth = s.residual_krw.get(asset)
         if amount and (worth is None or abs(worth) > residual_tolerance_krw):
             alerts.append(Alert("residual_exposure", asset, f"residual exposure {amount} {asset} after unwind"))
-    if s.trading_state == "halted":
+    if s.halts:  # one alert per kind of halt (daily loss, drawdown, stale market data...)
+        for kind, reason in s.halts.items():
+            alerts.append(Alert("halted", kind, f"trading HALTED ({kind}): {reason}; "
+                                "check, then `karb resume`"))
+    elif s.trading_state == "halted":
         alerts.append(Alert("halted", "all", f"trading HALTED: {s.halt_reason}; "
                             "check, then `karb resume`"))
+    for m in s.markets:
+        if m.venue_state:
+            alerts.append(Alert("market_skipped", m.market, f"{m.market} not traded: {m.venue_state}",
+                                "warning"))
     if s.unresolved:
         alerts.append(Alert("unresolved_orders", "all", f"{len(s.unresolved)} orders may still fill "
                             f"and are being looked up: {', '.join(s.unresolved[:5])}"))
@@ -65,49 +82,77 @@ def evaluate(s: EngineSnapshot, low_balance_krw: Decimal, feed_down_s: float,
     return alerts
 
 
+def _amount(value: Decimal) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:f}"
+
+
 class Alerter:
-    """Turn alert conditions into CRITICAL logs and webhook POSTs, once per episode."""
+    """Turn alert conditions into log lines and notifications, once per episode."""
 
     def __init__(self, webhook_url: str | None, low_balance_krw: Decimal, feed_down_s: float,
-                 timeout_s: float = 3.0, residual_tolerance_krw: Decimal = Decimal(0)):
-        self._webhook_url = webhook_url
+                 timeout_s: float = 3.0, residual_tolerance_krw: Decimal = Decimal(0),
+                 low_balance: dict[str, Decimal] | None = None,
+                 notifiers: list[Notifier] | None = None):
+        self.notifiers: list[Notifier] = ([JsonWebhook(webhook_url)] if webhook_url else []) + \
+            list(notifiers or [])
         self._low_balance_krw = low_balance_krw
+        self._low_balance = dict(low_balance or {})
         self._feed_down_s = feed_down_s
         self._timeout_s = timeout_s
         self._residual_tolerance_krw = residual_tolerance_krw
         self._active: set[tuple[str, str]] = set()
         self._queue: queue.Queue[Alert | None] = queue.Queue()
         self._thread = threading.Thread(target=self._post_loop, name="alerts", daemon=True)
+        self._lock = threading.Lock()
+        self._started = False
+        self.counts: Counter[str] = Counter()  # kind -> alerts fired
         self.fired: collections.deque[Alert] = collections.deque(maxlen=FIRED_KEPT)  # latest
 
     def start(self) -> "Alerter":
-        self._thread.start()
+        with self._lock:
+            if not self._started:
+                self._started = True
+                self._thread.start()
         return self
 
     def stop(self, timeout_s: float = 3.0) -> None:
+        """Deliver what is queued (within ``timeout_s``), then end the thread."""
         self._queue.put(None)
-        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def stats(self) -> dict:
+        with self._lock:
+            fired = dict(self.counts)
+        return {"fired": fired, "failed": {n.name: n.failed for n in self.notifiers},
+                "sent": {n.name: n.sent for n in self.notifiers}}
 
     def check(self, s: EngineSnapshot) -> list[Alert]:
         """Evaluate ``s``; fire the alerts that are new. Called by the monitor thread."""
-        current = evaluate(s, self._low_balance_krw, self._feed_down_s, self._residual_tolerance_krw)
+        current = evaluate(s, self._low_balance_krw, self._feed_down_s, self._residual_tolerance_krw,
+                           self._low_balance)
         keys = {(a.kind, a.key) for a in current}
         new = [a for a in current if (a.kind, a.key) not in self._active]
         self._active = keys
         for alert in new:
-            logger.critical("ALERT {}: {}", alert.kind, alert.message)
-            self.fired.append(alert)
-            if self._webhook_url:
-                self._queue.put(alert)
+            self.notify(alert)
         return new
+
+    def notify(self, alert: Alert) -> None:
+        """Log ``alert`` and queue it for every notifier. Any thread; never blocks."""
+        logger.log(alert.severity.upper(), "ALERT {}: {}", alert.kind, alert.message)
+        with self._lock:
+            self.counts[alert.kind] += 1
+        self.fired.append(alert)
+        if self.notifiers:
+            self._queue.put(alert)
 
     def _post_loop(self) -> None:
         session = requests.Session()
         while (alert := self._queue.get()) is not None:
-            body = {"kind": alert.kind, "key": alert.key, "message": alert.message,
-                    "source": "karb", "time": time.time()}
-            try:
-                session.post(self._webhook_url, json=body, timeout=self._timeout_s).raise_for_status()
-            except requests.RequestException as exc:
-                logger.error("alert webhook failed for {}: {}", alert.kind, type(exc).__name__)
+            for notifier in self.notifiers:
+                try:
+                    deliver(notifier, alert, session, self._timeout_s)
+                except Exception:  # a bug in one notifier must not end alerting
+                    logger.exception("alert delivery to {} failed", notifier.label)
         session.close()

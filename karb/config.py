@@ -19,6 +19,7 @@ import yaml
 
 from karb.model import Venue
 from karb.schema import ConfigError, build
+from karb.secrets import ALERT_ENV_NAMES
 from karb.sim.config import SimConfig
 
 POSITIVE = {"gt": 0}
@@ -93,6 +94,9 @@ class StrategyConfig:
     max_skew_ms: int = field(default=500, metadata=POSITIVE)  # between the two books' receive times
     max_volume: dict[str, Decimal] = field(default_factory=dict)  # per market, in coin
     wait_timeout_ms: int = field(default=50, metadata=POSITIVE)  # idle wake-up of the strategy
+    # A net edge above this is "too good to be true" (a bad frame, a stuck book): not traded
+    # until a REST read of both books shows it too (karb.sanity).
+    sanity_max_net_bps: float = field(default=300.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -169,8 +173,11 @@ class MonitorConfig:
     status_interval_s: float = field(default=1.0, metadata=POSITIVE)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108  # 0 disables the endpoint
-    webhook_url: str | None = None
+    webhook_url: str | None = None  # generic JSON webhook; Telegram/Slack/Discord: environment
     low_balance_krw: Decimal = Decimal("100000")
+    low_balance: dict[str, Decimal] = field(default_factory=dict)  # per coin, in coin units
+    telegram_api_url: str = field(default="https://api.telegram.org",
+                                  metadata={"schemes": ("http", "https")})  # or a self-hosted Bot API
     feed_down_alert_s: float = field(default=60.0, metadata=POSITIVE)
     balance_sync_s: float = field(default=30.0, metadata=POSITIVE)
 
@@ -194,6 +201,7 @@ class Config:
 
 def parse_config(data: object) -> Config:
     """Build and cross-check a ``Config`` from already-parsed YAML data."""
+    _refuse_secrets(data)
     config = build(Config, data)
     if not config.markets:
         raise ConfigError("markets: at least one market is required")
@@ -203,11 +211,24 @@ def parse_config(data: object) -> Config:
     for market in config.strategy.max_volume:
         if market not in config.markets:
             raise ConfigError(f"strategy.max_volume.{market}: not one of the configured markets")
+    if "KRW" in config.monitor.low_balance:
+        raise ConfigError("monitor.low_balance.KRW: KRW has its own key, monitor.low_balance_krw")
     for venue in config.inventory.bands:
         if venue not in {v.value for v in Venue}:
             raise ConfigError(f"inventory.bands.{venue}: unknown venue (upbit or bithumb)")
     _check_writable_file("journal.path", config.journal.path)
     return config
+
+
+def _refuse_secrets(data: object) -> None:
+    """A bot token or webhook URL in the config file would end up in the repo and in backups."""
+    for path, section in (("", data), ("monitor.", data.get("monitor") if isinstance(data, dict) else None)):
+        if not isinstance(section, dict):
+            continue
+        for key, env in ALERT_ENV_NAMES.items():
+            if key in section:
+                raise ConfigError(f"{path}{key}: a secret, refused in the config file; set {env} in "
+                                  f"the environment or alerts.{key} in the chmod 600 keys_file")
 
 
 def _check_writable_file(key: str, value: str) -> None:

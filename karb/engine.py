@@ -10,7 +10,9 @@ peak, residuals, an active halt), reads the kill switch and starts its thread, t
 feeds and the executor, which recovers what a previous run left open (``karb.recovery``), and
 only then the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a
 halt within a second), rules refresh and monitor. So neither a kill file nor a halt present at
-start lets a first strategy pass trade. ``Engine.stop()`` stops them in reverse within about
+start lets a first strategy pass trade. The ``alerts`` thread starts right after the locks and
+stops last, so the start-up notice and the shutdown notice (each with the summary) reach the
+notifiers (``karb.notifiers``: secrets from the environment or the key file). ``Engine.stop()`` stops them in reverse within about
 five seconds: no new signals, in-flight legs finished, open orders cancelled, journal flushed,
 locks released. ``summary()`` is the text printed at exit.
 
@@ -19,6 +21,7 @@ orders over real HTTP and auth) and ``dry_run`` (fills computed from the live bo
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -27,6 +30,7 @@ from typing import TextIO
 
 from loguru import logger
 
+from karb.alerts import Alert, Alerter
 from karb.balance_sync import BalanceSync
 from karb.book import BookBoard
 from karb.clock import Clock, SystemClock
@@ -41,9 +45,11 @@ from karb.journal import Journal, JournalError
 from karb.market_data import MarketData
 from karb.model import Balance, Venue, base_currency
 from karb.monitor import Monitor
+from karb.notifiers import from_environment
 from karb.recovery import recovery_of
 from karb.risk import Risk
 from karb.rules import RulesBook
+from karb.secrets import load_alert_secrets
 from karb.startup import check_clocks, check_keys, check_markets
 from karb.status import EngineSnapshot, FeedStatus, MarketStatus
 from karb.strategy import Strategy
@@ -51,6 +57,7 @@ from karb.strategy import Strategy
 RULES_REFRESH_S = 24 * 3600
 RESUME_POLL_S = 1.0  # how often a running engine looks for a `karb resume`
 JOURNAL_CLEAR_S = 60.0  # a journal episode ends after this long without a failed write
+ALERTS_DRAIN_S = 3.0  # at stop, queued notices get this long to reach the notifiers
 
 
 class _ErrorWatch:
@@ -88,6 +95,7 @@ class Engine:
         self._started_ns = self.clock.monotonic_ns()
         self._stop_lock = threading.Lock()
         self._stopped = False
+        self._started_fully = False  # start() ran to the end: a shutdown notice is due at stop
         self._stops: list = []  # stop callables of the parts started, in start order
         self.lock = InstanceLock(lock_paths(config))
 
@@ -108,12 +116,21 @@ class Engine:
         for client in self.order_clients.values():
             if hasattr(client, "on_order_id"):  # legacy Bithumb: persist its id map at once
                 client.on_order_id = self._journal_order_id
+        m = config.monitor
+        self.alerter = Alerter(m.webhook_url, m.low_balance_krw, m.feed_down_alert_s,
+                               residual_tolerance_krw=config.execution.residual_tolerance_krw,
+                               low_balance=m.low_balance,
+                               notifiers=from_environment(os.environ, m.telegram_api_url,
+                                                          load_alert_secrets(config.keys_file)))
+        # the sanity guard's second look reads REST books from the venues, also in dry-run
         self.strategy = Strategy(self.board, self.rules, self.risk, self.inventory, config, self.clock,
-                                 on_signal=self.executor.submit)
+                                 on_signal=self.executor.submit,
+                                 read_book=lambda venue, market: clients[venue].get_orderbook(market),
+                                 on_alert=self.alerter.notify)
         self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock)
         self.executor.add_listener(self.balance_sync.request_refresh)
         self.monitor = Monitor(config.monitor, self.snapshot, out=out, panel=panel,
-                               residual_tolerance_krw=config.execution.residual_tolerance_krw)
+                               alerter=self.alerter)
         self._journal_watch = _ErrorWatch(JOURNAL_CLEAR_S)
         self._rules_stop = threading.Event()
         self._rules_thread = threading.Thread(target=self._refresh_rules_daily, name="rules-refresh",
@@ -128,6 +145,7 @@ class Engine:
         docstring). Raises ``StartupError``."""
         config = self.config
         self._run_part(self.lock.acquire, self.lock.release)
+        self._run_part(self.alerter.start, self._stop_alerter)
         check_markets(self.venue_clients, config.markets)
         if self.mode == "dry_run":
             balances = self._paper_balances or {}
@@ -155,6 +173,9 @@ class Engine:
         if self.mode == "live":
             self._announce_live()
         logger.info("engine started: mode={} markets={}", self.mode, ",".join(config.markets))
+        self._started_fully = True
+        self.alerter.notify(Alert("startup", "engine", self.summary().replace(
+            "K-Arb summary", "K-Arb started", 1), "info"))
 
     def _run_part(self, start, stop) -> None:
         start()
@@ -176,6 +197,13 @@ class Engine:
                 logger.exception("stopping {} failed", getattr(stop, "__qualname__", stop))
         for client in self.venue_clients.values():
             client.close()
+
+    def _stop_alerter(self, timeout_s: float) -> None:
+        # last to stop: the summary is final now (legs finished, orders cancelled)
+        if self._started_fully:
+            self.alerter.notify(Alert("shutdown", "engine", self.summary().replace(
+                "K-Arb summary", "K-Arb stopped", 1), "info"))
+        self.alerter.stop(max(timeout_s, ALERTS_DRAIN_S))
 
     def _stop_executor(self, timeout_s: float) -> None:
         recovery_of(self.executor).stop(min(timeout_s, 2.0))
@@ -246,12 +274,15 @@ class Engine:
                 ages[venue.value] = (now_ns - view.as_of_ns) / 1e6 if view.recv_ns else None
                 valid[venue.value] = view.valid
             markets.append(MarketStatus(market, ages, valid, {
-                d: net.get((market, d)) for d in ("upbit_sell", "bithumb_sell")}))
+                d: net.get((market, d)) for d in ("upbit_sell", "bithumb_sell")},
+                venue_state=self.strategy.venue_state(market),
+                sanity=strategy["sanity_held"].get(market)))
         risk = self.risk.summary()
         execs = self.executor.stats()
         # the ledger's free already includes what trades hold (available = free - held)
         balances = {v: {c: Decimal(a) for c, a in b.items()} for v, b in risk["balances"].items()}
         journal_errors = self.journal.errors
+        alerts = self.alerter.stats()
         assets = sorted({base_currency(m) for m in self.config.markets})
         return EngineSnapshot(
             mode=self.mode, uptime_s=(now_ns - self._started_ns) / 1e9, feeds=feeds, markets=markets,
@@ -267,7 +298,8 @@ class Engine:
             transfers=[str(t) for t in self.inventory.transfers(assets)],
             journal_errors=journal_errors,
             journal_failing=self._journal_watch.failing(journal_errors, now_ns),
-            recorder_error=self.market_data.recorder_error)
+            recorder_error=self.market_data.recorder_error, halts=risk["halts"],
+            alerts_fired=alerts["fired"], alert_failures=alerts["failed"])
 
     def summary(self) -> str:
         s = self.snapshot()

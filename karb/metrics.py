@@ -30,7 +30,8 @@ class _Writer:
         self.lines: list[str] = []
         self._declared: set[str] = set()
 
-    def metric(self, name: str, kind: str, help_text: str, value: float, **labels: str) -> None:
+    def metric(self, name: str, kind: str, help_text: str, value: float, /, **labels: str) -> None:
+        # positional-only: a label may be called "kind" or "name"
         if name not in self._declared:
             self._declared.add(name)
             self.lines.append(f"# HELP {name} {help_text}")
@@ -93,6 +94,17 @@ def render_metrics(s: EngineSnapshot) -> str:
              1 if s.recorder_error else 0)
     w.metric("karb_halted", "gauge", "1 if trading is halted or killed.",
              0 if s.trading_state == "active" else 1)
+    for kind in sorted(s.halts):
+        w.metric("karb_halt_active", "gauge", "1 per active halt, by kind.", 1, kind=kind)
+    for m in s.markets:
+        for reason, hold in (("venue_state", m.venue_state), ("sanity", m.sanity)):
+            w.metric("karb_market_held", "gauge", "1 while a market is held from trading, by why.",
+                     1 if hold else 0, market=m.market, reason=reason)
+    for kind, count in sorted(s.alerts_fired.items()):
+        w.metric("karb_alerts_total", "counter", "Alerts fired, by kind.", count, kind=kind)
+    for notifier, count in sorted(s.alert_failures.items()):
+        w.metric("karb_alert_delivery_failures_total", "counter",
+                 "Alerts a notifier could not deliver after its retries.", count, notifier=notifier)
     return "\n".join(w.lines) + "\n"
 
 

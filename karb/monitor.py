@@ -29,7 +29,9 @@ CLEAR_HOME = "\x1b[H\x1b[2J"
 class Monitor:
     def __init__(self, config: MonitorConfig, take_snapshot: Callable[[], EngineSnapshot],
                  out: TextIO | None = None, panel: bool | None = None, line_every_s: float = 10.0,
-                 residual_tolerance_krw: Decimal = Decimal(0)):
+                 residual_tolerance_krw: Decimal = Decimal(0), alerter: Alerter | None = None):
+        """``alerter``: one the caller starts and stops (the engine's outlives the monitor, for
+        the shutdown notice); without it the monitor makes and runs its own."""
         self._config = config
         self._take = take_snapshot
         self._out = out or sys.stdout
@@ -39,8 +41,11 @@ class Monitor:
         self._thread = threading.Thread(target=self._loop, name="monitor", daemon=True)
         self.latest: EngineSnapshot | None = None
         self.recent: collections.deque[str] = collections.deque(maxlen=12)
-        self.alerter = Alerter(config.webhook_url, config.low_balance_krw, config.feed_down_alert_s,
-                               residual_tolerance_krw=residual_tolerance_krw)
+        self._own_alerter = alerter is None
+        self.alerter = alerter or Alerter(config.webhook_url, config.low_balance_krw,
+                                          config.feed_down_alert_s,
+                                          residual_tolerance_krw=residual_tolerance_krw,
+                                          low_balance=config.low_balance)
         self.metrics: MetricsServer | None = None
         if config.metrics_port:
             try:
@@ -50,7 +55,8 @@ class Monitor:
                                   f"{config.metrics_port} ({exc.strerror}); pick another or 0 to disable") from None
 
     def start(self) -> "Monitor":
-        self.alerter.start()
+        if self._own_alerter:
+            self.alerter.start()
         if self.metrics:
             self.metrics.start()
         self._thread.start()
@@ -61,7 +67,8 @@ class Monitor:
         self._thread.join(timeout_s)
         if self.metrics:
             self.metrics.stop()
-        self.alerter.stop()
+        if self._own_alerter:
+            self.alerter.stop()
 
     @property
     def panel(self) -> bool:

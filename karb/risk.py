@@ -485,6 +485,7 @@ class Risk:
                 "state": self.state.value,
                 "halt_reason": "; ".join([h.reason for h in self._halts.values()]
                                          + list(self._holds.values())) or None,
+                "halts": {key: h.reason for key, h in self._halts.items()},
                 "kill_reason": self.kill.reason if self.kill.engaged else None,
                 "circuit": self.circuit.state.value,
                 "consecutive_failures": self.circuit.consecutive_failures,

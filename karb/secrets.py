@@ -9,7 +9,17 @@ Environment variables win over the key file:
 ``KARB_BITHUMB_SECRET_KEY`` Bithumb secret key
 =========================  ==================================
 
-A key file is YAML ``{upbit: {access_key, secret_key}, bithumb: {access_key, secret_key}}``
+Alert destinations (``karb.notifiers``) are secrets too:
+
+==============================  =========================================
+``KARB_TELEGRAM_BOT_TOKEN``     Telegram bot token (with the chat id below)
+``KARB_TELEGRAM_CHAT_ID``       Telegram chat to post to
+``KARB_SLACK_WEBHOOK_URL``      Slack incoming webhook URL
+``KARB_DISCORD_WEBHOOK_URL``    Discord webhook URL
+==============================  =========================================
+
+A key file is YAML ``{upbit: {access_key, secret_key}, bithumb: {access_key, secret_key},
+alerts: {telegram_bot_token, telegram_chat_id, slack_webhook_url, discord_webhook_url}}``
 and must not be readable by group or others (``chmod 600``). Every loaded secret is registered
 with ``karb.logs`` so that any log line containing it is redacted.
 """
@@ -28,6 +38,14 @@ from karb.model import Venue
 ENV_NAMES: dict[Venue, tuple[str, str]] = {
     Venue.UPBIT: ("KARB_UPBIT_ACCESS_KEY", "KARB_UPBIT_SECRET_KEY"),
     Venue.BITHUMB: ("KARB_BITHUMB_API_KEY", "KARB_BITHUMB_SECRET_KEY"),
+}
+
+# keys file ``alerts`` entry (and the config key a careless user might try) -> environment name
+ALERT_ENV_NAMES: dict[str, str] = {
+    "telegram_bot_token": "KARB_TELEGRAM_BOT_TOKEN",
+    "telegram_chat_id": "KARB_TELEGRAM_CHAT_ID",
+    "slack_webhook_url": "KARB_SLACK_WEBHOOK_URL",
+    "discord_webhook_url": "KARB_DISCORD_WEBHOOK_URL",
 }
 
 
@@ -70,7 +88,26 @@ def load_credentials(venue: Venue, keys_file: str | None = None) -> Credentials:
     return Credentials(access, secret)
 
 
+def load_alert_secrets(keys_file: str | None) -> dict[str, str]:
+    """The key file's ``alerts`` entries by environment name (``{}`` without a key file or
+    entry). The caller lets the environment win and registers what it uses for redaction."""
+    if not keys_file:
+        return {}
+    entry = _read_key_file(Path(keys_file)).get("alerts")
+    if not isinstance(entry, dict):
+        return {}
+    return {env: str(entry[key]) for key, env in ALERT_ENV_NAMES.items() if entry.get(key)}
+
+
 def _from_file(venue: Venue, path: Path) -> tuple[str | None, str | None]:
+    entry = _read_key_file(path).get(venue.value)
+    if not isinstance(entry, dict):
+        return None, None
+    access, secret = entry.get("access_key"), entry.get("secret_key")
+    return (str(access) if access else None), (str(secret) if secret else None)
+
+
+def _read_key_file(path: Path) -> dict:
     try:
         mode = path.stat().st_mode
     except OSError:
@@ -83,8 +120,4 @@ def _from_file(venue: Venue, path: Path) -> tuple[str | None, str | None]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         raise SecretsError(f"keys_file {path} is not readable YAML") from None
-    entry = data.get(venue.value) if isinstance(data, dict) else None
-    if not isinstance(entry, dict):
-        return None, None
-    access, secret = entry.get("access_key"), entry.get("secret_key")
-    return (str(access) if access else None), (str(secret) if secret else None)
+    return data if isinstance(data, dict) else {}

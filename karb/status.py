@@ -27,6 +27,8 @@ class MarketStatus:
     book_age_ms: dict[str, float | None] = field(default_factory=dict)  # venue -> age
     book_valid: dict[str, bool] = field(default_factory=dict)
     net_bps: dict[str, float | None] = field(default_factory=dict)  # direction -> best net edge
+    venue_state: str | None = None  # a venue state that keeps the market from trading
+    sanity: str | None = None  # why the sanity guard holds the market (an unconfirmed gap)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class EngineSnapshot:
     journal_errors: int = 0  # failed journal writes since start
     journal_failing: bool = False  # a journal write failed within the last JOURNAL_CLEAR_S
     recorder_error: str | None = None  # why frame recording stopped, if it did
+    halts: dict[str, str] = field(default_factory=dict)  # active halts: kind -> reason
+    alerts_fired: dict[str, int] = field(default_factory=dict)  # alert kind -> fired since start
+    alert_failures: dict[str, int] = field(default_factory=dict)  # notifier -> undelivered alerts
 
     @property
     def success_rate(self) -> float | None:
@@ -105,6 +110,9 @@ def render_panel(s: EngineSnapshot, width: int = 100) -> str:
                         for v in ("upbit", "bithumb"))
         lines.append(f"{m.market:<12} {ages:<16} {_fmt_bps(m.net_bps.get('upbit_sell'))}"
                      f"   {_fmt_bps(m.net_bps.get('bithumb_sell'))}")
+        for hold in (m.venue_state, m.sanity):
+            if hold:
+                lines.append(f"  {m.market} held: {hold}")
     lines += [
         "",
         f"signals {s.signals}  refused {s.refused}  trades {s.trades}  success {rate}  failures {s.failures}"

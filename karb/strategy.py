@@ -13,6 +13,10 @@ no ``Decimal`` work) it walks the books (``karb.spread``) in floats, capped by c
 exactly (``karb.sizing``) against the very checks risk, the ledger and inventory apply, so the
 engine never refuses a signal on a limit it already knew.
 
+A signal whose edge is far beyond the market's usual range (``strategy.sanity_max_net_bps``)
+passes the sanity guard first (``karb.sanity``): it goes out only once a REST read of both books,
+walked by this same code (``look``), shows the gap too; until then the market is skipped.
+
 The better direction's signal goes to ``on_signal`` (the executor's ``submit``), which returns
 None if it took it, or why not. A taken signal starts the market's cooldown and counts in
 ``signals``; a refused one counts in ``refused`` by reason, backs the market off for the same
@@ -39,6 +43,7 @@ from karb.inventory import Inventory
 from karb.model import BookView, Signal, Venue, base_currency, quote_currency
 from karb.risk import Risk, taker_fee
 from karb.rules import RulesBook, round_down
+from karb.sanity import ReadBook, SanityGuard
 from karb.sizing import refusal
 from karb.spread import describe, finalize, top_net_bps, walk_spread
 from karb.threads import stop_thread
@@ -60,7 +65,10 @@ def new_signal_id() -> str:
 
 class Strategy:
     def __init__(self, board, rules: RulesBook, risk: Risk, inventory: Inventory,
-                 config: Config, clock: Clock, on_signal: OnSignal):
+                 config: Config, clock: Clock, on_signal: OnSignal,
+                 read_book: ReadBook | None = None, on_alert=None):
+        """``read_book(venue, market)`` (a REST book read) turns the sanity guard on; without
+        it (unit tests, a backtest with no venue to ask) no edge is held for a second look."""
         self.board = board
         self.rules = rules
         self.risk = risk
@@ -87,14 +95,35 @@ class Strategy:
         self.skipped: Counter[str] = Counter()  # why a market/direction made no signal
         self.last_net_bps: dict[tuple[str, str], float | None] = {}  # (market, direction)
         self.last_reason: dict[str, str] = {}  # market -> last refusal
+        self.venue_states: dict[tuple[Venue, str], str] = {}  # (venue, market) -> why not tradable
+        self.sanity = None if read_book is None else SanityGuard(
+            self.settings.sanity_max_net_bps, read_book, self.look, clock, on_alert)
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
+        if self.sanity is not None:
+            self.sanity.start()
         self._thread = threading.Thread(target=self._run, name="strategy", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         stop_thread(self._thread, timeout, self._stop)
+        if self.sanity is not None:
+            self.sanity.stop(timeout)
+
+    def set_venue_state(self, venue: Venue, market: str, state: str | None) -> None:
+        """A venue state that keeps ``market`` from trading (a venue's warning or wallet state),
+        or None when it clears. Any thread; read on the next pass."""
+        if state:
+            self.venue_states[(venue, market)] = state
+        else:
+            self.venue_states.pop((venue, market), None)
+
+    def venue_state(self, market: str) -> str | None:
+        """Why ``market`` is held by a venue state, or None."""
+        held = [f"{venue.value} {state}" for (venue, m), state in list(self.venue_states.items())
+                if m == market]
+        return "; ".join(sorted(held)) or None
 
     def stats(self) -> dict:
         return {
@@ -104,6 +133,7 @@ class Strategy:
             "skipped": dict(self.skipped),
             "net_bps": dict(self.last_net_bps),
             "last_reason": dict(self.last_reason),
+            "sanity_held": self.sanity.held() if self.sanity is not None else {},
         }
 
     def _run(self) -> None:
@@ -137,7 +167,8 @@ class Strategy:
             up = self.board.get(Venue.UPBIT, market).view
             bt = self.board.get(Venue.BITHUMB, market).view
             problem = self._book_problem(up, bt, now_ns)
-            any_fresh = any_fresh or problem is None
+            any_fresh = any_fresh or problem is None  # a venue state is no stale data
+            problem = problem or self._venue_problem(market)
             versions = (up.version, bt.version)
             changed = self._seen.get(market) != versions
             if changed_only and not changed:
@@ -149,6 +180,11 @@ class Strategy:
                 continue
             signal = self._best_signal(market, {Venue.UPBIT: up, Venue.BITHUMB: bt}, now_ns,
                                        blocked)
+            if self.sanity is not None:
+                held = self.sanity.gate(market, signal, self._top_net(market), now_ns)
+                if held:
+                    self._skip(market, "sanity", held)
+                    continue
             if signal is None:
                 continue
             if not changed:
@@ -182,6 +218,14 @@ class Strategy:
             return "books skewed"
         return None
 
+    def _venue_problem(self, market: str) -> str | None:
+        state = self.venue_state(market) if self.venue_states else None
+        return f"venue state: {state}" if state else None
+
+    def _top_net(self, market: str) -> float | None:
+        nets = [self.last_net_bps.get((market, f"{sell.value}_sell")) for _, sell in DIRECTIONS]
+        return max((n for n in nets if n is not None), default=None)
+
     def _best_signal(self, market: str, views: dict[Venue, BookView], now_ns: int,
                      blocked: str | None) -> Signal | None:
         best = None
@@ -200,20 +244,9 @@ class Strategy:
             if now_ns < self._cooldown_until.get(market, 0):
                 self._skip(market, "cooldown")
                 continue
-            walk = walk_spread(asks, bids, buy_fee, sell_fee, threshold,
-                               self._volume_cap(market, buy_venue, sell_venue, asks[0][0]),
-                               self._krw_budget(market, buy_venue, buy_fee))
-            if walk is None:
-                self._skip(market, "no size within caps")
-                continue
-            signal = finalize(walk, market, buy_venue, sell_venue, asks, bids,
-                              self.rules.get(buy_venue, market), self.rules.get(sell_venue, market),
-                              buy_fee, sell_fee, threshold, now_ns,
-                              (views[buy_venue].version, views[sell_venue].version),
-                              (views[buy_venue].recv_ns, views[sell_venue].recv_ns),
-                              new_signal_id(), self._exact_cap(market, buy_venue, sell_venue))
-            if isinstance(signal, str):
-                self._skip(market, "unfit", signal)
+            signal = self._walk(market, views, buy_venue, sell_venue, threshold, now_ns)
+            if isinstance(signal, tuple):
+                self._skip(market, *signal)
                 continue
             # sized to pass; this fails only if a leg thread moved the ledger since the cap
             reason = refusal(self.risk, self.inventory, signal)
@@ -223,6 +256,37 @@ class Strategy:
             if best is None or signal.est_profit_krw > best.est_profit_krw:
                 best = signal
         return best
+
+    def _walk(self, market: str, views: dict[Venue, BookView], buy_venue: Venue,
+              sell_venue: Venue, threshold: float, now_ns: int) -> Signal | tuple[str, str]:
+        """Walk one direction's books within every cap and size the signal exactly; or the
+        skip (kind, detail) saying why there is none."""
+        asks, bids = views[buy_venue].asks, views[sell_venue].bids
+        buy_fee, sell_fee = self._fee(buy_venue, market), self._fee(sell_venue, market)
+        walk = walk_spread(asks, bids, buy_fee, sell_fee, threshold,
+                           self._volume_cap(market, buy_venue, sell_venue, asks[0][0]),
+                           self._krw_budget(market, buy_venue, buy_fee))
+        if walk is None:
+            return ("no size within caps", "")
+        signal = finalize(walk, market, buy_venue, sell_venue, asks, bids,
+                          self.rules.get(buy_venue, market), self.rules.get(sell_venue, market),
+                          buy_fee, sell_fee, threshold, now_ns,
+                          (views[buy_venue].version, views[sell_venue].version),
+                          (views[buy_venue].recv_ns, views[sell_venue].recv_ns),
+                          new_signal_id(), self._exact_cap(market, buy_venue, sell_venue))
+        return ("unfit", signal) if isinstance(signal, str) else signal
+
+    def look(self, market: str, views: dict[Venue, BookView], buy_venue: Venue,
+             sell_venue: Venue, now_ns: int) -> tuple[float | None, Signal | None]:
+        """The top-of-book net edge and the signal this strategy would find on ``views`` in one
+        direction, with no side effects: the sanity guard's second look at REST books."""
+        asks, bids = views[buy_venue].asks, views[sell_venue].bids
+        net = top_net_bps(asks, bids, self._fee(buy_venue, market), self._fee(sell_venue, market))
+        threshold = self.inventory.threshold_bps(market, sell_venue, self.settings.threshold_bps)
+        if net is None or net < threshold:
+            return net, None
+        signal = self._walk(market, views, buy_venue, sell_venue, threshold, now_ns)
+        return net, None if isinstance(signal, tuple) else signal
 
     def _volume_cap(self, market: str, buy_venue: Venue, sell_venue: Venue, ask: float) -> float:
         # float caps for the walk (at the best ask); _exact_cap settles them at the limits
