@@ -190,15 +190,14 @@ def test_observe_remaining_matching_our_own_use_changes_nothing():
     assert w.remaining == 2 and w.stats().venue_corrections == 0
 
 
-def test_observe_remaining_does_not_count_our_later_requests_as_the_venues():
+def test_observe_remaining_counts_our_calls_in_flight_as_ours():
     w, clock = window(10)
-    first = w.acquire()
-    later = [w.acquire() for _ in range(3)]  # sent after `first`, not in its answer's figure
+    tickets = [w.acquire() for _ in range(4)]  # answered in any order
 
-    w.observe_remaining(8, first)  # two counted: `first` and one we did not send
+    w.observe_remaining(6)
 
-    assert w.stats().used == 4 + 1
-    for ticket in [first, *later]:
+    assert w.stats().used == 4 and w.stats().venue_corrections == 0
+    for ticket in tickets:
         w.release(ticket)
 
 

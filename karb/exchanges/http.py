@@ -246,13 +246,13 @@ class RestTransport:
     def _send_once(self, method, url, group, headers, data, auth, priority, idempotent,
                    client_id) -> Any:
         # The slot counts from the answer: the venue counted the call before answering it.
-        with self.limiter.slot(group, priority) as ticket:
+        with self.limiter.slot(group, priority):
             try:
                 response = self.session.request(method, url, headers=headers, data=data, auth=auth,
                                                 timeout=self.timeout, allow_redirects=False)
             except _TRANSPORT_ERRORS as exc:
                 raise self._transport_error(exc, idempotent, client_id) from exc
-            self.limiter.observe_headers(group, response.headers, ticket)
+            self.limiter.observe_headers(group, response.headers)
         text = response.text
         try:
             body = orjson.loads(response.content) if response.content else None

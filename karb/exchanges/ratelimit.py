@@ -84,7 +84,6 @@ class WindowStats:
 class Ticket:
     """One acquired slot: hand it back to ``release`` (or use ``RequestWindow.slot``)."""
 
-    seq: int  # this group's acquisitions before this one
     waited_s: float
     released: bool = False
 
@@ -147,7 +146,7 @@ class RequestWindow:
                     break
                 self._wait(self._cond, self._delay(now, used - ceiling + 1))
                 now = self._clock()
-            ticket = Ticket(self._requests, now - start)
+            ticket = Ticket(now - start)
             self._in_flight += 1
             self._requests += 1
             if now > start:
@@ -188,19 +187,20 @@ class RequestWindow:
             stamps.popleft()
 
     # --- the venue's word ------------------------------------------------------------------
-    def observe_remaining(self, remaining: int, ticket: Ticket | None = None) -> None:
+    def observe_remaining(self, remaining: int) -> None:
         """The venue says ``remaining`` calls are left in its window: never believe in more.
 
-        ``ticket`` is the call whose answer said so: our requests acquired after it are not in
-        the venue's figure, so they do not count against it. Whatever the venue counted that
-        we did not (traffic of another process) is added as requests made now.
+        Whatever the venue counted beyond our own window (traffic of another process on the
+        key or IP) is added as requests made now. Our own requests all count as ours: every
+        one the venue counted in its current second is still in our (longer, sliding) window,
+        so our own traffic alone never triggers this, whatever order the calls arrived in.
+        Requests of ours the venue had not yet seen make the first correction too small; the
+        answers that follow correct the rest.
         """
         with self._cond:
             now = self._clock()
             self._expire(now)
             ours = self._in_flight + len(self._stamps)
-            if ticket is not None:  # ours acquired after it are not assumed in its figure
-                ours = max(0, ours - (self._requests - ticket.seq - 1))
             unknown = (self.limit - max(0, remaining)) - ours
             if unknown > 0:
                 self._corrections += 1
@@ -273,13 +273,11 @@ class RateLimiter:
     def closed_for(self, group: Group) -> float:
         return self.windows[group].closed_for()
 
-    def observe_headers(self, group: Group, headers, ticket: Ticket | None = None) -> None:
+    def observe_headers(self, group: Group, headers) -> None:
         """Feed a response's ``Remaining-Req`` header (if any) back into the right window.
 
         Upbit's ``default`` group is our PRIVATE window and ``order`` our ORDER window; every
-        other (quotation) group name counts against PUBLIC. ``ticket`` (the answered call's)
-        applies only when the header names the call's own group. Without a header, nothing
-        changes.
+        other (quotation) group name counts against PUBLIC. Without a header, nothing changes.
         """
         parsed = parse_remaining_req(headers.get("Remaining-Req"))
         if parsed is None:
@@ -288,7 +286,7 @@ class RateLimiter:
         target = {"default": Group.PRIVATE, "order": Group.ORDER}.get(name, Group.PUBLIC)
         if name not in ("default", "order") and group is not Group.PUBLIC:
             target = group  # an unfamiliar group name on a private call: trust the call's window
-        self.windows[target].observe_remaining(remaining, ticket if target is group else None)
+        self.windows[target].observe_remaining(remaining)
 
     def stats(self) -> dict[Group, WindowStats]:
         return {group: window.stats() for group, window in self.windows.items()}

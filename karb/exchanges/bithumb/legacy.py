@@ -74,8 +74,8 @@ class BithumbLegacyClient:
         self.config = config
         self._markets = list(markets)
         self._clock = clock
-        self._limiter = limiter or RateLimiter(config.rate_limits)
-        self._http = RestTransport(self.venue, config, self._limiter, P.legacy_error, sleep)
+        self.limiter = limiter or RateLimiter(config.rate_limits)
+        self._http = RestTransport(self.venue, config, self.limiter, P.legacy_error, sleep)
         self._auth = (BithumbLegacyAuth(credentials.access_key, credentials.secret_key,
                                         nonce_factory) if credentials else None)
         self._lock = threading.Lock()

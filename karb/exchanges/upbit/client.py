@@ -34,8 +34,8 @@ class UpbitClient:
                  limiter: RateLimiter | None = None, sleep: Callable[[float], None] | None = None,
                  nonce_factory: Callable[[], str] = new_nonce):
         self.config = config
-        self._limiter = limiter or RateLimiter(config.rate_limits)
-        self._http = RestTransport(self.venue, config, self._limiter, jwt_api_error, sleep)
+        self.limiter = limiter or RateLimiter(config.rate_limits)
+        self._http = RestTransport(self.venue, config, self.limiter, jwt_api_error, sleep)
         self._auth = self._make_auth(credentials, nonce_factory) if credentials else None
 
     def _make_auth(self, credentials: Credentials, nonce_factory: Callable[[], str]):
@@ -119,9 +119,11 @@ class UpbitClient:
         return self._parsed(parse.parse_order, self.venue, self._private("GET", C.PATH_ORDER, query))
 
     def cancel_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
-        """DELETE ``/v1/order``; the answer usually still says ``wait`` (cancel pending)."""
+        """DELETE ``/v1/order``; the answer usually still says ``wait`` (cancel pending).
+
+        Upbit counts cancels in its ``default`` group (our PRIVATE window), not ``order``."""
         query = self._one_id(order_id, client_id, "uuid", "identifier")
-        body = self._private("DELETE", C.PATH_ORDER, query, group=Group.ORDER, priority=True,
+        body = self._private("DELETE", C.PATH_ORDER, query, group=Group.PRIVATE, priority=True,
                              idempotent=False, client_id=client_id)
         return self._parsed(parse.parse_order, self.venue, body)
 
