@@ -262,12 +262,22 @@ class Engine:
             residual={a: v for a, v in risk["residual"].items() if v},
             residual_krw={a: v for a, v in risk["residual_krw"].items() if risk["residual"].get(a)},
             unresolved=[f"{cid} on {venue} ({state})" for cid, venue, state in execs["unresolved_legs"]],
-            latencies_us=execs.get("latency_us", {}), circuit=risk["circuit"],
+            latencies_us=execs.get("latency_us", {}), rate_limits=self._rate_limits(),
+            circuit=risk["circuit"],
             trading_state=risk["state"], halt_reason=risk["kill_reason"] or risk["halt_reason"],
             transfers=[str(t) for t in self.inventory.transfers(assets)],
             journal_errors=journal_errors,
             journal_failing=self._journal_watch.failing(journal_errors, now_ns),
             recorder_error=self.market_data.recorder_error)
+
+    def _rate_limits(self) -> dict:
+        """Each venue's REST request windows (clients without a limiter, e.g. stubs, skipped)."""
+        out = {}
+        for venue, client in self.venue_clients.items():
+            limiter = getattr(client, "limiter", None)
+            if limiter is not None:
+                out[venue.value] = {group.value: stats for group, stats in limiter.stats().items()}
+        return out
 
     def summary(self) -> str:
         s = self.snapshot()
