@@ -19,7 +19,7 @@ from karb.exchanges.ratelimit import Group, RateLimiter
 from karb.exchanges.upbit import constants as C
 from karb.exchanges.upbit import parse
 from karb.exchanges.upbit.auth import UpbitAuth, new_nonce
-from karb.model import Balance, BookView, OrderRequest, OrderResult, Venue
+from karb.model import Balance, BookView, OrderRequest, OrderResult, Venue, quote_currency
 from karb.rules import MarketInfo
 from karb.secrets import Credentials
 
@@ -78,19 +78,41 @@ class UpbitClient:
         return self._parsed(parse.parse_orderbook, self.venue, market, body, recv_ns)
 
     def get_market_info(self, markets: list[str]) -> list[MarketInfo]:
-        """Tick size (``/v1/orderbook/instruments``) at the last price, and with keys the
-        fees and minimum order from ``/v1/orders/chance`` (one call per market)."""
+        """Tick size (``/v1/orderbook/instruments``, one call for all) at the last price (one
+        ticker call), and with keys the fees and minimum order of one market per quote
+        currency (``/v1/orders/chance``), applied to every market of that quote.
+
+        Upbit publishes one fee and one minimum order for all its KRW markets (docs: fee page,
+        "원화 마켓 ... 최소 주문 가능 금액"), so reading ``/v1/orders/chance`` once per market
+        would only spend 150 calls of the private group at start-up to learn the same numbers
+        [U: a per-market promotion]. ``get_market_fees`` reads one market's own answer; the
+        engine walks all markets with it slowly after start-up and corrects any that differ.
+        """
         joined = ",".join(markets)
         ticks = self._parsed(parse.parse_instruments,
                              self._public(C.PATH_INSTRUMENTS, [("markets", joined)]))
         prices = self.get_ticker(markets)
+        fees = self._fees_by_quote(markets)
         infos = []
         for market in markets:
-            chance = self._chance(market) if self._auth else MarketInfo(market)
+            chance = fees.get(quote_currency(market)) or MarketInfo(market)
             infos.append(MarketInfo(market, tick_size=ticks.get(market),
                                     ref_price=prices.get(market), min_total=chance.min_total,
                                     taker_fee=chance.taker_fee, maker_fee=chance.maker_fee))
         return infos
+
+    def get_market_fees(self, market: str) -> MarketInfo:
+        """Fees and minimum order of one market, as the venue answers for it (needs keys)."""
+        return self._chance(market)
+
+    def _fees_by_quote(self, markets: list[str]) -> dict[str, MarketInfo]:
+        """One ``/v1/orders/chance`` answer per quote currency (none without keys)."""
+        if self._auth is None:
+            return {}
+        firsts = {}
+        for market in markets:
+            firsts.setdefault(quote_currency(market), market)
+        return {quote: self._chance(market) for quote, market in firsts.items()}
 
     def _chance(self, market: str) -> MarketInfo:
         body = self._private("GET", C.PATH_CHANCE, [("market", market)])
