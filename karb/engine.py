@@ -33,7 +33,7 @@ from karb.clock import Clock, SystemClock
 from karb.config import Config
 from karb.dryrun import DryRunVenue
 from karb.exchanges.base import VenueClient
-from karb.exchanges.errors import VenueError
+from karb.exchanges.errors import AuthError, VenueError
 from karb.execution import Executor
 from karb.instance_lock import InstanceLock, lock_paths
 from karb.inventory import Inventory
@@ -49,6 +49,7 @@ from karb.status import EngineSnapshot, FeedStatus, MarketStatus
 from karb.strategy import Strategy
 
 RULES_REFRESH_S = 24 * 3600
+FEE_CHECK_INTERVAL_S = 2.0  # one market's own fee look-up this often after start-up
 RESUME_POLL_S = 1.0  # how often a running engine looks for a `karb resume`
 JOURNAL_CLEAR_S = 60.0  # a journal episode ends after this long without a failed write
 
@@ -216,8 +217,39 @@ class Engine:
                                venue.value, exc)
 
     def _refresh_rules_daily(self) -> None:
+        self._check_market_fees()
         while not self._rules_stop.wait(RULES_REFRESH_S):
             self._refresh_rules()
+            self._check_market_fees()
+
+    def _check_market_fees(self) -> None:
+        """Each market's own fee schedule, one look-up per ``FEE_CHECK_INTERVAL_S``.
+
+        The rules load read one market per venue and assumed the others charge the same (the
+        venues publish one rate for all KRW markets); this walk proves it market by market at
+        a pace no rate window notices, and a market that differs gets its own rules."""
+        checks = {venue: client.get_market_fees for venue, client in self.venue_clients.items()
+                  if hasattr(client, "get_market_fees")}
+        for market in self.config.markets:
+            for venue, market_fees in list(checks.items()):
+                if self._rules_stop.wait(FEE_CHECK_INTERVAL_S):
+                    return
+                try:
+                    info = market_fees(market)
+                except AuthError:  # a public-only client (dry run without keys): nothing to read
+                    del checks[venue]
+                    continue
+                except VenueError as exc:
+                    logger.debug("{} {} fee check skipped: {}", venue.value, market, exc)
+                    continue
+                current = self.rules.get(venue, market)
+                told = {"taker_fee": info.taker_fee, "maker_fee": info.maker_fee,
+                        "min_total": info.min_total}
+                changed = {k: v for k, v in told.items() if v is not None and v != getattr(current, k)}
+                if changed:
+                    logger.warning("{} {} has its own fee schedule {}; using it", venue.value,
+                                   market, ", ".join(f"{k} {v}" for k, v in changed.items()))
+                    self.rules.update(venue, [info])
 
     def _announce_live(self) -> None:
         r = self.config.risk
