@@ -302,8 +302,8 @@ def test_limiter_penalise_and_acquire_use_the_named_window():
 
     limiter.penalise(Group.ORDER, 2.0)
 
-    assert limiter.acquire(Group.PUBLIC).waited_s == 0
-    assert limiter.acquire(Group.ORDER, priority=True).waited_s == pytest.approx(2.0)
+    with limiter.slot(Group.PUBLIC) as public, limiter.slot(Group.ORDER, priority=True) as order:
+        assert public.waited_s == 0 and order.waited_s == pytest.approx(2.0)
     assert limiter.closed_for(Group.ORDER) == 0
 
 

@@ -60,7 +60,7 @@ def test_render_metrics_shows_each_rate_limit_groups_use_waits_and_429s():
     for _ in range(11):  # the eleventh waits for the next window
         with limiter.slot(Group.PUBLIC):
             pass
-    limiter.acquire(Group.ORDER)  # in flight
+    limiter.windows[Group.ORDER].acquire()  # in flight
     limiter.penalise(Group.PRIVATE)
     stats = {"upbit": {g.value: st for g, st in limiter.stats().items()}}
 
@@ -276,7 +276,7 @@ def test_engine_snapshot_carries_each_venue_clients_request_windows(tmp_path):
     clients = {v: Client(v) for v in Venue}
     engine = Engine(config, clients, "dry_run")
     try:
-        clients[Venue.UPBIT].limiter.acquire(Group.ORDER)
+        clients[Venue.UPBIT].limiter.windows[Group.ORDER].acquire()
         s = engine.snapshot()
     finally:
         engine.market_data.stop(1.0)

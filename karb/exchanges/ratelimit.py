@@ -257,14 +257,9 @@ class RateLimiter:
             Group.ORDER: RequestWindow.per_second(config.order_per_s, config.reserve_fraction, **kw),
         }
 
-    def acquire(self, group: Group, priority: bool = False) -> Ticket:
-        return self.windows[group].acquire(priority)
-
-    def release(self, group: Group, ticket: Ticket) -> None:
-        self.windows[group].release(ticket)
-
     def slot(self, group: Group, priority: bool = False):
-        """``with limiter.slot(group, priority) as ticket:`` send one request."""
+        """``with limiter.slot(group, priority) as ticket:`` send one request and read its
+        answer inside the block (the slot counts from the block's end)."""
         return self.windows[group].slot(priority)
 
     def penalise(self, group: Group, retry_after_s: float | None = None) -> float:
