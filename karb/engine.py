@@ -43,7 +43,7 @@ from karb.model import Balance, Venue, base_currency
 from karb.monitor import Monitor
 from karb.recovery import recovery_of
 from karb.risk import Risk
-from karb.rules import RulesBook
+from karb.rules import MarketInfo, RulesBook
 from karb.startup import check_clocks, check_keys, check_markets
 from karb.status import EngineSnapshot, FeedStatus, MarketStatus
 from karb.strategy import Strategy
@@ -117,6 +117,7 @@ class Engine:
                                residual_tolerance_krw=config.execution.residual_tolerance_krw)
         self._journal_watch = _ErrorWatch(JOURNAL_CLEAR_S)
         self._rules_stop = threading.Event()
+        self._own_fees: dict[tuple[Venue, str], MarketInfo] = {}  # markets whose fee differs
         self._rules_thread = threading.Thread(target=self._refresh_rules_daily, name="rules-refresh",
                                               daemon=True)
         self._resume_stop = threading.Event()
@@ -219,8 +220,13 @@ class Engine:
     def _refresh_rules_daily(self) -> None:
         self._check_market_fees()
         while not self._rules_stop.wait(RULES_REFRESH_S):
-            self._refresh_rules()
-            self._check_market_fees()
+            self._daily_rules_pass()
+
+    def _daily_rules_pass(self) -> None:
+        self._refresh_rules()
+        for (venue, _market), info in list(self._own_fees.items()):  # kept until checked again
+            self.rules.update(venue, [info])
+        self._check_market_fees()
 
     def _check_market_fees(self) -> None:
         """Each market's own fee schedule, one look-up per ``FEE_CHECK_INTERVAL_S``.
@@ -250,6 +256,7 @@ class Engine:
                     logger.warning("{} {} has its own fee schedule {}; using it", venue.value,
                                    market, ", ".join(f"{k} {v}" for k, v in changed.items()))
                     self.rules.update(venue, [info])
+                    self._own_fees[(venue, market)] = info
 
     def _announce_live(self) -> None:
         r = self.config.risk

@@ -272,6 +272,7 @@ def test_engine_snapshot_carries_each_venue_clients_request_windows(tmp_path):
                        "taker_fee": "0.0005", "maker_fee": "0.0005"} for v in ("upbit", "bithumb")},
         "journal": {"path": str(tmp_path / "j.sqlite")},
         "risk": {"kill_switch_file": str(tmp_path / "KILL")},
+        "monitor": {"metrics_port": 0},
     })
     clients = {v: Client(v) for v in Venue}
     engine = Engine(config, clients, "dry_run")

@@ -42,6 +42,7 @@ def test_engine_start_with_150_markets_meets_no_429_and_reads_fees_once_per_venu
         "journal": {"path": str(tmp_path / "j.sqlite")},
         "risk": {"kill_switch_file": str(tmp_path / "KILL")},
         "log": {"file": None},
+        "monitor": {"metrics_port": 0},
         "sim": {"seed": 3, "update_hz": 0.5, "gaps_per_min": 0, "enforce_rate_limits": True,
                 "markets": sim_markets},
     })
