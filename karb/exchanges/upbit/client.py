@@ -82,10 +82,10 @@ class UpbitClient:
         ticker call), and with keys the fees and minimum order of one market per quote
         currency (``/v1/orders/chance``), applied to every market of that quote.
 
-        Upbit publishes one fee and one minimum order for all its KRW markets (docs: fee page,
-        "원화 마켓 ... 최소 주문 가능 금액"), so reading ``/v1/orders/chance`` once per market
-        would only spend 150 calls of the private group at start-up to learn the same numbers
-        [U: a per-market promotion]. ``get_market_fees`` reads one market's own answer; the
+        Upbit charges one fee in all its KRW markets (0.05%, spec §5) and one minimum order
+        (5,000 KRW, docs "원화(KRW) 마켓 ... 최소 주문 가능 금액"), so reading
+        ``/v1/orders/chance`` once per market would only spend 150 calls of the private group at
+        start-up to learn the same numbers [U: a per-market promotion]. ``get_market_fees`` reads one market's own answer; the
         engine walks all markets with it slowly after start-up and corrects any that differ.
         """
         joined = ",".join(markets)
