@@ -28,10 +28,10 @@ _MARKET_RE = re.compile(r"^KRW-[A-Z0-9]{1,15}$")
 
 @dataclass(frozen=True)
 class RateLimitConfig:
-    """Requests per second per endpoint group (token buckets; burst = one second's worth).
+    """Requests per second per endpoint group (a one-second window each, as the venues count).
 
-    ``reserve_fraction`` of the order bucket is kept for cancels and unwind orders, so a
-    recovery is never throttled by ordinary traffic.
+    ``reserve_fraction`` of the private and order windows is kept for cancels and unwind
+    orders, so a recovery is never throttled by ordinary traffic.
     """
 
     public_per_s: float = field(default=10.0, metadata=POSITIVE)

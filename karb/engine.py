@@ -9,10 +9,12 @@ rules from the venues, starts the journal and rebuilds the risk state from it (t
 peak, residuals, an active halt), reads the kill switch and starts its thread, then starts the
 feeds and the executor, which recovers what a previous run left open (``karb.recovery``), and
 only then the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a
-halt within a second), rules refresh and monitor. So neither a kill file nor a halt present at
-start lets a first strategy pass trade. The ``alerts`` thread starts right after the locks and
-stops last, so the start-up notice and the shutdown notice (each with the summary) reach the
-notifiers (``karb.notifiers``: secrets from the environment or the key file). ``Engine.stop()`` stops them in reverse within about
+halt within a second), rules refresh (daily; after start-up it also checks each market's own
+fee, one look-up every 2 s) and monitor. So neither a kill file nor a halt present at start
+lets a first strategy pass trade. The ``alerts`` thread starts right after the locks and stops
+last, so the start-up notice and the shutdown notice (each with the summary) reach the
+notifiers (``karb.notifiers``: secrets from the environment or the key file).
+``Engine.stop()`` stops them in reverse within about
 five seconds: no new signals, in-flight legs finished, open orders cancelled, journal flushed,
 locks released. ``summary()`` is the text printed at exit.
 
@@ -37,7 +39,7 @@ from karb.clock import Clock, SystemClock
 from karb.config import Config
 from karb.dryrun import DryRunVenue
 from karb.exchanges.base import VenueClient
-from karb.exchanges.errors import VenueError
+from karb.exchanges.errors import AuthError, VenueError
 from karb.execution import Executor
 from karb.instance_lock import InstanceLock, lock_paths
 from karb.inventory import Inventory
@@ -48,13 +50,14 @@ from karb.monitor import Monitor
 from karb.notifiers import from_environment
 from karb.recovery import recovery_of
 from karb.risk import Risk
-from karb.rules import RulesBook
+from karb.rules import MarketInfo, RulesBook
 from karb.secrets import load_alert_secrets
 from karb.startup import check_clocks, check_keys, check_markets
 from karb.status import EngineSnapshot, FeedStatus, MarketStatus
 from karb.strategy import Strategy
 
 RULES_REFRESH_S = 24 * 3600
+FEE_CHECK_INTERVAL_S = 2.0  # one market's own fee look-up this often after start-up
 RESUME_POLL_S = 1.0  # how often a running engine looks for a `karb resume`
 JOURNAL_CLEAR_S = 60.0  # a journal episode ends after this long without a failed write
 ALERTS_DRAIN_S = 3.0  # at stop, queued notices get this long to reach the notifiers
@@ -133,6 +136,7 @@ class Engine:
                                alerter=self.alerter)
         self._journal_watch = _ErrorWatch(JOURNAL_CLEAR_S)
         self._rules_stop = threading.Event()
+        self._own_fees: dict[tuple[Venue, str], MarketInfo] = {}  # markets whose fee differs
         self._rules_thread = threading.Thread(target=self._refresh_rules_daily, name="rules-refresh",
                                               daemon=True)
         self._resume_stop = threading.Event()
@@ -244,8 +248,45 @@ class Engine:
                                venue.value, exc)
 
     def _refresh_rules_daily(self) -> None:
+        self._check_market_fees()
         while not self._rules_stop.wait(RULES_REFRESH_S):
-            self._refresh_rules()
+            self._daily_rules_pass()
+
+    def _daily_rules_pass(self) -> None:
+        self._refresh_rules()
+        for (venue, _market), info in list(self._own_fees.items()):  # kept until checked again
+            self.rules.update(venue, [info])
+        self._check_market_fees()
+
+    def _check_market_fees(self) -> None:
+        """Each market's own fee schedule, one look-up per ``FEE_CHECK_INTERVAL_S``.
+
+        The rules load read one market per venue and assumed the others charge the same (the
+        venues publish one rate for all KRW markets); this walk proves it market by market at
+        a pace no rate window notices, and a market that differs gets its own rules."""
+        checks = {venue: client.get_market_fees for venue, client in self.venue_clients.items()
+                  if hasattr(client, "get_market_fees")}
+        for market in self.config.markets:
+            for venue, market_fees in list(checks.items()):
+                if self._rules_stop.wait(FEE_CHECK_INTERVAL_S):
+                    return
+                try:
+                    info = market_fees(market)
+                except AuthError:  # a public-only client (dry run without keys): nothing to read
+                    del checks[venue]
+                    continue
+                except VenueError as exc:
+                    logger.debug("{} {} fee check skipped: {}", venue.value, market, exc)
+                    continue
+                current = self.rules.get(venue, market)
+                told = {"taker_fee": info.taker_fee, "maker_fee": info.maker_fee,
+                        "min_total": info.min_total}
+                changed = {k: v for k, v in told.items() if v is not None and v != getattr(current, k)}
+                if changed:
+                    logger.warning("{} {} has its own fee schedule {}; using it", venue.value,
+                                   market, ", ".join(f"{k} {v}" for k, v in changed.items()))
+                    self.rules.update(venue, [info])
+                    self._own_fees[(venue, market)] = info
 
     def _announce_live(self) -> None:
         r = self.config.risk
@@ -293,13 +334,23 @@ class Engine:
             residual={a: v for a, v in risk["residual"].items() if v},
             residual_krw={a: v for a, v in risk["residual_krw"].items() if risk["residual"].get(a)},
             unresolved=[f"{cid} on {venue} ({state})" for cid, venue, state in execs["unresolved_legs"]],
-            latencies_us=execs.get("latency_us", {}), circuit=risk["circuit"],
+            latencies_us=execs.get("latency_us", {}), rate_limits=self._rate_limits(),
+            circuit=risk["circuit"],
             trading_state=risk["state"], halt_reason=risk["kill_reason"] or risk["halt_reason"],
             transfers=[str(t) for t in self.inventory.transfers(assets)],
             journal_errors=journal_errors,
             journal_failing=self._journal_watch.failing(journal_errors, now_ns),
             recorder_error=self.market_data.recorder_error, halts=risk["halts"],
             alerts_fired=alerts["fired"], alert_failures=alerts["failed"])
+
+    def _rate_limits(self) -> dict:
+        """Each venue's REST request windows (clients without a limiter, e.g. stubs, skipped)."""
+        out = {}
+        for venue, client in self.venue_clients.items():
+            limiter = getattr(client, "limiter", None)
+            if limiter is not None:
+                out[venue.value] = {group.value: stats for group, stats in limiter.stats().items()}
+        return out
 
     def summary(self) -> str:
         s = self.snapshot()

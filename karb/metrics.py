@@ -86,6 +86,7 @@ def render_metrics(s: EngineSnapshot) -> str:
                  p50 / 1e6, stage=stage, quantile="0.5")
         w.metric("karb_stage_latency_seconds", "gauge", "Stage latency percentiles.",
                  p99 / 1e6, stage=stage, quantile="0.99")
+    _rate_limit_metrics(w, s)
     for state in CIRCUIT_STATES:
         w.metric("karb_circuit_state", "gauge", "Circuit breaker state (1 = current).",
                  1 if s.circuit == state else 0, state=state)
@@ -106,6 +107,41 @@ def render_metrics(s: EngineSnapshot) -> str:
         w.metric("karb_alert_delivery_failures_total", "counter",
                  "Alerts a notifier could not deliver after its retries.", count, notifier=notifier)
     return "\n".join(w.lines) + "\n"
+
+
+def _rate_limit_metrics(w: _Writer, s: EngineSnapshot) -> None:
+    """Each venue's REST request windows: use of the current window, waits, 429s."""
+    rows = [(venue, group, st) for venue, groups in sorted(s.rate_limits.items())
+            for group, st in sorted(groups.items())]
+    for venue, group, st in rows:
+        w.metric("karb_ratelimit_limit", "gauge", "Requests the group allows per window.",
+                 st.limit, venue=venue, group=group)
+    for venue, group, st in rows:
+        w.metric("karb_ratelimit_window_seconds", "gauge", "Length of the group's window.",
+                 st.window_s, venue=venue, group=group)
+    for venue, group, st in rows:
+        w.metric("karb_ratelimit_used", "gauge",
+                 "Requests in the group's current window, in flight included.",
+                 st.used, venue=venue, group=group)
+    for venue, group, st in rows:
+        w.metric("karb_ratelimit_used_ratio", "gauge", "Requests in the current window / limit.",
+                 st.used / st.limit, venue=venue, group=group)
+    for venue, group, st in rows:
+        w.metric("karb_ratelimit_requests_total", "counter", "Requests sent through the group.",
+                 st.requests, venue=venue, group=group)
+    for venue, group, st in rows:
+        w.metric("karb_ratelimit_waits_total", "counter", "Requests that waited for a slot.",
+                 st.waits, venue=venue, group=group)
+    for venue, group, st in rows:
+        w.metric("karb_ratelimit_wait_seconds_total", "counter", "Seconds spent waiting for slots.",
+                 st.wait_s, venue=venue, group=group)
+    for venue, group, st in rows:
+        w.metric("karb_ratelimit_429_total", "counter", "HTTP 429/418 answers from the venue.",
+                 st.rate_limited, venue=venue, group=group)
+    for venue, group, st in rows:
+        w.metric("karb_ratelimit_venue_corrections_total", "counter",
+                 "Remaining-Req answers that said fewer calls were left than we counted.",
+                 st.venue_corrections, venue=venue, group=group)
 
 
 class MetricsServer:

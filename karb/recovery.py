@@ -442,17 +442,32 @@ def reconcile(executor) -> int:
     return recovery_of(executor).run()
 
 
+def _open_orders(venue, client, markets: list[str]):
+    """The venue's open orders on ``markets``: one listing of all markets (one request, or a
+    few pages, instead of one per market: 150 markets took 6 s of Upbit's private window at
+    start-up and again at shutdown), or, if that listing fails, market by market."""
+    traded = set(markets)
+    try:
+        listed = client.get_open_orders()
+    except VenueError as exc:
+        logger.warning("listing all open orders on {} failed ({}); listing market by market",
+                       venue.value, exc)
+    else:
+        yield [o for o in listed if o.market in traded]
+        return
+    for market in markets:
+        try:
+            yield client.get_open_orders(market)
+        except VenueError as exc:
+            logger.error("listing open orders on {} failed: {}", venue.value, exc)
+
+
 def cancel_open_orders(executor, reason: str = "kill_switch") -> int:
     """Cancel every order resting on the traded markets (kill switch, start-up sweep,
     shutdown); journal the count as an incident of kind ``reason``. Return the count."""
     cancelled = 0
     for venue, client in executor.clients.items():
-        for market in executor.config.markets:
-            try:
-                orders = client.get_open_orders(market)
-            except VenueError as exc:
-                logger.error("listing open orders on {} failed: {}", venue.value, exc)
-                continue
+        for orders in _open_orders(venue, client, executor.config.markets):
             for order in orders:
                 try:
                     client.cancel_order(order_id=order.order_id)

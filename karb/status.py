@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from karb.exchanges.ratelimit import WindowStats
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class EngineSnapshot:
     residual_krw: dict[str, Decimal] = field(default_factory=dict)  # asset -> KRW value
     unresolved: list[str] = field(default_factory=list)  # orders that may still fill, being resolved
     latencies_us: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (p50, p99)
+    rate_limits: dict[str, dict[str, WindowStats]] = field(default_factory=dict)  # venue -> group -> use
     circuit: str = "closed"
     trading_state: str = "active"
     halt_reason: str | None = None

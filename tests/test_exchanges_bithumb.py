@@ -71,6 +71,27 @@ def test_get_market_info_with_keys_reads_chance(client):
     assert responses.calls[0].request.headers["Authorization"] == f"Bearer {VECTORS['order_chance']['jwt']}"
 
 
+@responses.activate
+def test_get_market_info_for_many_markets_reads_the_accounts_fee_once(client):
+    responses.get(f"{BASE}/v1/orders/chance", json=load_json("rest/bithumb/chance.json"))
+
+    infos = client.get_market_info(["KRW-BTC", "KRW-ETH", "KRW-XRP"])
+
+    assert [i.market for i in infos] == ["KRW-BTC", "KRW-ETH", "KRW-XRP"]
+    assert {(i.taker_fee, i.min_total) for i in infos} == {(Decimal("0.0004"), Decimal("5000"))}
+    assert len(responses.calls) == 1 and "market=KRW-BTC" in responses.calls[0].request.url
+
+
+@responses.activate
+def test_get_market_fees_reads_that_markets_own_answer(client):
+    responses.get(f"{BASE}/v1/orders/chance", json=load_json("rest/bithumb/chance.json"))
+
+    info = client.get_market_fees("KRW-ETH")
+
+    assert (info.market, info.taker_fee) == ("KRW-ETH", Decimal("0.0004"))
+    assert "market=KRW-ETH" in responses.calls[0].request.url
+
+
 def test_get_market_info_without_keys_returns_empty_infos():
     infos = BithumbClient(venue_config()).get_market_info(["KRW-BTC", "KRW-ETH"])
 

@@ -84,6 +84,17 @@ def test_get_orderbook_with_legacy_symbol_returns_sorted_view():
 
 
 @responses.activate
+def test_get_market_info_for_many_markets_reads_the_accounts_fee_once(client):
+    responses.post(f"{BASE}/info/account", json=fixture("account_btc"))
+
+    infos = client.get_market_info(["KRW-BTC", "KRW-ETH"])
+
+    assert [(i.market, i.taker_fee) for i in infos] == [("KRW-BTC", Decimal("0.0025")),
+                                                         ("KRW-ETH", Decimal("0.0025"))]
+    assert len(responses.calls) == 1
+
+
+@responses.activate
 def test_get_market_info_with_keys_reads_trade_fee(client):
     responses.post(f"{BASE}/info/account", json=fixture("account_btc"))
 

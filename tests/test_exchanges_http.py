@@ -15,7 +15,7 @@ from karb.exchanges.errors import (
     UnknownVenueError, VenueUnavailable,
 )
 from karb.exchanges.http import RestTransport, jwt_api_error, render_query, wire_query
-from karb.exchanges.ratelimit import Group, RateLimiter
+from karb.exchanges.ratelimit import WINDOW_MARGIN_S, Group, RateLimiter
 from karb.model import Venue
 from tests.conftest import load_json
 from tests.exchanges_support import BASE, FakeClock, RecordingSleep, venue_config
@@ -121,6 +121,17 @@ def test_read_with_429_retry_after_waits_on_the_limiter_then_succeeds(transport,
     assert read(transport) == {"ok": 1}
 
     assert clock.waits == [pytest.approx(1.5)] and sleep.calls == []
+
+
+@responses.activate
+def test_read_with_429_without_retry_after_waits_for_the_next_window_never_zero(transport, clock,
+                                                                                sleep):
+    responses.get(URL, status=429, body="Too many API requests.")
+    responses.get(URL, json={"ok": 1})
+
+    assert read(transport) == {"ok": 1}
+
+    assert clock.waits == [pytest.approx(1.0 + WINDOW_MARGIN_S)] and sleep.calls == []
 
 
 @responses.activate
@@ -246,7 +257,7 @@ def test_remaining_req_header_lowers_the_bucket(transport):
 
     read(transport)
 
-    assert transport.limiter.buckets[Group.PRIVATE].tokens < 1
+    assert transport.limiter.windows[Group.PRIVATE].remaining == 0
 
 
 def test_session_is_one_per_thread_and_reused_within_a_thread(transport):

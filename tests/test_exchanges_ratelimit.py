@@ -1,117 +1,263 @@
-"""Token buckets on a fake clock: waiting, reserve for priority traffic, venue feedback."""
+"""Request windows on a fake clock (and a real one): limits per window, priority headroom,
+slots counted from the answer, the venue's Remaining-Req and 429 as the authority."""
 from __future__ import annotations
 
+import random
 import threading
+import time
 
 import pytest
 
 from karb.config import RateLimitConfig
-from karb.exchanges.ratelimit import Group, RateLimiter, TokenBucket, parse_remaining_req
+from karb.exchanges.ratelimit import (
+    WINDOW_MARGIN_S, Group, RateLimiter, RequestWindow, parse_remaining_req,
+)
 from tests.exchanges_support import FakeClock
 
+SPAN = 1.0 + WINDOW_MARGIN_S
 
-def bucket(rate: float, reserve: float = 0.0) -> tuple[TokenBucket, FakeClock]:
+
+def window(limit: int, reserve: int = 0) -> tuple[RequestWindow, FakeClock]:
     clock = FakeClock()
-    return TokenBucket(rate, reserve, clock, clock.wait), clock
+    return RequestWindow(limit, reserve=reserve, clock=clock, wait=clock.wait), clock
 
 
-def test_acquire_within_burst_does_not_wait():
-    b, clock = bucket(4)
-
-    waited = [b.acquire() for _ in range(4)]
-
-    assert waited == [0, 0, 0, 0] and clock.waits == []
+def call(w: RequestWindow, priority: bool = False) -> float:
+    """One request answered at once; returns the seconds waited for its slot."""
+    with w.slot(priority) as ticket:
+        return ticket.waited_s
 
 
-def test_acquire_beyond_burst_waits_for_refill():
-    b, clock = bucket(4)
+def test_acquire_within_limit_does_not_wait():
+    w, clock = window(4)
+
+    assert [call(w) for _ in range(4)] == [0, 0, 0, 0] and clock.waits == []
+
+
+def test_acquire_beyond_limit_waits_for_the_first_slot_to_leave_the_window():
+    w, clock = window(4)
     for _ in range(4):
-        b.acquire()
+        call(w)
 
-    waited = b.acquire()
-
-    assert waited == pytest.approx(0.25) and clock.waits == [pytest.approx(0.25)]
+    assert call(w) == pytest.approx(SPAN)
 
 
-def test_acquire_after_idle_refills_only_to_one_second_of_burst():
-    b, clock = bucket(2)
-    clock.now += 60
+def test_window_edge_never_admits_more_than_the_limit_in_one_second():
+    # The token bucket's failure: full burst just before an edge, full burst just after.
+    w, clock = window(10)
+    clock.now += 0.9
+    starts = []
+    for _ in range(30):
+        call(w)
+        starts.append(clock.now)
 
-    assert b.tokens == 2
-    b.acquire(), b.acquire()
-    assert b.acquire() == pytest.approx(0.5)
+    for t in starts:
+        assert sum(1 for s in starts if t <= s < t + 1.0) <= 10
+    assert starts[-1] - starts[0] == pytest.approx(2 * SPAN)
 
 
-def test_ordinary_acquire_with_reserve_leaves_headroom_for_priority():
-    b, clock = bucket(8, reserve=0.25)  # 2 of 8 tokens kept for priority
+def test_random_traffic_never_has_more_than_the_limit_in_any_window():
+    w, clock = window(7)
+    rng = random.Random(3)
+    answered = []
+    for _ in range(200):
+        clock.now += rng.expovariate(12.0)
+        with w.slot():
+            clock.now += rng.uniform(0, 0.05)  # the venue answers some time later
+        answered.append(clock.now)
+
+    for t in answered:
+        assert sum(1 for s in answered if t < s <= t + 1.0) <= 7
+
+
+def test_slot_counts_from_its_release_not_its_acquisition():
+    w, clock = window(1)
+    ticket = w.acquire()
+    clock.now += 0.3  # the answer takes 300 ms
+    w.release(ticket)
+
+    assert call(w) == pytest.approx(SPAN)  # 1.31 s after the acquisition
+
+
+def test_slot_in_flight_never_expires():
+    w, clock = window(2)
+    w.acquire()  # no answer yet
+    clock.now += 5
+
+    assert w.remaining == 1 and w.stats().in_flight == 1
+
+
+def test_waiter_on_in_flight_slots_wakes_on_release():
+    w = RequestWindow(1, window_s=0.05, margin_s=0.0)
+    ticket = w.acquire()
+    got = threading.Event()
+    worker = threading.Thread(target=lambda: (w.acquire(), got.set()), name="test-window-waiter")
+    worker.start()
+
+    assert not got.wait(0.2)  # the slot is in flight: however long, no second request
+    w.release(ticket)
+    assert got.wait(2.0)
+    worker.join(2.0)
+
+
+def test_release_twice_frees_one_slot_only():
+    w, _ = window(3)
+    ticket = w.acquire()
+    w.release(ticket)
+    w.release(ticket)
+
+    assert w.stats().used == 1 and w.stats().in_flight == 0
+
+
+def test_ordinary_requests_leave_the_reserve_for_priority():
+    w, clock = window(8, reserve=2)
     for _ in range(6):
-        assert b.acquire() == 0
+        assert call(w) == 0
 
-    ordinary_wait_needed = (1 + b.reserve - b.tokens) / b.rate
-    assert b.acquire(priority=True) == 0  # unwinds and cancels still go at once
-    assert b.acquire(priority=True) == 0
-    assert b.acquire() == pytest.approx(ordinary_wait_needed + 2 / 8)
-
-
-def test_bucket_with_rate_one_and_reserve_still_admits_ordinary_traffic():
-    b, _ = bucket(1, reserve=0.9)
-
-    assert b.reserve == 0 and b.acquire() == 0
+    assert call(w, priority=True) == 0  # cancels and unwinds still go at once
+    assert call(w, priority=True) == 0
+    assert call(w) == pytest.approx(SPAN)
 
 
-def test_observe_remaining_below_estimate_lowers_tokens():
-    b, clock = bucket(30)
+def test_concurrent_ordinary_burst_never_takes_the_reserved_slots():
+    w = RequestWindow(5, window_s=0.2, reserve=2, margin_s=0.0)
+    stop = threading.Event()
+    peak = []
 
-    b.observe_remaining(2)
-    b.acquire(), b.acquire()
+    def flood():
+        while not stop.is_set():
+            with w.slot():
+                peak.append(w.stats().used)
 
-    assert b.acquire() == pytest.approx(1 / 30)
+    workers = [threading.Thread(target=flood, name=f"test-flood-{i}") for i in range(4)]
+    for t in workers:
+        t.start()
+    try:
+        time.sleep(0.1)  # let the flood fill the window; the assertion below is not timed
+        assert max(peak) <= 3
+        waited = w.acquire(priority=True).waited_s
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(5.0)
+    assert waited == 0
 
 
-def test_observe_remaining_above_estimate_changes_nothing():
-    b, _ = bucket(10)
+def test_reserve_never_takes_the_last_ordinary_slot():
+    assert RequestWindow(1, reserve=3).reserve == 0
+    assert RequestWindow.per_second(8, 0.25).reserve == 2
+    assert RequestWindow.per_second(12, 0.25).reserve == 3
+
+
+def test_per_second_below_one_a_second_spaces_single_requests():
+    w = RequestWindow.per_second(0.5)
+
+    assert (w.limit, w.window_s) == (1, 2.0)
+
+
+def test_per_second_with_fraction_rounds_the_limit_down():
+    assert RequestWindow.per_second(10.9).limit == 10
+
+
+@pytest.mark.parametrize("limit, window_s", [(0, 1.0), (1, 0.0)])
+def test_window_with_nothing_to_count_raises(limit, window_s):
+    with pytest.raises(ValueError):
+        RequestWindow(limit, window_s)
+
+
+def test_per_second_with_non_positive_rate_raises():
+    with pytest.raises(ValueError):
+        RequestWindow.per_second(0)
+
+
+def test_observe_remaining_below_ours_waits_for_the_next_window():
+    w, clock = window(30)
+
+    w.observe_remaining(2)  # another process used 28 of this second
+
+    assert call(w) == 0 and call(w) == 0
+    assert call(w) == pytest.approx(SPAN)
+    assert w.stats().venue_corrections == 1
+
+
+def test_observe_remaining_matching_our_own_use_changes_nothing():
+    w, _ = window(10)
     for _ in range(8):
-        b.acquire()
+        call(w)
 
-    b.observe_remaining(9)
+    w.observe_remaining(2)
 
-    assert b.tokens == pytest.approx(2)
+    assert w.remaining == 2 and w.stats().venue_corrections == 0
+
+
+def test_observe_remaining_counts_our_calls_in_flight_as_ours():
+    w, clock = window(10)
+    tickets = [w.acquire() for _ in range(4)]  # answered in any order
+
+    w.observe_remaining(6)
+
+    assert w.stats().used == 4 and w.stats().venue_corrections == 0
+    for ticket in tickets:
+        w.release(ticket)
 
 
 def test_penalise_with_retry_after_blocks_until_it_passes():
-    b, clock = bucket(10)
+    w, clock = window(10)
 
-    b.penalise(retry_after_s=1.5)
-
-    assert b.acquire(priority=True) == pytest.approx(1.5)
-
-
-def test_penalise_without_retry_after_waits_out_the_venues_one_second_window():
-    b, _ = bucket(10)
-
-    b.penalise()
-
-    assert b.acquire() == pytest.approx(1.0)
+    assert w.penalise(retry_after_s=1.5) == pytest.approx(1.5)
+    assert call(w, priority=True) == pytest.approx(1.5)
 
 
-def test_bucket_with_non_positive_rate_raises():
-    with pytest.raises(ValueError):
-        TokenBucket(0)
+def test_penalise_without_retry_after_waits_a_whole_window_never_zero():
+    w, _ = window(10)
+
+    assert w.penalise() == pytest.approx(SPAN)
+    assert w.closed_for() == pytest.approx(SPAN)
+    assert call(w) == pytest.approx(SPAN)
+    assert w.stats().rate_limited == 1
 
 
-def test_acquire_with_real_clock_wakes_waiting_thread():
-    # One token per 20 ms, burst 1 after taking it: a second thread must wait for the refill,
-    # on the Condition's timed wait, and then get its token.
-    b = TokenBucket(50)
-    for _ in range(50):
-        b.acquire()
-    done = threading.Event()
-    worker = threading.Thread(target=lambda: (b.acquire(), done.set()), name="test-acquire")
+def test_penalise_with_short_retry_after_still_waits_a_window():
+    w, _ = window(10)
 
-    worker.start()
+    assert w.penalise(retry_after_s=0.0) == pytest.approx(SPAN)
 
-    assert done.wait(2.0)
-    worker.join(2.0)
+
+def test_stats_count_requests_waits_and_use():
+    w, clock = window(2)
+    for _ in range(3):
+        call(w)
+
+    s = w.stats()
+    assert (s.limit, s.used, s.requests, s.waits) == (2, 1, 3, 1)
+    assert s.wait_s == pytest.approx(SPAN)
+
+
+def test_threads_sharing_a_window_stay_exact_on_a_real_clock():
+    w = RequestWindow(20, window_s=0.25, margin_s=0.0)
+    answered: list[float] = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(15):
+            with w.slot():
+                pass
+            with lock:
+                answered.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker, name=f"test-window-{i}") for i in range(4)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10.0)
+
+    assert len(answered) == 60
+    assert time.monotonic() - start >= 2 * 0.25  # 60 requests at 20 a window: 3 windows
+    stamps = sorted(answered)
+    for i, t in enumerate(stamps):
+        # a slot's next use starts after its release + window; allow the append's lag
+        assert sum(1 for s in stamps[i:] if s < t + 0.25 - 0.01) <= 20
 
 
 @pytest.mark.parametrize("header, expected", [
@@ -131,15 +277,15 @@ def test_parse_remaining_req_with_header_returns_group_and_sec(header, expected)
     ("orderbook", Group.PUBLIC, Group.PUBLIC),
     ("order-test", Group.ORDER, Group.ORDER),
 ])
-def test_limiter_with_remaining_req_header_lowers_the_matching_bucket(group_name, used, lowered):
+def test_limiter_with_remaining_req_header_lowers_the_matching_window(group_name, used, lowered):
     clock = FakeClock()
     limiter = RateLimiter(RateLimitConfig(public_per_s=10, private_per_s=30, order_per_s=8),
                           clock, clock.wait)
 
     limiter.observe_headers(used, {"Remaining-Req": f"group={group_name}; min=1; sec=0"})
 
-    for group, b in limiter.buckets.items():
-        assert (b.tokens == 0) == (group is lowered)
+    for group, w in limiter.windows.items():
+        assert (w.remaining == 0) == (group is lowered)
 
 
 def test_limiter_without_header_changes_nothing():
@@ -147,14 +293,23 @@ def test_limiter_without_header_changes_nothing():
 
     limiter.observe_headers(Group.PUBLIC, {})
 
-    assert limiter.buckets[Group.PUBLIC].tokens == 10
+    assert limiter.windows[Group.PUBLIC].remaining == 10
 
 
-def test_limiter_penalise_and_acquire_use_the_named_bucket():
+def test_limiter_penalise_and_acquire_use_the_named_window():
     clock = FakeClock()
     limiter = RateLimiter(RateLimitConfig(order_per_s=4), clock, clock.wait)
 
     limiter.penalise(Group.ORDER, 2.0)
 
-    assert limiter.acquire(Group.PUBLIC) == 0
-    assert limiter.acquire(Group.ORDER, priority=True) == pytest.approx(2.0)
+    with limiter.slot(Group.PUBLIC) as public, limiter.slot(Group.ORDER, priority=True) as order:
+        assert public.waited_s == 0 and order.waited_s == pytest.approx(2.0)
+    assert limiter.closed_for(Group.ORDER) == 0
+
+
+def test_limiter_keeps_the_reserve_in_the_private_and_order_windows():
+    limiter = RateLimiter(RateLimitConfig(public_per_s=10, private_per_s=30, order_per_s=8,
+                                          reserve_fraction=0.25))
+
+    assert {g: w.reserve for g, w in limiter.windows.items()} == {
+        Group.PUBLIC: 0, Group.PRIVATE: 7, Group.ORDER: 2}

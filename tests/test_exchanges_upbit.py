@@ -98,7 +98,9 @@ def test_get_market_info_with_keys_combines_tick_price_and_chance(client):
                                                             Decimal("0.0002"))
     assert xrp.tick_size == Decimal("1")
     chance_calls = [c for c in responses.calls if "/orders/chance" in c.request.url]
-    assert [sent_query(c) for c in chance_calls] == ["market=KRW-BTC", "market=KRW-XRP"]
+    # one fee schedule for all KRW markets: one look-up, not one per market
+    assert [sent_query(c) for c in chance_calls] == ["market=KRW-BTC"]
+    assert (xrp.min_total, xrp.taker_fee, xrp.maker_fee) == (btc.min_total, btc.taker_fee, btc.maker_fee)
 
 
 @responses.activate

@@ -12,9 +12,12 @@ from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from karb.alerts import Alerter
+from karb.config import RateLimitConfig
+from karb.exchanges.ratelimit import Group, RateLimiter
 from karb.metrics import MetricsServer, render_metrics
 from karb.status import EngineSnapshot, FeedStatus, MarketStatus, render_line, render_panel
 from tests.conftest import wait_until
+from tests.exchanges_support import FakeClock
 
 
 def snapshot(**overrides) -> EngineSnapshot:
@@ -48,6 +51,33 @@ def test_render_metrics_parses_with_prometheus_parser_and_carries_values():
     lat = {(s.labels["stage"], s.labels["quantile"]): s.value for s in families["karb_stage_latency_seconds"].samples}
     assert lat[("signal_to_sent", "0.99")] == pytest.approx(900e-6)
     assert families["karb_feed_reconnects"].samples[0].value in (0.0, 1.0)
+
+
+def test_render_metrics_shows_each_rate_limit_groups_use_waits_and_429s():
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimitConfig(public_per_s=10, private_per_s=30, order_per_s=8),
+                          clock, clock.wait)
+    for _ in range(11):  # the eleventh waits for the next window
+        with limiter.slot(Group.PUBLIC):
+            pass
+    limiter.windows[Group.ORDER].acquire()  # in flight
+    limiter.penalise(Group.PRIVATE)
+    stats = {"upbit": {g.value: st for g, st in limiter.stats().items()}}
+
+    families = {f.name: f for f in text_string_to_metric_families(
+        render_metrics(snapshot(rate_limits=stats)))}
+
+    def value(name, group):
+        return next(s.value for s in families[name].samples
+                    if s.labels == {"venue": "upbit", "group": group} and s.name.startswith(name))
+    assert value("karb_ratelimit_limit", "order") == 8
+    assert value("karb_ratelimit_used", "public") == 1
+    assert value("karb_ratelimit_used_ratio", "order") == pytest.approx(1 / 8)
+    assert value("karb_ratelimit_requests", "public") == 11
+    assert value("karb_ratelimit_waits", "public") == 1
+    assert value("karb_ratelimit_wait_seconds", "public") == pytest.approx(1.01)
+    assert value("karb_ratelimit_429", "private") == 1
+    assert value("karb_ratelimit_429", "public") == 0
 
 
 def test_metrics_server_on_loopback_scrapes_cleanly():
@@ -220,3 +250,38 @@ def test_alert_residual_within_tolerance_is_dust_and_does_not_page():
 def test_panel_and_line_count_refused_signals_apart():
     s = snapshot(signals=7, refused=3)
     assert "refused 3" in render_panel(s) and "refused=3" in render_line(s)
+
+
+def test_engine_snapshot_carries_each_venue_clients_request_windows(tmp_path):
+    from karb.config import parse_config
+    from karb.engine import Engine
+    from karb.model import Venue
+
+    class Client:  # a venue client with its limiter; the Upbit and Bithumb clients expose one
+        def __init__(self, venue):
+            self.venue = venue
+            self.limiter = RateLimiter(RateLimitConfig(public_per_s=10, private_per_s=30,
+                                                       order_per_s=12))
+
+        def close(self):
+            pass
+
+    config = parse_config({
+        "markets": ["KRW-BTC"],
+        "venues": {v: {"rest_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9",
+                       "taker_fee": "0.0005", "maker_fee": "0.0005"} for v in ("upbit", "bithumb")},
+        "journal": {"path": str(tmp_path / "j.sqlite")},
+        "risk": {"kill_switch_file": str(tmp_path / "KILL")},
+        "monitor": {"metrics_port": 0},
+    })
+    clients = {v: Client(v) for v in Venue}
+    engine = Engine(config, clients, "dry_run")
+    try:
+        clients[Venue.UPBIT].limiter.windows[Group.ORDER].acquire()
+        s = engine.snapshot()
+    finally:
+        engine.market_data.stop(1.0)
+
+    assert set(s.rate_limits) == {"upbit", "bithumb"}
+    assert s.rate_limits["upbit"]["order"].used == 1 and s.rate_limits["upbit"]["order"].limit == 12
+    assert 'karb_ratelimit_used{venue="upbit",group="order"} 1.0' in render_metrics(s)

@@ -2,9 +2,10 @@
 resolved, unwound or halted, booked with a final status, and their residual shows; "not found"
 is not final while a venue may still be registering the order."""
 import time
+from dataclasses import replace
 from decimal import Decimal as D
 
-from karb.exchanges.errors import OrderNotFound
+from karb.exchanges.errors import OrderNotFound, VenueUnavailable
 from karb.model import Venue
 from tests.conftest import wait_until
 from tests.test_execution import BUY_FEE, BUY_FUNDS, Rig
@@ -156,6 +157,48 @@ def test_restart_sweeps_orders_resting_on_traded_markets(tmp_path):
         assert r.venues[UP].cancelled == ["foreigns"]
         r.journal.flush()
         assert any(i["kind"] == "startup_sweep" and "cancelled 1" in i["detail"] for i in r.incidents())
+    finally:
+        r.close()
+
+
+def _spy_open_orders(venue, fail_all: bool = False):
+    """Record each ``get_open_orders`` call's market; optionally fail the all-markets one."""
+    calls, listing = [], venue.get_open_orders
+
+    def get_open_orders(market=None):
+        calls.append(market)
+        if market is None and fail_all:
+            raise VenueUnavailable(venue.venue, "listing all markets failed", "timeout")
+        return listing(market)
+
+    venue.get_open_orders = get_open_orders
+    return calls
+
+
+def test_sweep_lists_all_markets_in_one_call_and_leaves_other_markets_alone(tmp_path):
+    r = Rig(tmp_path)
+    r.venues[UP].script = ["rest", "rest"]
+    r.venues[UP].place_order(r.executor._legs(make_signal("foreign"))[1].request)
+    other = r.executor._legs(make_signal("manual"))[1].request
+    r.venues[UP].place_order(replace(other, market="KRW-DOGE"))  # the trader's own, not traded
+    calls = _spy_open_orders(r.venues[UP])
+    r.executor.start()
+    try:
+        assert r.venues[UP].cancelled == ["foreigns"]
+        assert calls == [None]
+    finally:
+        r.close()
+
+
+def test_sweep_whose_all_markets_listing_fails_lists_market_by_market(tmp_path):
+    r = Rig(tmp_path)
+    r.venues[UP].script = ["rest"]
+    r.venues[UP].place_order(r.executor._legs(make_signal("foreign"))[1].request)
+    calls = _spy_open_orders(r.venues[UP], fail_all=True)
+    r.executor.start()
+    try:
+        assert r.venues[UP].cancelled == ["foreigns"]
+        assert calls == [None, *r.executor.config.markets]
     finally:
         r.close()
 

@@ -89,3 +89,105 @@ def test_check_clocks_with_venue_clock_offset(offset, fails):
 
 def test_clock_skew_with_unreachable_venue_is_unknown():
     assert clock_skew_s("http://127.0.0.1:9", timeout_s=0.5) is None
+
+
+# --- fee schedules: one read per venue at start-up, each market checked slowly after ----------
+
+def test_fee_check_gives_a_market_with_its_own_fee_its_own_rules(tmp_path, monkeypatch):
+    from decimal import Decimal as D
+
+    from karb import engine as engine_module
+    from karb.config import parse_config
+    from karb.engine import Engine
+    from karb.exchanges.errors import AuthError
+    from karb.model import Venue
+    from karb.rules import MarketInfo
+
+    class FeeClient:
+        def __init__(self, venue, fees):
+            self.venue, self.fees, self.asked = venue, fees, []
+
+        def get_market_info(self, markets):  # the venue-wide schedule, read once
+            return [MarketInfo(m, taker_fee=D("0.0005"), maker_fee=D("0.0005")) for m in markets]
+
+        def get_market_fees(self, market):
+            self.asked.append(market)
+            if self.fees is None:
+                raise AuthError(self.venue, "public-only", "no_credentials")
+            return MarketInfo(market, taker_fee=self.fees.get(market, D("0.0005")),
+                              maker_fee=D("0.0005"), min_total=D("5000"))
+
+        def close(self):
+            pass
+
+    markets = ["KRW-BTC", "KRW-ETH", "KRW-XRP"]
+    config = parse_config({
+        "markets": markets,
+        "venues": {v: {"rest_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9",
+                       "taker_fee": "0.0005", "maker_fee": "0.0005"} for v in ("upbit", "bithumb")},
+        "journal": {"path": str(tmp_path / "j.sqlite")},
+        "risk": {"kill_switch_file": str(tmp_path / "KILL")},
+        "monitor": {"metrics_port": 0},
+    })
+    upbit = FeeClient(Venue.UPBIT, {"KRW-ETH": D("0.0025")})
+    bithumb = FeeClient(Venue.BITHUMB, None)  # no keys
+    monkeypatch.setattr(engine_module, "FEE_CHECK_INTERVAL_S", 0.0)
+    engine = Engine(config, {Venue.UPBIT: upbit, Venue.BITHUMB: bithumb}, "dry_run")
+    try:
+        engine._check_market_fees()
+        checked = engine.rules.get(Venue.UPBIT, "KRW-ETH").taker_fee
+        upbit.fees = {}  # the next day every market answers the venue-wide rate again
+        engine._daily_rules_pass()
+    finally:
+        engine.market_data.stop(1.0)
+
+    assert upbit.asked == markets * 2 and bithumb.asked == ["KRW-BTC"] * 2
+    assert checked == D("0.0025")
+    assert engine.rules.get(Venue.UPBIT, "KRW-ETH").taker_fee == D("0.0005")
+    assert engine.rules.get(Venue.UPBIT, "KRW-BTC").taker_fee == D("0.0005")
+
+
+def test_daily_refresh_keeps_a_markets_own_fee_until_its_check_says_otherwise(tmp_path,
+                                                                             monkeypatch):
+    from decimal import Decimal as D
+
+    from karb import engine as engine_module
+    from karb.config import parse_config
+    from karb.engine import Engine
+    from karb.model import Venue
+    from karb.rules import MarketInfo
+
+    seen_during_check = []
+
+    class Client:
+        def __init__(self, venue):
+            self.venue = venue
+
+        def get_market_info(self, markets):
+            return [MarketInfo(m, taker_fee=D("0.0005")) for m in markets]
+
+        def get_market_fees(self, market):
+            seen_during_check.append(engine.rules.get(self.venue, "KRW-ETH").taker_fee)
+            return MarketInfo(market, taker_fee=D("0.0025") if market == "KRW-ETH" else D("0.0005"))
+
+        def close(self):
+            pass
+
+    config = parse_config({
+        "markets": ["KRW-BTC", "KRW-ETH"],
+        "venues": {v: {"rest_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9",
+                       "taker_fee": "0.0005", "maker_fee": "0.0005"} for v in ("upbit", "bithumb")},
+        "journal": {"path": str(tmp_path / "j.sqlite")},
+        "risk": {"kill_switch_file": str(tmp_path / "KILL")},
+        "monitor": {"metrics_port": 0},
+    })
+    monkeypatch.setattr(engine_module, "FEE_CHECK_INTERVAL_S", 0.0)
+    engine = Engine(config, {v: Client(v) for v in Venue}, "dry_run")
+    try:
+        engine._check_market_fees()
+        seen_during_check.clear()
+        engine._daily_rules_pass()  # the venue-wide read says 0.0005 for KRW-ETH too
+    finally:
+        engine.market_data.stop(1.0)
+
+    assert seen_during_check and set(seen_during_check) == {D("0.0025")}

@@ -6,9 +6,11 @@ Every venue client sends through one ``RestTransport``:
   thread-safety promise, psf/requests#2766), each with a pooled ``HTTPAdapter`` kept warm by
   keep-alive, and no ``Origin`` header ever (Upbit throttles browser-style calls to 1 per 10 s);
 * explicit ``(connect, read)`` timeouts from ``VenueConfig``;
-* the venue's ``RateLimiter`` before each call and its ``Remaining-Req`` header after;
+* a slot of the venue's ``RateLimiter`` held from before each call until its answer (so it
+  counts from when the venue had counted it) and its ``Remaining-Req`` header fed back;
 * reads (``idempotent=True``) retried ``rate_limits.retry_reads`` times on 429 / 5xx /
-  timeouts with exponential backoff (a 429 closes the bucket for ``Retry-After`` instead);
+  timeouts with exponential backoff (a 429 instead closes the group until the venue's next
+  window, or for ``Retry-After``, and the retry waits for it);
 * writes (orders, cancels) never retried: ``ConnectTimeout`` or a refused connection means
   "not sent" (``VenueUnavailable``); a ``ReadTimeout`` or any other connection failure, an
   unreadable 2xx body, or a 5xx other than 503, means "may have been applied"
@@ -229,24 +231,28 @@ class RestTransport:
             except (RateLimited, VenueUnavailable) as exc:
                 if attempt + 1 >= attempts:
                     raise
-                delay = self._backoff(attempt)
                 if isinstance(exc, RateLimited):
-                    delay = 0.0  # the penalised bucket makes the next acquire wait
+                    # The group is closed until the venue's next window: the next acquire waits.
+                    self._log.warning("{} {} failed ({}); retry {}/{} when the {} window reopens "
+                                      "in {:.2f}s", method, path, exc, attempt + 1, attempts - 1,
+                                      group.value, self.limiter.closed_for(group))
+                    continue
+                delay = self._backoff(attempt)
                 self._log.warning("{} {} failed ({}); retry {}/{} in {:.2f}s", method, path,
                                   exc, attempt + 1, attempts - 1, delay)
-                if delay:
-                    self._sleep(delay)
+                self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send_once(self, method, url, group, headers, data, auth, priority, idempotent,
                    client_id) -> Any:
-        self.limiter.acquire(group, priority)
-        try:
-            response = self.session.request(method, url, headers=headers, data=data, auth=auth,
-                                            timeout=self.timeout, allow_redirects=False)
-        except _TRANSPORT_ERRORS as exc:
-            raise self._transport_error(exc, idempotent, client_id) from exc
-        self.limiter.observe_headers(group, response.headers)
+        # The slot counts from the answer: the venue counted the call before answering it.
+        with self.limiter.slot(group, priority):
+            try:
+                response = self.session.request(method, url, headers=headers, data=data, auth=auth,
+                                                timeout=self.timeout, allow_redirects=False)
+            except _TRANSPORT_ERRORS as exc:
+                raise self._transport_error(exc, idempotent, client_id) from exc
+            self.limiter.observe_headers(group, response.headers)
         text = response.text
         try:
             body = orjson.loads(response.content) if response.content else None

@@ -1,39 +1,58 @@
-"""Token buckets that keep each venue's REST traffic under its per-second limits.
+"""Per-group request windows that keep each venue's REST traffic under its per-second limits.
 
-One ``RateLimiter`` per venue holds three buckets, one per endpoint group:
+One ``RateLimiter`` per venue holds one ``RequestWindow`` per endpoint group:
 
 * ``PUBLIC``  quotation calls (markets, ticker, orderbook);
-* ``PRIVATE`` account calls (balances, order queries, chance);
-* ``ORDER``   placements and cancels. ``reserve_fraction`` of this bucket is kept for
-  ``priority`` traffic (cancels, unwind orders), so a recovery is never stuck behind
-  ordinary orders.
+* ``PRIVATE`` account calls (balances, order queries, chance; Upbit counts cancels here too);
+* ``ORDER``   placements (and Bithumb's cancels).
 
-Each bucket refills continuously at ``rate`` tokens per second up to a burst of one second's
-worth. ``acquire`` blocks the calling thread on a ``Condition`` timed wait until a token is
-free; the clock and the wait are injectable so tests run on a fake clock without sleeping.
+Why windows, not a token bucket: the venues count requests per second (Upbit's
+``Remaining-Req: ...; sec=<n>`` is "left in the current second"; Bithumb documents "per second"
+categories). A bucket with a one-second burst lets up to twice the limit into one second across
+a window edge. A ``RequestWindow`` is a sliding-window log instead: at most ``limit`` requests
+in any ``window_s`` interval, which also keeps every fixed (calendar) second of the venue's
+under the limit, whichever of the two it counts [U: Upbit and Bithumb do not say whether their
+second is fixed or sliding; the sim counts fixed seconds].
 
-The venue's own count wins over ours: Upbit answers every call with
-``Remaining-Req: group=default; min=1800; sec=29``; when ``sec`` is below what the bucket
-believes, the bucket drops to it (``observe_remaining``). A 429 empties the bucket and, with a
-``Retry-After``, holds it closed for that long (``penalise``).
+When a request counts: the venue counts a request when it arrives, some time between our send
+and its answer. So a slot is held from ``acquire`` ("in flight", never expiring) until
+``release``, and stamped with the release time, which is never earlier than the venue's count.
+It frees ``window_s + WINDOW_MARGIN_S`` after that stamp. The margin (10 ms) covers the
+difference between our clock's and the venue's second (rate skew, a venue-side stamp taken at
+its load balancer rather than its counter); it costs about 1% of throughput at full rate.
+
+Headroom: ``reserve`` slots of a window only ``priority`` requests (cancels, unwind orders) may
+use, so a burst of ordinary requests never starves a recovery.
+
+The venue's count wins over ours: when ``Remaining-Req`` says fewer calls are left than we
+believe (another process on the same key, say), the difference is added as "phantom" requests
+stamped now, so the group waits for the next window (``observe_remaining``). A 429 closes the
+group for ``Retry-After`` or, without one, a whole window (``penalise``); never a 0 s retry.
+
+Threads: any thread may call any method; one ``Condition`` per group; waiting threads sleep on
+it until the earliest slot frees (a timed wait to that instant) or a slot is released. The clock
+and the wait are injectable so tests run on a fake clock without sleeping.
 """
 from __future__ import annotations
 
 import enum
+import math
 import re
 import threading
 import time
-from typing import Callable
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from karb.config import RateLimitConfig
 
 Clock = Callable[[], float]
-Waiter = Callable[[threading.Condition, float], None]
+Waiter = Callable[[threading.Condition, "float | None"], None]
 
-_EPSILON = 1e-9  # float refill arithmetic must not leave a waiter one rounding error short
-_MIN_WAIT_S = 1e-6
+WINDOW_S = 1.0  # the venues count per second
+WINDOW_MARGIN_S = 0.010  # our window is this much longer than the venue's (see the docstring)
 _REMAINING_REQ = re.compile(r"group=([a-z\-]+);\s*min=(\d+);\s*sec=(\d+)")
-PENALTY_S = 1.0  # pause after a 429 that carried no Retry-After
 
 
 class Group(str, enum.Enum):
@@ -42,109 +61,217 @@ class Group(str, enum.Enum):
     ORDER = "order"
 
 
-def _condition_wait(cond: threading.Condition, timeout: float) -> None:
+def _condition_wait(cond: threading.Condition, timeout: float | None) -> None:
     cond.wait(timeout)
 
 
-class TokenBucket:
-    """A thread-safe token bucket.
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """One group's use, for the metrics endpoint."""
+
+    limit: int  # requests per window
+    window_s: float
+    used: int  # requests in the current window, in flight included
+    in_flight: int
+    requests: int  # acquisitions since start
+    waits: int  # acquisitions that had to wait
+    wait_s: float  # total seconds waited
+    rate_limited: int  # 429s (and 418s) the venue answered
+    venue_corrections: int  # times Remaining-Req said fewer were left than we believed
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One acquired slot: hand it back to ``release`` (or use ``RequestWindow.slot``)."""
+
+    waited_s: float
+    released: bool = False
+
+
+class RequestWindow:
+    """At most ``limit`` requests in any ``window_s`` (+ margin), shared by every thread.
 
     Parameters
     ----------
-    rate_per_s
-        Refill rate; the burst (capacity) is one second's worth, at least one token.
-    reserve_fraction
-        Share of the capacity that only ``priority`` acquisitions may use.
+    limit
+        Requests per window, at least 1.
+    reserve
+        Slots of the window only ``priority`` acquisitions may use (at most ``limit - 1``).
     clock, wait
-        ``clock()`` returns monotonic seconds; ``wait(condition, seconds)`` blocks with the
-        condition's lock held-and-released (``Condition.wait``). Injected by tests.
+        ``clock()`` returns monotonic seconds; ``wait(condition, seconds_or_None)`` blocks with
+        the condition's lock released (``Condition.wait``). Injected by tests.
     """
 
-    def __init__(self, rate_per_s: float, reserve_fraction: float = 0.0,
-                 clock: Clock = time.monotonic, wait: Waiter = _condition_wait):
-        if rate_per_s <= 0:
-            raise ValueError(f"rate_per_s must be positive, was {rate_per_s}")
-        self.rate = float(rate_per_s)
-        self.capacity = max(1.0, self.rate)
-        # Never reserve so much that ordinary traffic could not take a single token.
-        self.reserve = min(max(0.0, reserve_fraction) * self.capacity, self.capacity - 1.0)
+    def __init__(self, limit: int, window_s: float = WINDOW_S, reserve: int = 0,
+                 margin_s: float = WINDOW_MARGIN_S, clock: Clock = time.monotonic,
+                 wait: Waiter = _condition_wait):
+        if limit < 1 or window_s <= 0:
+            raise ValueError(f"a window needs limit >= 1 and window_s > 0, was {limit}/{window_s}")
+        self.limit = int(limit)
+        self.window_s = float(window_s)
+        self.reserve = max(0, min(int(reserve), self.limit - 1))
+        self._span = self.window_s + max(0.0, margin_s)
         self._clock = clock
         self._wait = wait
         self._cond = threading.Condition()
-        self._tokens = self.capacity
-        self._stamp = clock()
+        self._stamps: deque[float] = deque()  # release (or phantom) times, ascending
+        self._in_flight = 0
         self._blocked_until = 0.0
+        self._requests = self._waits = self._rate_limited = self._corrections = 0
+        self._wait_s = 0.0
 
-    @property
-    def tokens(self) -> float:
-        with self._cond:
-            self._refill(self._clock())
-            return self._tokens
+    @classmethod
+    def per_second(cls, rate_per_s: float, reserve_fraction: float = 0.0, **kwargs) -> "RequestWindow":
+        """A window from a configured rate: ``floor(rate)`` per second, or one request per
+        ``1/rate`` seconds below one a second. ``reserve_fraction`` of it (rounded down) is kept
+        for priority requests."""
+        if rate_per_s <= 0:
+            raise ValueError(f"rate_per_s must be positive, was {rate_per_s}")
+        if rate_per_s >= 1:
+            limit, window = math.floor(rate_per_s), WINDOW_S
+        else:
+            limit, window = 1, 1.0 / rate_per_s
+        return cls(limit, window, math.floor(max(0.0, reserve_fraction) * limit), **kwargs)
 
-    def acquire(self, priority: bool = False) -> float:
-        """Take one token, blocking until one is free; return the seconds waited.
-
-        Called from any thread (leg threads, feed resync, CLI). Takes the bucket's lock only
-        for the bookkeeping; the wait releases it.
-        """
-        floor = 1.0 if priority else 1.0 + self.reserve
+    # --- acquiring -------------------------------------------------------------------------
+    def acquire(self, priority: bool = False) -> Ticket:
+        """Take a slot, blocking until one is free; the slot is in flight until ``release``."""
+        ceiling = self.limit if priority else self.limit - self.reserve
         with self._cond:
             start = now = self._clock()
             while True:
-                self._refill(now)
-                if now >= self._blocked_until and self._tokens + _EPSILON >= floor:
-                    self._tokens = max(0.0, self._tokens - 1.0)
-                    return now - start
-                delay = max(self._blocked_until - now, (floor - self._tokens) / self.rate, _MIN_WAIT_S)
-                self._wait(self._cond, delay)
+                self._expire(now)
+                used = self._in_flight + len(self._stamps)
+                if now >= self._blocked_until and used < ceiling:
+                    break
+                self._wait(self._cond, self._delay(now, used - ceiling + 1))
                 now = self._clock()
+            ticket = Ticket(now - start)
+            self._in_flight += 1
+            self._requests += 1
+            if now > start:
+                self._waits += 1
+                self._wait_s += now - start
+            return ticket
 
-    def observe_remaining(self, remaining: int) -> None:
-        """The venue says ``remaining`` calls are left this second: never believe in more."""
+    def release(self, ticket: Ticket) -> None:
+        """The answer came (or the call failed): the slot now counts from this instant."""
         with self._cond:
-            self._refill(self._clock())
-            if remaining < self._tokens:
-                self._tokens = float(max(0, remaining))
+            if ticket.released:
+                return
+            ticket.released = True
+            self._in_flight -= 1
+            self._stamps.append(self._clock())
+            self._cond.notify_all()  # a waiter waiting on in-flight slots can now time its wait
 
-    def penalise(self, retry_after_s: float | None = None) -> None:
-        """After a 429: empty the bucket and keep it closed ``retry_after_s``, or one whole
-        second when the venue did not say (its limits count per second, and Upbit answers
-        requests that keep coming after a 429 with a 418 ban)."""
+    @contextmanager
+    def slot(self, priority: bool = False) -> Iterator[Ticket]:
+        ticket = self.acquire(priority)
+        try:
+            yield ticket
+        finally:
+            self.release(ticket)
+
+    def _delay(self, now: float, needed: int) -> float | None:
+        """Seconds until ``needed`` more slots free (None: only a release can free them)."""
+        delay = self._blocked_until - now
+        if needed > 0:
+            if needed > len(self._stamps):
+                return None if delay <= 0 else delay
+            delay = max(delay, self._stamps[needed - 1] + self._span - now)
+        return max(delay, 0.0)
+
+    def _expire(self, now: float) -> None:
+        stamps, cutoff = self._stamps, now - self._span
+        while stamps and stamps[0] <= cutoff:
+            stamps.popleft()
+
+    # --- the venue's word ------------------------------------------------------------------
+    def observe_remaining(self, remaining: int) -> None:
+        """The venue says ``remaining`` calls are left in its window: never believe in more.
+
+        Whatever the venue counted beyond our own window (traffic of another process on the
+        key or IP) is added as requests made now. Our own requests all count as ours: every
+        one the venue counted in its current second is still in our (longer, sliding) window,
+        so our own traffic alone never triggers this, whatever order the calls arrived in.
+        Requests of ours the venue had not yet seen make the first correction too small; the
+        answers that follow correct the rest.
+        """
         with self._cond:
             now = self._clock()
-            self._refill(now)
-            self._tokens = 0.0
-            pause = retry_after_s if retry_after_s else PENALTY_S
-            self._blocked_until = max(self._blocked_until, now + pause)
+            self._expire(now)
+            ours = self._in_flight + len(self._stamps)
+            unknown = (self.limit - max(0, remaining)) - ours
+            if unknown > 0:
+                self._corrections += 1
+                self._stamps.extend([now] * unknown)
 
-    def _refill(self, now: float) -> None:
-        elapsed = now - self._stamp
-        if elapsed > 0:
-            self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
-        self._stamp = now
+    def penalise(self, retry_after_s: float | None = None) -> float:
+        """After a 429: close the group for ``retry_after_s`` or, when the venue did not say,
+        a whole window (Upbit answers requests that keep coming after a 429 with a 418 ban).
+        Returns the pause in seconds."""
+        with self._cond:
+            now = self._clock()
+            self._rate_limited += 1
+            pause = max(retry_after_s or 0.0, self._span)
+            self._blocked_until = max(self._blocked_until, now + pause)
+            return self._blocked_until - now
+
+    # --- reporting -------------------------------------------------------------------------
+    def closed_for(self) -> float:
+        """Seconds the group stays closed after a 429 (0 when open)."""
+        with self._cond:
+            return max(0.0, self._blocked_until - self._clock())
+
+    @property
+    def remaining(self) -> int:
+        """Slots free now (priority ones included)."""
+        with self._cond:
+            now = self._clock()
+            self._expire(now)
+            if now < self._blocked_until:
+                return 0
+            return max(0, self.limit - self._in_flight - len(self._stamps))
+
+    def stats(self) -> WindowStats:
+        with self._cond:
+            self._expire(self._clock())
+            return WindowStats(self.limit, self.window_s, self._in_flight + len(self._stamps),
+                               self._in_flight, self._requests, self._waits, self._wait_s,
+                               self._rate_limited, self._corrections)
 
 
 class RateLimiter:
-    """The three buckets of one venue, built from its ``rate_limits`` config."""
+    """The three request windows of one venue, built from its ``rate_limits`` config.
+
+    ``reserve_fraction`` is kept for priority requests in the PRIVATE window (Upbit counts
+    cancels and order look-ups there) and the ORDER window (placements, Bithumb's cancels).
+    """
 
     def __init__(self, config: RateLimitConfig, clock: Clock = time.monotonic,
                  wait: Waiter = _condition_wait):
-        self.buckets: dict[Group, TokenBucket] = {
-            Group.PUBLIC: TokenBucket(config.public_per_s, 0.0, clock, wait),
-            Group.PRIVATE: TokenBucket(config.private_per_s, 0.0, clock, wait),
-            Group.ORDER: TokenBucket(config.order_per_s, config.reserve_fraction, clock, wait),
+        kw = {"clock": clock, "wait": wait}
+        self.windows: dict[Group, RequestWindow] = {
+            Group.PUBLIC: RequestWindow.per_second(config.public_per_s, 0.0, **kw),
+            Group.PRIVATE: RequestWindow.per_second(config.private_per_s, config.reserve_fraction, **kw),
+            Group.ORDER: RequestWindow.per_second(config.order_per_s, config.reserve_fraction, **kw),
         }
 
-    def acquire(self, group: Group, priority: bool = False) -> float:
-        return self.buckets[group].acquire(priority)
+    def slot(self, group: Group, priority: bool = False):
+        """``with limiter.slot(group, priority) as ticket:`` send one request and read its
+        answer inside the block (the slot counts from the block's end)."""
+        return self.windows[group].slot(priority)
 
-    def penalise(self, group: Group, retry_after_s: float | None = None) -> None:
-        self.buckets[group].penalise(retry_after_s)
+    def penalise(self, group: Group, retry_after_s: float | None = None) -> float:
+        return self.windows[group].penalise(retry_after_s)
+
+    def closed_for(self, group: Group) -> float:
+        return self.windows[group].closed_for()
 
     def observe_headers(self, group: Group, headers) -> None:
-        """Feed a response's ``Remaining-Req`` header (if any) back into the right bucket.
+        """Feed a response's ``Remaining-Req`` header (if any) back into the right window.
 
-        Upbit's ``default`` group is our PRIVATE bucket and ``order`` our ORDER bucket; every
+        Upbit's ``default`` group is our PRIVATE window and ``order`` our ORDER window; every
         other (quotation) group name counts against PUBLIC. Without a header, nothing changes.
         """
         parsed = parse_remaining_req(headers.get("Remaining-Req"))
@@ -153,8 +280,11 @@ class RateLimiter:
         name, remaining = parsed
         target = {"default": Group.PRIVATE, "order": Group.ORDER}.get(name, Group.PUBLIC)
         if name not in ("default", "order") and group is not Group.PUBLIC:
-            target = group  # an unfamiliar group name on a private call: trust the call's bucket
-        self.buckets[target].observe_remaining(remaining)
+            target = group  # an unfamiliar group name on a private call: trust the call's window
+        self.windows[target].observe_remaining(remaining)
+
+    def stats(self) -> dict[Group, WindowStats]:
+        return {group: window.stats() for group, window in self.windows.items()}
 
 
 def parse_remaining_req(value: str | None) -> tuple[str, int] | None:

@@ -9,6 +9,7 @@ list of order objects, unpaginated]; no tick-size endpoint (fees and minimum fro
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from karb.exchanges.bithumb import constants as C
@@ -18,7 +19,7 @@ from karb.exchanges.errors import OrderStateUnknown
 from karb.exchanges.ratelimit import Group
 from karb.exchanges.upbit import parse
 from karb.exchanges.upbit.client import UpbitClient
-from karb.model import OrderRequest, OrderResult, Venue
+from karb.model import OrderRequest, OrderResult, Venue, quote_currency
 from karb.rules import MarketInfo
 from karb.secrets import Credentials
 
@@ -38,10 +39,13 @@ class BithumbClient(UpbitClient):
                            self._clock_ms)
 
     def get_market_info(self, markets: list[str]) -> list[MarketInfo]:
-        """Fees and minimum order from ``/v1/orders/chance`` (needs keys); no tick size."""
-        if self._auth is None:
-            return [MarketInfo(market) for market in markets]
-        return [self._chance(market) for market in markets]
+        """Fees and minimum order from ``/v1/orders/chance`` of one market per quote currency,
+        applied to all its markets (needs keys); no tick size. Bithumb's fee is the account's
+        rate (list price or coupon), the same in every KRW market [U: a per-coin event];
+        ``get_market_fees`` reads one market's own answer."""
+        fees = self._fees_by_quote(markets)
+        return [replace(fees[quote_currency(m)], market=m) if quote_currency(m) in fees else MarketInfo(m)
+                for m in markets]
 
     def place_order(self, request: OrderRequest, priority: bool = False) -> OrderResult:
         body = parse.order_body(self.venue, request, type_key="order_type", id_key="client_order_id")

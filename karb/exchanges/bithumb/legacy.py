@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 from urllib.parse import urlencode
 
@@ -45,6 +45,7 @@ from karb.exchanges.ratelimit import Group, RateLimiter
 from karb.exchanges.upbit.parse import fmt_decimal
 from karb.model import (
     Balance, BookView, OrderRequest, OrderResult, OrderType, Side, TimeInForce, Venue, base_currency,
+    quote_currency,
 )
 from karb.rules import MarketInfo, to_legacy_symbol
 from karb.secrets import Credentials
@@ -74,8 +75,8 @@ class BithumbLegacyClient:
         self.config = config
         self._markets = list(markets)
         self._clock = clock
-        self._limiter = limiter or RateLimiter(config.rate_limits)
-        self._http = RestTransport(self.venue, config, self._limiter, P.legacy_error, sleep)
+        self.limiter = limiter or RateLimiter(config.rate_limits)
+        self._http = RestTransport(self.venue, config, self.limiter, P.legacy_error, sleep)
         self._auth = (BithumbLegacyAuth(credentials.access_key, credentials.secret_key,
                                         nonce_factory) if credentials else None)
         self._lock = threading.Lock()
@@ -122,15 +123,21 @@ class BithumbLegacyClient:
         return self._parsed(P.parse_legacy_orderbook, market, data, time.monotonic_ns())
 
     def get_market_info(self, markets: list[str]) -> list[MarketInfo]:
-        """The account's ``trade_fee`` per market (``/info/account``; needs keys)."""
+        """The account's ``trade_fee`` (``/info/account``; needs keys), read for one market per
+        quote currency and applied to all its markets: it is the account's rate, not the
+        coin's [U]. ``get_market_fees`` reads one market's own."""
         if self._auth is None:
             return [MarketInfo(market) for market in markets]
-        infos = []
+        fees: dict[str, MarketInfo] = {}
         for market in markets:
-            data = self._data(self._post(C.LEGACY_ACCOUNT, self._currencies(market)))
-            fee = self._parsed(lambda d: P.dec(d["trade_fee"]), data)
-            infos.append(MarketInfo(market, taker_fee=fee, maker_fee=fee))
-        return infos
+            if quote_currency(market) not in fees:
+                fees[quote_currency(market)] = self.get_market_fees(market)
+        return [replace(fees[quote_currency(m)], market=m) for m in markets]
+
+    def get_market_fees(self, market: str) -> MarketInfo:
+        data = self._data(self._post(C.LEGACY_ACCOUNT, self._currencies(market)))
+        fee = self._parsed(lambda d: P.dec(d["trade_fee"]), data)
+        return MarketInfo(market, taker_fee=fee, maker_fee=fee)
 
     # --- private --------------------------------------------------------------------------
     def get_balances(self) -> dict[str, Balance]:

@@ -19,7 +19,7 @@ from karb.exchanges.ratelimit import Group, RateLimiter
 from karb.exchanges.upbit import constants as C
 from karb.exchanges.upbit import parse
 from karb.exchanges.upbit.auth import UpbitAuth, new_nonce
-from karb.model import Balance, BookView, OrderRequest, OrderResult, Venue
+from karb.model import Balance, BookView, OrderRequest, OrderResult, Venue, quote_currency
 from karb.rules import MarketInfo
 from karb.secrets import Credentials
 
@@ -34,8 +34,8 @@ class UpbitClient:
                  limiter: RateLimiter | None = None, sleep: Callable[[float], None] | None = None,
                  nonce_factory: Callable[[], str] = new_nonce):
         self.config = config
-        self._limiter = limiter or RateLimiter(config.rate_limits)
-        self._http = RestTransport(self.venue, config, self._limiter, jwt_api_error, sleep)
+        self.limiter = limiter or RateLimiter(config.rate_limits)
+        self._http = RestTransport(self.venue, config, self.limiter, jwt_api_error, sleep)
         self._auth = self._make_auth(credentials, nonce_factory) if credentials else None
 
     def _make_auth(self, credentials: Credentials, nonce_factory: Callable[[], str]):
@@ -78,19 +78,41 @@ class UpbitClient:
         return self._parsed(parse.parse_orderbook, self.venue, market, body, recv_ns)
 
     def get_market_info(self, markets: list[str]) -> list[MarketInfo]:
-        """Tick size (``/v1/orderbook/instruments``) at the last price, and with keys the
-        fees and minimum order from ``/v1/orders/chance`` (one call per market)."""
+        """Tick size (``/v1/orderbook/instruments``, one call for all) at the last price (one
+        ticker call), and with keys the fees and minimum order of one market per quote
+        currency (``/v1/orders/chance``), applied to every market of that quote.
+
+        Upbit charges one fee in all its KRW markets (0.05%, spec §5) and one minimum order
+        (5,000 KRW, docs "원화(KRW) 마켓 ... 최소 주문 가능 금액"), so reading
+        ``/v1/orders/chance`` once per market would only spend 150 calls of the private group at
+        start-up to learn the same numbers [U: a per-market promotion]. ``get_market_fees`` reads one market's own answer; the
+        engine walks all markets with it slowly after start-up and corrects any that differ.
+        """
         joined = ",".join(markets)
         ticks = self._parsed(parse.parse_instruments,
                              self._public(C.PATH_INSTRUMENTS, [("markets", joined)]))
         prices = self.get_ticker(markets)
+        fees = self._fees_by_quote(markets)
         infos = []
         for market in markets:
-            chance = self._chance(market) if self._auth else MarketInfo(market)
+            chance = fees.get(quote_currency(market)) or MarketInfo(market)
             infos.append(MarketInfo(market, tick_size=ticks.get(market),
                                     ref_price=prices.get(market), min_total=chance.min_total,
                                     taker_fee=chance.taker_fee, maker_fee=chance.maker_fee))
         return infos
+
+    def get_market_fees(self, market: str) -> MarketInfo:
+        """Fees and minimum order of one market, as the venue answers for it (needs keys)."""
+        return self._chance(market)
+
+    def _fees_by_quote(self, markets: list[str]) -> dict[str, MarketInfo]:
+        """One ``/v1/orders/chance`` answer per quote currency (none without keys)."""
+        if self._auth is None:
+            return {}
+        firsts = {}
+        for market in markets:
+            firsts.setdefault(quote_currency(market), market)
+        return {quote: self._chance(market) for quote, market in firsts.items()}
 
     def _chance(self, market: str) -> MarketInfo:
         body = self._private("GET", C.PATH_CHANCE, [("market", market)])
@@ -119,9 +141,11 @@ class UpbitClient:
         return self._parsed(parse.parse_order, self.venue, self._private("GET", C.PATH_ORDER, query))
 
     def cancel_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
-        """DELETE ``/v1/order``; the answer usually still says ``wait`` (cancel pending)."""
+        """DELETE ``/v1/order``; the answer usually still says ``wait`` (cancel pending).
+
+        Upbit counts cancels in its ``default`` group (our PRIVATE window), not ``order``."""
         query = self._one_id(order_id, client_id, "uuid", "identifier")
-        body = self._private("DELETE", C.PATH_ORDER, query, group=Group.ORDER, priority=True,
+        body = self._private("DELETE", C.PATH_ORDER, query, group=Group.PRIVATE, priority=True,
                              idempotent=False, client_id=client_id)
         return self._parsed(parse.parse_order, self.venue, body)
 
