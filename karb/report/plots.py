@@ -28,16 +28,19 @@ def _save(fig, img_dir: Path, name: str) -> str:
     return name
 
 
-def _hours(ns: int, start: int) -> float:
-    return (ns - start) / HOUR_NS
+def _time_axis(start: int, end: int) -> tuple[float, str]:
+    """(ns per unit, axis label): hours for up to two days, days beyond."""
+    return (24 * HOUR_NS, "days from start") if end - start > 48 * HOUR_NS else (HOUR_NS, "hours from start")
 
 
 def equity(data: ReportData, m: Metrics, img_dir: Path) -> str | None:
     if not m.equity:
         return None
     start = data.first_ns if data.first_ns is not None else m.equity[0][0]
-    xs = [0.0] + [_hours(t, start) for t, _ in m.equity]
-    ys = [0.0] + [float(e) for _, e in m.equity]
+    end = max(m.equity[-1][0], data.last_ns or 0)
+    unit, label = _time_axis(start, end)
+    xs = [0.0] + [(t - start) / unit for t, _ in m.equity] + [(end - start) / unit]
+    ys = [0.0] + [float(e) for _, e in m.equity] + [float(m.equity[-1][1])]  # flat to the end
     peak, dd = 0.0, []
     for y in ys:
         peak = max(peak, y)
@@ -50,7 +53,7 @@ def equity(data: ReportData, m: Metrics, img_dir: Path) -> str | None:
         top.set_title("Equity curve (realised arbitrage PnL) and drawdown")
         bottom.fill_between(xs, dd, 0, step="post", color="#d62728", alpha=0.5)
         bottom.set_ylabel("drawdown (KRW)")
-        bottom.set_xlabel("hours from start")
+        bottom.set_xlabel(label)
         return _save(fig, img_dir, "equity.png")
 
 
@@ -102,10 +105,11 @@ def inventory(data: ReportData, img_dir: Path) -> str | None:
     if not data.inventory:
         return None
     start = data.first_ns if data.first_ns is not None else data.inventory[0][0]
+    unit, label = _time_axis(start, max(data.last_ns or 0, data.inventory[-1][0]))
     series: dict[str, dict[str, tuple[list, list]]] = {}
     for ns, venue, asset, amount in data.inventory:
         xs, ys = series.setdefault(asset, {}).setdefault(venue, ([], []))
-        xs.append(_hours(ns, start))
+        xs.append((ns - start) / unit)
         ys.append(float(amount))
     assets = sorted(series, key=lambda a: (a != "KRW", a))
     cols = 3
@@ -121,7 +125,7 @@ def inventory(data: ReportData, img_dir: Path) -> str | None:
             ax.legend(fontsize=7, loc="best")
         for ax in list(axes.flat)[len(assets):]:
             ax.set_visible(False)
-        fig.supxlabel("hours from start")
+        fig.supxlabel(label)
         fig.suptitle("Inventory per asset and venue (free + locked)")
         return _save(fig, img_dir, "inventory.png")
 
