@@ -248,3 +248,12 @@ def test_report_from_a_real_run_sim_journal(tmp_path):
     assert "| signal to wire |" in text  # leg latency from the journal's stage stamps
     for name in ("equity", "pnl_per_day", "net_spread", "inventory", "latency_slippage"):
         assert (out / "img" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("content", ['{"missed": [1, 2]}', '{"oracle": {"pnl_krw": "x"}}',
+                                     '{"net_spread_hist": {"counts": {}}}', '{"latency_ms": ["fast"]}'])
+def test_a_backtest_json_of_the_wrong_shape_is_one_error_naming_the_file(journal_path, tmp_path, content):
+    bad = tmp_path / "bt.json"
+    bad.write_text(content, encoding="utf-8")
+    with pytest.raises(ReportError, match=r"bt\.json: unexpected content"):
+        load(journal_path, bad)

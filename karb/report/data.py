@@ -121,31 +121,42 @@ def load(journal_path: str | Path, backtest_json: str | Path | None = None,
     incidents: dict[str, int] = {}
     for r in rows["incidents"]:
         incidents[r["kind"]] = incidents.get(r["kind"], 0) + 1
-    inventory, source = _inventory(extra, rows["balances"])
+    try:
+        bt = _backtest_fields(extra, threshold_bps)
+        inventory, source = _inventory(extra, rows["balances"])
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # ReportError is a ValueError
+        raise ReportError(f"{backtest_json}: unexpected content ({type(exc).__name__}: {exc})") from None
     times = [t.wall_ns for t in trades] + [i[0] for i in inventory]
-    first = extra.get("start_wall_ns", min(times, default=None))
-    last = extra.get("end_wall_ns", max(times, default=None))
-    hist = extra.get("net_spread_hist")
     return ReportData(
         journal_path=path, trades=trades, orders=orders, signal_prices=prices,
         inventory=inventory, inventory_source=source, incidents=dict(sorted(incidents.items())),
-        first_ns=first, last_ns=last, backtest=extra,
-        oracle=_outcome(extra.get("oracle")), unconstrained=_outcome(extra.get("unconstrained")),
-        missed=({str(k): int(v) for k, v in extra["missed"].items()} if "missed" in extra else None),
-        spread_hist=(float(hist["bucket_bps"]), {float(k): int(v) for k, v in hist["counts"].items()})
-        if hist else None,
-        latency_ms=[float(x) for x in extra["latency_ms"]] if "latency_ms" in extra else None,
-        threshold_bps=extra.get("threshold_bps", threshold_bps),
-    )
+        first_ns=bt.pop("start_wall_ns", None) or min(times, default=None),
+        last_ns=bt.pop("end_wall_ns", None) or max(times, default=None), backtest=extra, **bt)
+
+
+def _backtest_fields(extra: dict[str, Any], threshold_bps: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"oracle": _outcome(extra.get("oracle")),
+                           "unconstrained": _outcome(extra.get("unconstrained"))}
+    for key in ("start_wall_ns", "end_wall_ns"):
+        if extra.get(key) is not None:
+            out[key] = int(extra[key])
+    if "missed" in extra:
+        out["missed"] = {str(k): int(v) for k, v in extra["missed"].items()}
+    if extra.get("net_spread_hist"):
+        hist = extra["net_spread_hist"]
+        out["spread_hist"] = (float(hist["bucket_bps"]),
+                              {float(k): int(v) for k, v in hist["counts"].items()})
+    if "latency_ms" in extra:
+        out["latency_ms"] = [float(x) for x in extra["latency_ms"]]
+    threshold = extra.get("threshold_bps", threshold_bps)
+    out["threshold_bps"] = None if threshold is None else float(threshold)
+    return out
 
 
 def _read_journal(path: Path) -> dict[str, list[dict[str, Any]]]:
     if not path.is_file():
         raise ReportError(f"{path}: no such journal file")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise ReportError(f"{path}: cannot open ({exc})") from None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)  # opening reads nothing yet
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         missing = _TABLES - tables
@@ -158,6 +169,8 @@ def _read_journal(path: Path) -> dict[str, list[dict[str, Any]]]:
             names = [d[0] for d in cursor.description]
             out[table] = [dict(zip(names, row)) for row in cursor.fetchall()]
         return out
+    except sqlite3.OperationalError as exc:  # e.g. no access to the file or its -wal / -shm
+        raise ReportError(f"{path}: cannot read the journal ({exc})") from None
     except sqlite3.DatabaseError as exc:
         raise ReportError(f"{path}: not a K-Arb journal ({exc})") from None
     finally:
