@@ -130,5 +130,6 @@ def slippage_bps(data: ReportData) -> list[tuple[str, float]]:
         if not o.primary or avg is None or not expected:
             continue
         diff = (float(avg) - expected) / expected * 1e4
-        out.append((o.market, diff if o.side == "buy" else -diff))
+        # rounded: the expected VWAP is a journalled float, so exact fills differ by ~1e-12 bps
+        out.append((o.market, round(diff if o.side == "buy" else -diff, 4) + 0.0))
     return out

@@ -140,8 +140,10 @@ def latency_slippage(data: ReportData, img_dir: Path) -> str | None:
         return None
     with plt.rc_context(STYLE):
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+        top = max((max(v) for v in stages.values()), default=1.0)
+        bins = [top * i / 40 for i in range(41)]  # one set of bins: the stages compare
         for name, values in stages.items():
-            left.hist(values, bins=30, alpha=0.6, label=name)
+            left.hist(values, bins=bins, alpha=0.6, label=name)
         left.set_xlabel("ms")
         left.set_ylabel("count")
         left.set_title("Leg latency")
