@@ -102,3 +102,14 @@ def test_table_says_n_a_for_figures_a_job_does_not_give():
     from karb.backtest.sweep import PointResult
     text = table([PointResult({"strategy.threshold_bps": 5}, {"pnl_krw": "-12.5"})])
     assert text.splitlines()[1].split() == ["1", "5", "-12", "n/a", "n/a", "n/a", "n/a"]
+
+
+def test_set_option_collects_every_axis_for_the_grid(base):
+    import argparse
+
+    from karb.backtest.sweep import add_set_argument
+    parser = argparse.ArgumentParser()
+    add_set_argument(parser)
+    args = parser.parse_args(["--set", "strategy.threshold_bps=5,10,20", "--set", "risk.max_trade_krw=1e6,2e6"])
+    assert len(grid(base, parse_sets(args.set))) == 6
+    assert parser.parse_args([]).set == []

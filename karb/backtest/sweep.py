@@ -16,6 +16,7 @@ The job is injected: a picklable top-level function ``job(base, overrides) -> su
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 import itertools
@@ -74,6 +75,13 @@ class PointResult:
     @property
     def pnl(self) -> Decimal:
         return Decimal(str(self.summary.get("pnl_krw", "0")))
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY=V1,V2,...`` (repeatable) on a command that runs sweeps."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2,...",
+                        help="sweep a config key over these values (repeat for a grid; "
+                             "the points run on every core, ranked by PnL)")
 
 
 def parse_sets(items: Iterable[str]) -> dict[str, list[Any]]:
