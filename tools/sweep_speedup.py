@@ -28,6 +28,7 @@ from karb.backtest.sweep import (Base, ProcessPoolRunner, SerialRunner, config_f
 def burn(base: Base, overrides: dict[str, Any], work: int = 200_000) -> dict[str, Any]:
     """CPU for ``work`` hashing rounds, then a summary whose PnL is a known function of the
     point: ``risk.max_trade_krw / 1000 - (strategy.threshold_bps - 10) ** 2``."""
+    cpu = time.process_time()
     config = config_for(base, overrides)
     digest = b"karb"
     for _ in range(work):
@@ -36,7 +37,7 @@ def burn(base: Base, overrides: dict[str, Any], work: int = 200_000) -> dict[str
     pnl = config.risk.max_trade_krw / 1000 - (threshold - 10) ** 2
     return {"pnl_krw": str(pnl), "trades": int(threshold), "capture": "0.5",
             "leg_success_rate": "1", "max_drawdown_krw": "0", "pid": os.getpid(),
-            "digest": digest.hex()[:8]}
+            "digest": digest.hex()[:8], "cpu_s": time.process_time() - cpu}
 
 
 def heavy(base: Base, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +64,9 @@ def main() -> int:
     pids = len({r.summary["pid"] for r in parallel})
     print(f"points {len(points)}  cores {cores}  worker processes used {pids}  "
           f"load average before {load:.2f} (other processes share the cores)")
+    cpu = sum(r.summary["cpu_s"] for r in parallel)
+    print(f"CPU seconds of the points {cpu:.2f} in {t2 - t1:.2f} s of wall: {cpu / (t2 - t1):.2f} "
+          "cores busy on average while the pool ran")
     print(f"serial {t1 - t0:.2f} s  parallel {t2 - t1:.2f} s  speed-up {(t1 - t0) / (t2 - t1):.2f}x"
           f"  (ideal {min(cores, len(points))}x; serial / cores = {(t1 - t0) / cores:.2f} s)")
     return 0
