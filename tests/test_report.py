@@ -22,10 +22,11 @@ from tests.trading_fixtures import make_signal
 
 DAY_S = 86_400
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# (day, market, realised, fees, sell leg filled?) -> equity 1000, -2000, -1500, 2500, 2299.5
-TRADES = [(0, "KRW-BTC", "1000", "100", True), (0, "KRW-XRP", "-3000", "50", False),
-          (0, "KRW-BTC", "500", "80", True), (1, "KRW-BTC", "4000", "120", True),
-          (1, "KRW-XRP", "-200.5", "10", True)]
+# (day, market, realised, fees, sell leg's executed volume) -> equity 1000, -2000, -1500, 2500,
+# 2299.5; the second trade is unwound flat, the last one keeps 0.005 coin long
+TRADES = [(0, "KRW-BTC", "1000", "100", "0.01"), (0, "KRW-XRP", "-3000", "50", "0"),
+          (0, "KRW-BTC", "500", "80", "0.01"), (1, "KRW-BTC", "4000", "120", "0.01"),
+          (1, "KRW-XRP", "-200.5", "10", "0.005")]
 
 
 def _leg(role, sid, venue, side, price, volume):
@@ -47,7 +48,7 @@ def write_journal(path: Path) -> ManualClock:
     journal.start()
     start = clock.wall_ns()
     journal.record_balances("upbit", {"BTC": Balance("BTC", D("1")), "KRW": Balance("KRW", D("50000000"))}, "sync")
-    for n, (day, market, realised, fees, sell_ok) in enumerate(TRADES):
+    for n, (day, market, realised, fees, sold) in enumerate(TRADES):
         clock.set_wall(start + day * DAY_S * 10**9 + (n + 1) * 60 * 10**9)
         sid = f"t{n}"
         signal = make_signal(sid, volume="0.01", buy_price="100", sell_price="101", market=market)
@@ -55,18 +56,20 @@ def write_journal(path: Path) -> ManualClock:
         sell = _leg("sell", sid, Venue.UPBIT, Side.SELL, "101", "0.01")
         journal.record_intent(signal, (buy, sell), {"recv_ns": 1})
         _fill(buy, "0.01", "1.01")  # paid 101 on average: 100 bps worse than the expected 100
-        _fill(sell, "0.01" if sell_ok else "0", "1.01" if sell_ok else "0")
+        _fill(sell, sold, str(D(sold) * 101))
         journal.record_order(sid, buy)
         journal.record_order(sid, sell)
-        if not sell_ok:
+        if sold == "0":
             retry = _leg("retry-1", sid, Venue.BITHUMB, Side.SELL, "99", "0.01")
             journal.record_intent_order(sid, retry)
             _fill(retry, "0.01", "0.99")
             journal.record_order(sid, retry)
             journal.record_incident("unwind_step", "retry-1 filled", sid)
-        journal.record_result(sid, "filled" if sell_ok else "flat",
+        residual = D("0.01") - D(sold) if sold != "0" else D(0)
+        status = "filled" if sold == "0.01" else ("flat" if not residual else "residual")
+        journal.record_result(sid, status,
                               {"sent_ns": 10_000_000, "acked_ns": 13_000_000, "done_ns": 20_000_000},
-                              D(realised), D(fees), D(0))
+                              D(realised), D(fees), residual)
     journal.record_intent(make_signal("open", market="KRW-BTC"), (), {})  # never booked: not a trade
     clock.set_wall(start + DAY_S * 10**9 + 3600 * 10**9)
     journal.record_balances("upbit", {"BTC": Balance("BTC", D("1.5")), "KRW": Balance("KRW", D("40000000"))}, "sync")
@@ -84,16 +87,17 @@ def journal_path(tmp_path):
 
 def test_figures_from_a_journal_are_exact(journal_path):
     m = compute(load(journal_path))
-    assert (m.trades, m.succeeded, m.residual_trades) == (5, 4, 0)
+    assert (m.trades, m.succeeded, m.residual_trades) == (5, 3, 1)
+    assert m.residual_coin == {"KRW-XRP": D("0.005")}
     assert m.pnl_krw == D("2299.5") and m.fees_krw == D("360")
     assert [e for _, e in m.equity] == [D(1000), D(-2000), D(-1500), D(2500), D("2299.5")]
     assert m.max_drawdown_krw == D(3000)
-    assert (m.legs_final, m.legs_complete, m.legs_open) == (10, 9, 0)  # unwind orders not counted
-    assert m.leg_success_rate == D("0.9")
+    assert (m.legs_final, m.legs_complete, m.legs_open) == (10, 8, 0)  # unwind orders not counted
+    assert m.leg_success_rate == D("0.8")
     assert m.pnl_per_day == [(1, D(-1500), 3), (2, D("3799.5"), 2)]
     btc, xrp = m.markets
     assert (btc.market, btc.trades, btc.succeeded, btc.pnl_krw, btc.fees_krw) == ("KRW-BTC", 3, 3, D(5500), D(300))
-    assert (xrp.market, xrp.trades, xrp.succeeded, xrp.pnl_krw, xrp.fees_krw) == ("KRW-XRP", 2, 1, D("-3200.5"), D(60))
+    assert (xrp.market, xrp.trades, xrp.succeeded, xrp.pnl_krw, xrp.fees_krw) == ("KRW-XRP", 2, 0, D("-3200.5"), D(60))
     assert btc.capture is None and m.capture is None
 
 
@@ -112,7 +116,7 @@ def test_slippage_is_against_the_expected_vwap_positive_when_worse(journal_path)
 def test_journal_only_report_says_what_is_not_available(journal_path, tmp_path):
     out = tmp_path / "out"
     text = build_report(journal_path, None, out).read_text(encoding="utf-8")
-    assert "| Order (leg) success rate > 95% | **not met** | 9 of 10 legs filled in full (90.00%)" in text
+    assert "| Order (leg) success rate > 95% | **not met** | 8 of 10 legs filled in full (80.00%)" in text
     assert "| PnL > 0 | met | realised PnL 2,299.50 KRW over 5 trades |" in text
     assert "| Maximum drawdown reported | met | 3,000.00 KRW |" in text
     assert "| oracle PnL and capture | not available from a journal |" in text
@@ -120,6 +124,7 @@ def test_journal_only_report_says_what_is_not_available(journal_path, tmp_path):
     assert "Reasons for missed opportunities: not available from a journal" in text
     assert "| 2 | 2 | 3,799.50 KRW |" in text  # day 2
     assert "| unwind_step | 1 |" in text
+    assert "| residual coin (not marked to market; + = long) | KRW-XRP 0.005 |" in text
     assert "From journal balances." in text
     for name in ("equity", "pnl_per_day", "net_spread", "inventory", "latency_slippage"):
         assert f"(img/{name}.png)" in text

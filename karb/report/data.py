@@ -38,6 +38,7 @@ class Trade:
     realised_krw: Decimal
     fees_krw: Decimal
     net_bps: float | None
+    residual: Decimal  # coin left unhedged: positive = long
     stages_ns: dict[str, int | None]  # recv, signal, submit, sent, acked, done (monotonic)
 
     @property
@@ -208,7 +209,7 @@ def _trade(r: dict[str, Any]) -> Trade:
     stages = {k: r.get(f"{k}_ns") for k in ("recv", "signal", "submit", "sent", "acked", "done")}
     return Trade(r["id"], r["market"], f"buy {r['buy_venue']} / sell {r['sell_venue']}",
                  int(r["wall_ns"]), r["status"], _dec(r["realised_krw"]), _dec(r["fees_krw"]),
-                 r["net_bps"], stages)
+                 r["net_bps"], _dec(r["residual"]), stages)
 
 
 def _order(r: dict[str, Any]) -> Order:

@@ -92,6 +92,8 @@ def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: 
     lines += ["## Summary", ""]
     rows = [["trades (booked)", str(m.trades)], ["trades succeeded (both legs full)", str(m.succeeded)],
             ["trades left with a residual position", str(m.residual_trades)],
+            ["residual coin (not marked to market; + = long)",
+             ", ".join(f"{k} {v}" for k, v in m.residual_coin.items()) or "none"],
             ["leg success rate", pct(m.leg_success_rate)],
             ["legs not final (unresolved)", str(m.legs_open)],
             ["realised PnL", krw(m.pnl_krw)], ["fees", krw(m.fees_krw)],

@@ -44,6 +44,7 @@ class Metrics:
     trades: int
     succeeded: int
     residual_trades: int
+    residual_coin: dict[str, Decimal]  # market -> net coin left unhedged by trades (+ = long)
     legs_final: int
     legs_complete: int
     legs_open: int
@@ -101,12 +102,21 @@ def compute(data: ReportData) -> Metrics:
     return Metrics(
         trades=len(trades), succeeded=sum(t.succeeded for t in trades),
         residual_trades=sum(t.status == "residual" for t in trades),
+        residual_coin=_residuals(trades),
         legs_final=len(final), legs_complete=sum(o.complete for o in final),
         legs_open=len(primary) - len(final),
         pnl_krw=total, fees_krw=sum((t.fees_krw for t in trades), ZERO),
         max_drawdown_krw=max_drawdown([e for _, e in equity]), equity=equity,
         pnl_per_day=[(n, v[0], v[1]) for n, v in sorted(days.items())],
         markets=rows, capture=ratio(total, oracle.pnl_krw) if oracle else None)
+
+
+def _residuals(trades) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for t in trades:
+        if t.residual:
+            out[t.market] = out.get(t.market, ZERO) + t.residual
+    return {m: v for m, v in sorted(out.items()) if v}
 
 
 def leg_latencies_ms(data: ReportData) -> dict[str, list[float]]:
