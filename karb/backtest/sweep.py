@@ -12,7 +12,8 @@ The job is injected: a picklable top-level function ``job(base, overrides) -> su
 ``base`` is the base config's path or data, ``overrides`` maps dotted keys to values
 (``config_for(base, overrides)`` builds the checked ``Config``) and the summary is a dict with
 ``pnl_krw`` (and, when known, ``capture``, ``leg_success_rate``, ``max_drawdown_krw``,
-``trades``), as a backtest writes it.
+``trades``), as a backtest writes it. Points run at the same time: a job must write its own
+files (journal, ``backtest.json``) under a directory of its own, never the base config's paths.
 """
 from __future__ import annotations
 
