@@ -154,6 +154,7 @@ def test_backtest_json_adds_capture_oracle_missed_reasons(journal_path, tmp_path
     assert "| capture (realised / oracle) | 50.00% |" in text  # 2299.5 / 4599
     assert "| cost of inventory (unconstrained - oracle) | 4,401.00 KRW |" in text
     assert "| KRW-BTC | 3 | 3/3 | 5,500.00 KRW | 300.00 KRW | 11,000.00 KRW | 50.00% |" in text
+    assert "| KRW-XRP | 2 | 0/2 | -3,200.50 KRW | 60.00 KRW | -6,401.00 KRW | n/a |" in text  # no edge
     assert "| competitor | 30 |" in text and "(img/missed.png)" in text
     assert "| speed | 1,800 simulated s per wall s |" in text
     assert "| seed | 7 |" in text and "threshold | 10 bps" in text
@@ -262,3 +263,10 @@ def test_a_backtest_json_of_the_wrong_shape_is_one_error_naming_the_file(journal
     bad.write_text(content, encoding="utf-8")
     with pytest.raises(ReportError, match=r"bt\.json: unexpected content"):
         load(journal_path, bad)
+
+
+def test_capture_is_realised_over_oracle_and_undefined_without_an_edge():
+    from karb.report.metrics import capture
+    assert capture(D(25), D(100)) == D("0.25")
+    assert capture(D(-5), D(100)) == D("-0.05")
+    assert capture(D(5), D(0)) is None and capture(D(5), D(-3)) is None and capture(D(5), None) is None

@@ -47,8 +47,8 @@ def targets(m: Metrics) -> list[tuple[str, bool, str]]:
     else:
         how = f"{m.legs_complete} of {m.legs_final} legs filled in full ({pct(rate)})"
         success = (rate > SUCCESS_TARGET, how if rate > SUCCESS_TARGET else
-                   f"{how}; {m.legs_final - m.legs_complete} not filled in full (cancelled, rejected "
-                   "or partly filled IOC legs: the book had moved or been taken at arrival)")
+                   f"{how}; {m.legs_final - m.legs_complete} cancelled, rejected or partly filled "
+                   "(see the incidents below)")
     if m.trades == 0:
         pnl = (False, "no trades")
     else:
@@ -100,7 +100,9 @@ def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: 
             ["maximum drawdown", krw(m.max_drawdown_krw)]]
     if data.oracle:
         rows += [["oracle PnL (zero latency, no competition, same constraints)",
-                  krw(data.oracle.pnl_krw)], ["capture (realised / oracle)", pct(m.capture)]]
+                  krw(data.oracle.pnl_krw)],
+                 ["capture (realised / oracle)",
+                  pct(m.capture) if m.capture is not None else "n/a (the oracle made nothing)"]]
     else:
         rows += [["oracle PnL and capture", NA_JOURNAL]]
     if data.unconstrained:
@@ -132,7 +134,7 @@ def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: 
     lines += _table(["market", "trades", "success", "PnL", "fees", "oracle PnL", "capture"], [
         [r.market, str(r.trades), f"{r.succeeded}/{r.trades}", krw(r.pnl_krw), krw(r.fees_krw),
          krw(r.oracle_krw) if r.oracle_krw is not None else NA_JOURNAL,
-         pct(r.capture) if r.oracle_krw is not None else NA_JOURNAL] for r in m.markets])
+         NA_JOURNAL if r.oracle_krw is None else pct(r.capture)] for r in m.markets])
 
     lines += ["## Net spread against the threshold", ""]
     spread = images.get("net_spread")

@@ -36,7 +36,7 @@ class MarketRow:
 
     @property
     def capture(self) -> Decimal | None:
-        return ratio(self.pnl_krw, self.oracle_krw)
+        return capture(self.pnl_krw, self.oracle_krw)
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,11 @@ class Metrics:
 
 def ratio(num: Decimal, den: Decimal | None) -> Decimal | None:
     return None if den is None or den == 0 else num / den
+
+
+def capture(realised: Decimal, oracle: Decimal | None) -> Decimal | None:
+    """realised / oracle; None when the oracle made nothing (no edge to capture)."""
+    return None if oracle is None or oracle <= 0 else realised / oracle
 
 
 def max_drawdown(curve: list[Decimal]) -> Decimal:
@@ -108,7 +113,7 @@ def compute(data: ReportData) -> Metrics:
         pnl_krw=total, fees_krw=sum((t.fees_krw for t in trades), ZERO),
         max_drawdown_krw=max_drawdown([e for _, e in equity]), equity=equity,
         pnl_per_day=[(n, v[0], v[1]) for n, v in sorted(days.items())],
-        markets=rows, capture=ratio(total, oracle.pnl_krw) if oracle else None)
+        markets=rows, capture=capture(total, oracle.pnl_krw) if oracle else None)
 
 
 def _residuals(trades) -> dict[str, Decimal]:

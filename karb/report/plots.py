@@ -83,7 +83,7 @@ def net_spread(data: ReportData, img_dir: Path) -> tuple[str, str] | None:
             edges = sorted(counts)
             ax.bar(edges, [counts[e] for e in edges], width=width, align="edge", color="#1f77b4")
             ax.set_yscale("log")
-            what = "every net spread observed in the backtest (one count per book update and market)"
+            what = "the net spread distribution the backtest recorded (`net_spread_hist`)"
         else:
             values = sorted(t.net_bps for t in data.trades if t.net_bps is not None)
             if not values:
