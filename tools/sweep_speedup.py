@@ -1,6 +1,6 @@
 """Does a sweep use every core? Times the same grid serially and on the process pool.
 
-    python tools/sweep_speedup.py [--points 6] [--work 400000]
+    python tools/sweep_speedup.py [--points 6] [--work 400000] [--repeat 1]
 
 Each point runs ``burn``: a CPU-bound stand-in for a backtest (``work`` rounds of SHA-256 after
 checking the point's config), so the measurement is the runner's, not a backtest's. Prints
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import statistics
 import sys
 import time
 from decimal import Decimal
@@ -48,27 +49,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=6)
     parser.add_argument("--work", type=int, default=400_000)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="serial/parallel pairs, interleaved (other load comes and goes)")
     args = parser.parse_args()
     os.environ["SWEEP_WORK"] = str(args.work)  # spawned workers inherit the environment
     base = str(ROOT / "config" / "sim.yaml")
     values = ",".join(str(5 + i) for i in range(args.points))
     points = grid(base, parse_sets([f"strategy.threshold_bps={values}"]))
-    load = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    serial = run_sweep(heavy, base, points, SerialRunner())
-    t1 = time.perf_counter()
-    parallel = run_sweep(heavy, base, points, ProcessPoolRunner())
-    t2 = time.perf_counter()
-    assert [r.summary["pnl_krw"] for r in serial] == [r.summary["pnl_krw"] for r in parallel]
     cores = os.cpu_count() or 1
-    pids = len({r.summary["pid"] for r in parallel})
-    print(f"points {len(points)}  cores {cores}  worker processes used {pids}  "
-          f"load average before {load:.2f} (other processes share the cores)")
-    cpu = sum(r.summary["cpu_s"] for r in parallel)
-    print(f"CPU seconds of the points {cpu:.2f} in {t2 - t1:.2f} s of wall: {cpu / (t2 - t1):.2f} "
-          "cores busy on average while the pool ran")
-    print(f"serial {t1 - t0:.2f} s  parallel {t2 - t1:.2f} s  speed-up {(t1 - t0) / (t2 - t1):.2f}x"
-          f"  (ideal {min(cores, len(points))}x; serial / cores = {(t1 - t0) / cores:.2f} s)")
+    speedups = []
+    for _ in range(args.repeat):
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        serial = run_sweep(heavy, base, points, SerialRunner())
+        t1 = time.perf_counter()
+        parallel = run_sweep(heavy, base, points, ProcessPoolRunner())
+        t2 = time.perf_counter()
+        assert [r.summary["pnl_krw"] for r in serial] == [r.summary["pnl_krw"] for r in parallel]
+        pids = len({r.summary["pid"] for r in parallel})
+        cpu = sum(r.summary["cpu_s"] for r in parallel)
+        speedups.append((t1 - t0) / (t2 - t1))
+        print(f"points {len(points)}  cores {cores}  workers used {pids}  load before {load:.2f}  "
+              f"serial {t1 - t0:.2f} s  parallel {t2 - t1:.2f} s  (serial / cores {(t1 - t0) / cores:.2f} s)"
+              f"  speed-up {speedups[-1]:.2f}x  cores busy {cpu / (t2 - t1):.2f}")
+    if args.repeat > 1:
+        print(f"median speed-up {statistics.median(speedups):.2f}x, best {max(speedups):.2f}x "
+              f"(ideal {min(cores, len(points))}x)")
     return 0
 
 
