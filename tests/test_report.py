@@ -270,3 +270,10 @@ def test_capture_is_realised_over_oracle_and_undefined_without_an_edge():
     assert capture(D(25), D(100)) == D("0.25")
     assert capture(D(-5), D(100)) == D("-0.05")
     assert capture(D(5), D(0)) is None and capture(D(5), D(-3)) is None and capture(D(5), None) is None
+
+
+def test_a_journal_row_with_a_bad_amount_names_the_file(journal_path):
+    with sqlite3.connect(journal_path) as db:
+        db.execute("UPDATE signals SET realised_krw = 'lots' WHERE id = 't0'")
+    with pytest.raises(ReportError, match=r"journal\.sqlite: not a decimal amount: 'lots'"):
+        load(journal_path)

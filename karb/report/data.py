@@ -115,9 +115,12 @@ def load(journal_path: str | Path, backtest_json: str | Path | None = None,
     path = Path(journal_path)
     rows = _read_journal(path)
     extra = _read_backtest_json(Path(backtest_json)) if backtest_json else {}
-    trades = [_trade(r) for r in rows["signals"] if r["status"] in FINISHED]
+    try:
+        trades = [_trade(r) for r in rows["signals"] if r["status"] in FINISHED]
+        orders = [_order(r) for r in rows["orders"]]
+    except ReportError as exc:
+        raise ReportError(f"{path}: {exc}") from None
     trades.sort(key=lambda t: (t.wall_ns, t.id))
-    orders = [_order(r) for r in rows["orders"]]
     prices = {r["id"]: (r["buy_vwap"], r["sell_vwap"]) for r in rows["signals"]}
     incidents: dict[str, int] = {}
     for r in rows["incidents"]:
@@ -149,7 +152,8 @@ def _backtest_fields(extra: dict[str, Any], threshold_bps: float | None) -> dict
                               {float(k): int(v) for k, v in hist["counts"].items()})
     if "latency_ms" in extra:
         out["latency_ms"] = [float(x) for x in extra["latency_ms"]]
-    threshold = extra.get("threshold_bps", threshold_bps)
+    threshold = extra.get("threshold_bps")
+    threshold = threshold_bps if threshold is None else threshold
     out["threshold_bps"] = None if threshold is None else float(threshold)
     return out
 
