@@ -171,22 +171,25 @@ class MarketGenerator:
         return self._fair[market]
 
     def _advance_premium(self, book: _VenueBook, t_ns: int) -> float:
-        cfg, rng = self.config, book.rng
+        p, rng = book.params, book.rng
         dt = (t_ns - book.last_ns) / NS
         book.last_ns = t_ns
-        decay = math.exp(-cfg.premium_reversion_per_s * dt)
-        std = cfg.premium_vol_bps * 1e-4
+        decay = math.exp(-p.noise_reversion_per_s * dt)
+        std = p.noise_bps * 1e-4
         book.premium = book.premium * decay + std * math.sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
-        if rng.random() < 1.0 - math.exp(-cfg.gaps_per_min / 60.0 * dt):
-            amp = _log_uniform(rng, cfg.gap_bps_min, cfg.gap_bps_max) * 1e-4
-            tau = _log_uniform(rng, cfg.gap_life_min_s, cfg.gap_life_max_s) * NS
+        if p.gap_std_bps:
+            decay = math.exp(-dt / p.gap_reversion_s)
+            book.slow = book.slow * decay + _slow_std(p) * math.sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
+        if rng.random() < 1.0 - math.exp(-p.gaps_per_min / 60.0 * dt):
+            amp = _log_uniform(rng, p.gap_bps_min, p.gap_bps_max) * 1e-4
+            tau = _log_uniform(rng, p.gap_life_min_s, p.gap_life_max_s) * NS
             book.jumps.append(_Jump(amp if rng.random() < 0.5 else -amp, t_ns, tau))
-        total = book.premium
+        total = book.premium + book.slow
         if book.jumps:
             live = []
             for jump in book.jumps:
                 value = jump.amp * math.exp(-(t_ns - jump.t0_ns) / jump.tau_ns)
-                if abs(value) > 1e-7:
+                if abs(value) > 1e-6:  # 0.01 bps: below every tick, so gone
                     live.append(jump)
                     total += value
             book.jumps = live
@@ -314,6 +317,7 @@ class _Stepper:
 
 
 def _size(book: _VenueBook, price: int) -> int:
+    """Lognormal size around ``level_krw`` worth at ``price`` (1e16 = sats of KRW x sats of coin)."""
     sats = int(book.level_krw * 1e16 / price * _SIZE_FACTORS[int(book.rng.random() * _SIZE_QUANTILES)])
     sats = sats if sats > 0 else 1
     if sats >= _JSON_EXACT:  # keep sizes exactly representable as JSON floats
