@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 import zlib
 from collections import deque
 from pathlib import Path
@@ -46,6 +47,8 @@ class FrameRecorder:
         self._flush_every_s = flush_every_s
         self._stop = threading.Event()
         self.frames = 0
+        self.bytes = 0  # uncompressed JSON-lines bytes written
+        self.by_venue: dict[str, int] = {}  # frames written per venue (swapped, never mutated)
         self.error: str | None = None  # why recording stopped early; set once by the thread
         self._thread = threading.Thread(target=self._run, name="feed-recorder", daemon=True)
         self._thread.start()
@@ -87,14 +90,53 @@ class FrameRecorder:
     def _drain(self) -> None:
         queue = self._queue
         lines = []
+        counts = dict(self.by_venue)
         while queue:
             recv_ns, venue, data = queue.popleft()
             text = data if isinstance(data, str) else bytes(data).decode("utf-8", "replace")
             lines.append(orjson.dumps({"t": recv_ns, "venue": venue, "frame": text}))
+            counts[venue] = counts.get(venue, 0) + 1
         if lines:
-            self._file.write(b"\n".join(lines) + b"\n")
+            self._before_write()
+            blob = b"\n".join(lines) + b"\n"
+            self._file.write(blob)
             self._file.flush()
             self.frames += len(lines)
+            self.bytes += len(blob)
+            self.by_venue = counts
+
+    def _before_write(self) -> None:
+        """Hook run on the writer thread before each batch (``HourlyRecorder`` rotates here)."""
+
+
+class HourlyRecorder(FrameRecorder):
+    """A ``FrameRecorder`` writing ``DIR/karb-YYYYMMDD-HH.jsonl.gz``, a new file each UTC hour.
+
+    The writer thread switches files before the first batch it writes in a new hour, so a file
+    holds the frames written in its hour (a batch spans at most ``flush_every_s``). An existing
+    file of the same hour is appended to (a new gzip member), as ``FrameRecorder`` does.
+    """
+
+    def __init__(self, directory: str | Path, flush_every_s: float = 0.2,
+                 clock=time.time) -> None:
+        self.directory = Path(directory)
+        self._clock = clock
+        self._hour = self._hour_now()
+        super().__init__(self._hour_path(self._hour), flush_every_s)
+
+    def _hour_now(self) -> str:
+        return time.strftime("%Y%m%d-%H", time.gmtime(self._clock()))
+
+    def _hour_path(self, hour: str) -> Path:
+        return self.directory / f"karb-{hour}.jsonl.gz"
+
+    def _before_write(self) -> None:
+        hour = self._hour_now()
+        if hour != self._hour:
+            self._file.close()
+            self._hour, self.path = hour, self._hour_path(hour)
+            self._file = gzip.open(self.path, "ab")
+            logger.info("recording now to {}", self.path)
 
 
 VENUES = ("upbit", "bithumb")
