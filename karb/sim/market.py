@@ -202,8 +202,9 @@ class MarketGenerator:
         # Half the spread on each side of the mid, then snap outwards onto the grid.
         best_bid = grid.floor(max(tick, mid_sats - (book.spread_ticks * tick) // 2))
         best_ask = grid.ceil(best_bid + 1)
-        while _ticks_between(grid, best_bid, best_ask) < book.spread_ticks:
-            best_ask = grid.above(best_ask, 1)
+        if book.spread_ticks > 1:
+            while _ticks_between(grid, best_bid, best_ask) < book.spread_ticks:
+                best_ask = grid.above(best_ask, 1)
         return best_bid, best_ask
 
     def _dislocated(self, book: _VenueBook, dis: _Dislocation, bid: int, ask: int) -> tuple[int, int]:
@@ -281,7 +282,7 @@ def _extend(levels: list[tuple[int, int]], depth: int, book: _VenueBook,
             bids: bool) -> list[tuple[int, int]]:
     """Cut to ``depth`` levels, or add levels beyond the last one until there are ``depth``."""
     if len(levels) >= depth:
-        return levels[:depth]
+        return levels[:depth] if len(levels) > depth else levels
     step = _Stepper(book, levels[-1][0], bids)
     while len(levels) < depth:
         last = step.price
