@@ -14,8 +14,8 @@ levels per side are resized each update, and every price sits on the venue's tic
 so an event's ladders are plain ``tuple(list)`` copies.
 
 Updates arrive per (venue, market) as Poisson processes at the market's ``update_hz``.
-``events()`` yields them in sim-time order; the stream is a pure function of ``SimConfig`` (seed included) and the
-market list, unless our own fills (``take``) or ``dislocate`` change it.
+``events()`` yields them in sim-time order; the stream is a pure function of ``SimConfig`` (seed
+included) and the market list, unless our own fills (``take``) or ``dislocate`` change it.
 
 Threads: ``events()`` runs on the market thread; ``take`` and ``dislocate`` may be called from
 any thread (they only append to a deque / swap a dict entry).

@@ -40,8 +40,10 @@ No public figure (assumptions, each a parameter, per market in ``sim.markets.<M>
 ``gap_bps_min/max`` 5/40 (how often and how far a venue jumps); per-market ``update_hz``
 (book messages per second per venue: BTC busiest, tail coins quiet), ``level_krw`` (median
 KRW per level) and ``spread_ticks``; ``gap_std_bps`` per market (the snapshots are BTC only,
-so every market gets BTC's). SHIB and BTT sit at a 1-tick spread with very large levels, as
-those books do on both venues (issue 10); the tick itself comes from ``karb.rules``.
+so every market gets BTC's); ``resized_per_update`` 1 (levels per side whose size changes in
+one book message; the demo's 3; a profile constant, not a config key). SHIB and BTT sit at a
+1-tick spread with very large levels, as those books do on both venues (issue 10); the tick
+itself comes from ``karb.rules``.
 """
 from __future__ import annotations
 
