@@ -129,3 +129,18 @@ def test_cli_prints_one_line_and_exits_2_for_a_bad_recording(tmp_path, capsys):
     assert main(["run", "--sim", "--no-panel", "--config", str(config), "--duration", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"recording error: {tmp_path / 'nothing-here'}: no such file or directory"]
+
+
+def test_sim_replay_reads_a_cut_file_to_its_cut_and_stops_at_a_bad_record(tmp_path):
+    from karb.sim.replay import ReplaySource
+
+    frame = '{"type":"orderbook","code":"KRW-BTC","orderbook_units":[{"ask_price":101,"ask_size":1,' \
+            '"bid_price":100,"bid_size":1}]}'
+    whole = write(tmp_path / "whole.jsonl.gz", [rec(i, frame=frame) for i in range(300)]).read_bytes()
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    replayed = list(ReplaySource(str(cut), ["KRW-BTC"]).events())
+    assert 0 < len(replayed) < 300 and replayed[0].bids == ((100 * 10**8, 10**8),)
+    bad = write(tmp_path / "bad.jsonl.gz", [rec(1, frame=frame), b'{"t": 2, "frame": "{}"}'])
+    with pytest.raises(RecordingError, match=r"bad\.jsonl\.gz, line 2: missing key 'venue'"):
+        list(ReplaySource(str(bad), ["KRW-BTC"]).events())
