@@ -72,6 +72,12 @@ def test_realistic_markets_differ_in_update_rate_depth_and_spread():
     for event in itertools.islice(MarketGenerator(config.sim, config.markets).events(), 40_000):
         counts[event.market] += 1
         grid = GRIDS[event.venue]
+        prices = [p for p, _ in event.bids + event.asks]
+        assert all(grid.on_grid(p) for p in prices) and all(s > 0 for _, s in event.bids + event.asks)
+        assert all(a[0] > b[0] for a, b in zip(event.bids, event.bids[1:]))
+        assert all(a[0] < b[0] for a, b in zip(event.asks, event.asks[1:]))
+        assert len(event.asks) == config.sim.depth and (len(event.bids) == config.sim.depth
+                                                         or event.market == "KRW-BTT")
         spreads[event.market].add((event.asks[0][0] - event.bids[0][0]) // grid.tick(event.bids[0][0]))
     assert set(counts) == set(config.markets)
     assert counts["KRW-BTC"] > 5 * counts["KRW-SHIB"]  # BTC busy, tail markets quiet
@@ -113,3 +119,14 @@ def test_demo_only_knob_under_realistic_is_a_config_error_naming_the_key():
     bad = SimConfig(profile="realistic", markets={"KRW-BTC": SimMarketConfig(price=Decimal(1), gap_bps_max=1.0)})
     with pytest.raises(ConfigError, match=r"^sim\.markets\.KRW-BTC: gap_bps_max"):
         MarketGenerator(bad, ["KRW-BTC"])
+
+
+def test_realistic_stream_is_a_pure_function_of_the_seed():
+    config = load_config(ROOT / "config" / "backtest.yaml")
+
+    def first(seed: int) -> list:
+        sim = dataclasses.replace(config.sim, seed=seed)
+        return list(itertools.islice(MarketGenerator(sim, config.markets).events(), 3000))
+
+    assert first(7) == first(7)
+    assert first(7) != first(8)
