@@ -265,17 +265,10 @@ def _fill_top(levels: list[tuple[int, int]], best: int, depth: int, book: _Venue
     """Insert fresh levels from ``best`` towards the old top, so the best level exists."""
     if levels and levels[0][0] == best:
         return levels
-    stop = levels[0][0] if levels else None
     new = [(best, _size(book, best))]
-    if stop is None:
+    if not levels:
         return new
-    step = _Stepper(book, best, bids)
-    while len(new) < depth:
-        price = step.next()
-        if price <= stop if bids else price >= stop:
-            break
-        new.append((price, _size(book, price)))
-    return new + levels
+    return new + _walk(book, best, bids, depth - 1, levels[0][0]) + levels
 
 
 def _extend(levels: list[tuple[int, int]], depth: int, book: _VenueBook,
@@ -283,48 +276,48 @@ def _extend(levels: list[tuple[int, int]], depth: int, book: _VenueBook,
     """Cut to ``depth`` levels, or add levels beyond the last one until there are ``depth``."""
     if len(levels) >= depth:
         return levels[:depth] if len(levels) > depth else levels
-    step = _Stepper(book, levels[-1][0], bids)
-    while len(levels) < depth:
-        last = step.price
-        price = step.next()
-        if bids and price >= last:
-            break  # reached the smallest price the grid has
-        levels.append((price, _size(book, price)))
+    levels.extend(_walk(book, levels[-1][0], bids, depth - len(levels)))
     return levels
 
 
-class _Stepper:
-    """Walks a side away from the touch by 1-3 ticks a level (70/20/10%), on the venue's grid.
-
-    Inside one tick band the step is plain arithmetic; across a band bound it goes through the
-    grid (``below``/``above``), which is what keeps every price on tick."""
-
-    __slots__ = ("book", "price", "down", "low", "high", "tick")
-
-    def __init__(self, book: _VenueBook, price: int, down: bool):
-        self.book, self.price, self.down = book, price, down
-        self.low, self.high, self.tick = book.grid.band_of(price)
-
-    def next(self) -> int:
-        r = self.book.rng.random()
+def _walk(book: _VenueBook, price: int, down: bool, count: int, stop: int | None = None) -> list:
+    """Up to ``count`` fresh levels beyond ``price``, 1-3 ticks apart (70/20/10%), ending before
+    ``stop`` or the grid's smallest price. Inside one tick band a step is plain arithmetic;
+    across a band bound it goes through the grid, which keeps every price on tick. (The hot
+    loop of the generator: ``_size`` is inlined.)"""
+    grid, rand = book.grid, book.rng.random
+    low, high, tick = grid.band_of(price)
+    scale, factors, quantiles = book.level_krw * 1e16, _SIZE_FACTORS, _SIZE_QUANTILES
+    out: list[tuple[int, int]] = []
+    while len(out) < count:
+        r = rand()
         gap = 1 if r < 0.7 else (2 if r < 0.9 else 3)
-        price = self.price - gap * self.tick if self.down else self.price + gap * self.tick
-        if not self.low < price < self.high:  # may cross a band bound: ask the grid
-            grid = self.book.grid
-            price = grid.below(self.price, gap) if self.down else grid.above(self.price, gap)
-            self.low, self.high, self.tick = grid.band_of(price)
-        self.price = price
-        return price
+        new = price - gap * tick if down else price + gap * tick
+        if not low < new < high:  # may cross a band bound: ask the grid
+            new = grid.below(price, gap) if down else grid.above(price, gap)
+            if down and new >= price:
+                break  # the smallest price the grid has
+            low, high, tick = grid.band_of(new)
+        if stop is not None and (new <= stop if down else new >= stop):
+            break
+        price = new
+        sats = int(scale / new * factors[int(rand() * quantiles)])
+        out.append((new, sats if 0 < sats < _JSON_EXACT else _json_size(sats)))
+    return out
 
 
 def _size(book: _VenueBook, price: int) -> int:
     """Lognormal size around ``level_krw`` worth at ``price`` (1e16 = sats of KRW x sats of coin)."""
     sats = int(book.level_krw * 1e16 / price * _SIZE_FACTORS[int(book.rng.random() * _SIZE_QUANTILES)])
-    sats = sats if sats > 0 else 1
-    if sats >= _JSON_EXACT:  # keep sizes exactly representable as JSON floats
-        quantum = 10 ** (len(str(sats)) - 15)
-        sats = max(quantum, sats - sats % quantum)
-    return sats
+    return sats if 0 < sats < _JSON_EXACT else _json_size(sats)
+
+
+def _json_size(sats: int) -> int:
+    """At least 1 sat, and at most 15 significant digits (exact as a JSON float)."""
+    if sats < 1:
+        return 1
+    quantum = 10 ** (len(str(sats)) - 15)
+    return max(quantum, sats - sats % quantum)
 
 
 def _slow_std(params: MarketParams) -> float:
