@@ -81,6 +81,7 @@ class _VenueBook:
     bids: list[tuple[int, int]] = field(default_factory=list)  # [(price, size), ...] best first
     asks: list[tuple[int, int]] = field(default_factory=list)
     last_ns: int = 0
+    band: tuple[int, int, int] = (0, 0, 1)  # (low, high, tick) of the last mid's tick band
 
 
 @dataclass
@@ -198,10 +199,14 @@ class MarketGenerator:
     def _quote(self, book: _VenueBook, mid: float) -> tuple[int, int]:
         grid = book.grid
         mid_sats = max(1, int(mid * 1e8))
-        tick = grid.tick(mid_sats)
-        # Half the spread on each side of the mid, then snap outwards onto the grid.
-        best_bid = grid.floor(max(tick, mid_sats - (book.spread_ticks * tick) // 2))
-        best_ask = grid.ceil(best_bid + 1)
+        low, high, tick = book.band
+        if not low <= mid_sats < high:
+            low, high, tick = book.band = grid.band_of(mid_sats)
+        # Half the spread on each side of the mid, then snap outwards onto the grid (plain
+        # arithmetic inside the mid's tick band; the grid's floor/ceil across a band bound).
+        best_bid = max(tick, mid_sats - (book.spread_ticks * tick) // 2)
+        best_bid = best_bid - best_bid % tick if best_bid >= low else grid.floor(best_bid)
+        best_ask = best_bid + tick if low <= best_bid and best_bid + tick < high else grid.ceil(best_bid + 1)
         if book.spread_ticks > 1:
             while _ticks_between(grid, best_bid, best_ask) < book.spread_ticks:
                 best_ask = grid.above(best_ask, 1)
