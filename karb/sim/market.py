@@ -67,12 +67,23 @@ class _Jump:
 
 
 @dataclass
+class _Fair:
+    """One market's fair value (geometric Brownian motion), shared by both venues' books."""
+
+    value: float
+    rng: random.Random
+    sigma: float  # per sqrt(second)
+    t_ns: int = 0
+
+
+@dataclass
 class _VenueBook:
     venue: Venue
     market: str
     grid: TickGrid
     rng: random.Random
     params: MarketParams
+    fair: _Fair  # shared by the market's two books
     level_krw: float
     spread_ticks: int
     premium: float = 0.0  # fast noise
@@ -97,25 +108,20 @@ class MarketGenerator:
     def __init__(self, config: SimConfig, markets: list[str]):
         self.config = config
         self.markets = list(markets)
-        self._fair: dict[str, float] = {}
-        self._fair_ns: dict[str, int] = {}
-        self._fair_rng: dict[str, random.Random] = {}
-        self._sigma: dict[str, float] = {}
+        self._fair: dict[str, _Fair] = {}
         self._books: list[_VenueBook] = []
         self._taken: deque[tuple[Venue, str, str, int, int]] = deque()
         self._dislocations: dict[str, _Dislocation] = {}
         self.now_ns = 0
         for market in self.markets:
             mc = config.markets.get(market) or SimMarketConfig(price=Decimal(1000))
-            self._fair[market] = float(mc.price)
-            self._fair_ns[market] = 0
-            self._fair_rng[market] = random.Random(f"{config.seed}:fair:{market}")
-            self._sigma[market] = mc.vol_annual / math.sqrt(_YEAR_S)
+            fair = self._fair[market] = _Fair(float(mc.price), random.Random(f"{config.seed}:fair:{market}"),
+                                              mc.vol_annual / math.sqrt(_YEAR_S))
             params = market_params(config, market)
             for venue in Venue:
                 book = _VenueBook(
                     venue, market, GRIDS[venue], random.Random(f"{config.seed}:{venue.value}:{market}"),
-                    params, params.level_krw, max(1, params.spread_ticks),
+                    params, fair, params.level_krw, max(1, params.spread_ticks),
                 )
                 if params.gap_std_bps:  # start in the stationary law: no warm-up needed
                     book.slow = _slow_std(params) * book.rng.gauss(0.0, 1.0)
@@ -150,7 +156,7 @@ class MarketGenerator:
     def _update(self, book: _VenueBook, t_ns: int) -> BookEvent:
         if self._taken:
             self._apply_taken()
-        fair = self._advance_fair(book.market, t_ns)
+        fair = _advance_fair(book.fair, t_ns)
         mid = fair * (1.0 + self._advance_premium(book, t_ns))
         best_bid, best_ask = self._quote(book, mid)
         dis = self._dislocations.get(book.market)
@@ -161,15 +167,6 @@ class MarketGenerator:
                 best_bid, best_ask = self._dislocated(book, dis, best_bid, best_ask)
         self._reladder(book, best_bid, best_ask)
         return BookEvent(t_ns, book.venue, book.market, tuple(book.bids), tuple(book.asks))
-
-    def _advance_fair(self, market: str, t_ns: int) -> float:
-        dt = (t_ns - self._fair_ns[market]) / NS
-        if dt > 0:
-            sigma = self._sigma[market]
-            z = self._fair_rng[market].gauss(0.0, 1.0)
-            self._fair[market] *= math.exp(sigma * math.sqrt(dt) * z - 0.5 * sigma * sigma * dt)
-            self._fair_ns[market] = t_ns
-        return self._fair[market]
 
     def _advance_premium(self, book: _VenueBook, t_ns: int) -> float:
         p, rng = book.params, book.rng
@@ -323,6 +320,16 @@ def _json_size(sats: int) -> int:
         return 1
     quantum = 10 ** (len(str(sats)) - 15)
     return max(quantum, sats - sats % quantum)
+
+
+def _advance_fair(fair: _Fair, t_ns: int) -> float:
+    dt = (t_ns - fair.t_ns) / NS
+    if dt > 0:
+        sigma = fair.sigma
+        z = fair.rng.gauss(0.0, 1.0)
+        fair.value *= math.exp(sigma * math.sqrt(dt) * z - 0.5 * sigma * sigma * dt)
+        fair.t_ns = t_ns
+    return fair.value
 
 
 def _slow_std(params: MarketParams) -> float:
