@@ -33,10 +33,12 @@ frame arrived; ``exch_ts_ms`` the venue's timestamp in milliseconds.
 from feeds.bithumb import BithumbLegacyBookProtocol, LegacySnapshotFetcher
 from feeds.connection import FeedConnection
 from feeds.protocol import FrameError
-from feeds.recorder import FrameRecorder
+from feeds.recorder import (FrameRecorder, HourlyRecorder, RecordingError, RecordingTruncated,
+                            read_recording, read_recordings)
 from feeds.upbit import UpbitBookProtocol
 
 __all__ = [
-    "BithumbLegacyBookProtocol", "FeedConnection", "FrameError", "FrameRecorder",
-    "LegacySnapshotFetcher", "UpbitBookProtocol",
+    "BithumbLegacyBookProtocol", "FeedConnection", "FrameError", "FrameRecorder", "HourlyRecorder",
+    "LegacySnapshotFetcher", "RecordingError", "RecordingTruncated", "UpbitBookProtocol",
+    "read_recording", "read_recordings",
 ]

@@ -8,7 +8,7 @@ user can fix into one clear line and an exit code:
 ====  =========================================================
 0     success
 1     unexpected failure (a bug: traceback printed)
-2     bad command line or bad config (the line names the key)
+2     bad command line, bad config (the line names the key) or a bad recording (file, line, why)
 3     API keys missing or stored unsafely
 4     a venue refused or could not be reached
 5     halted by risk (kill switch, loss limit) at exit
@@ -23,6 +23,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
+from feeds.recorder import RecordingError
 from karb import commands
 from karb.config import Config, load_config
 from karb.exchanges.errors import VenueError
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or EXIT_OK)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RecordingError as exc:
+        print(f"recording error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except SecretsError as exc:
         print(f"keys error: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ import yaml
 from karb.model import Venue
 from karb.schema import ConfigError, build
 from karb.secrets import ALERT_ENV_NAMES
+from karb.sim import profiles
 from karb.sim.config import SimConfig
 
 POSITIVE = {"gt": 0}
@@ -217,6 +218,8 @@ def parse_config(data: object) -> Config:
         if venue not in {v.value for v in Venue}:
             raise ConfigError(f"inventory.bands.{venue}: unknown venue (upbit or bithumb)")
     _check_writable_file("journal.path", config.journal.path)
+    if config.sim is not None:
+        profiles.check(config.sim)
     return config
 
 

@@ -20,11 +20,14 @@ from karb.model import Venue
 class MarketData:
     """The engine's feed threads. ``start``/``stop`` from the owning thread; ``stats`` from any."""
 
-    def __init__(self, config: Config, board: BookBoard) -> None:
+    def __init__(self, config: Config, board: BookBoard, recorder: FrameRecorder | None = None) -> None:
+        """``recorder`` (e.g. ``karb record``'s hourly one) replaces ``feed.record_path``'s."""
         self.config = config
         self.board = board
         feed = config.feed
-        self._recorder = FrameRecorder(feed.record_path) if feed.record_path else None
+        if recorder is None and feed.record_path:
+            recorder = FrameRecorder(feed.record_path)
+        self._recorder = recorder
         self.connections: dict[Venue, FeedConnection] = {}
         for venue in Venue:
             venue_config = config.venues[venue]

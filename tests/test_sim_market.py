@@ -137,7 +137,7 @@ def test_replay_of_recorded_frames_yields_the_recorded_books(tmp_path, config):
     events = list(itertools.islice(MarketGenerator(config.sim, ["KRW-BTC"]).events(), 10))
     path = tmp_path / "rec.jsonl.gz"
     with gzip.open(path, "wb") as out:
-        out.write(b"not json\n")
+        out.write(b'{"t": 1, "venue": "upbit", "frame": "not json"}\n')  # a garbage frame: skipped
         for i, e in enumerate(events):
             fmt = "SIMPLE" if i % 2 else "DEFAULT"
             frame = orderbook_frame(e.market, e.bids, e.asks, 1, fmt).decode()

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
+from feeds.recorder import recording_files
 from karb.config import Config
 from karb.model import Balance, Venue
 from karb.rules import MarketRules
@@ -54,6 +55,8 @@ class SimCluster:
         self.start_ms = start_ms
         self._stop = threading.Event()
         self._faults = {venue: VenueFaults() for venue in Venue}
+        if self.sim.replay_path:
+            recording_files(self.sim.replay_path)  # a missing file or empty directory fails here
         self.generator = MarketGenerator(self.sim, self.markets)
         self._exchanges = {venue: self._make_exchange(venue) for venue in Venue}
         self._credentials = {venue: self._paper_credentials(venue) for venue in Venue}

@@ -6,6 +6,9 @@ from here, so the engine and the sim agree on them.
 
 ``SimConfig``
     seed (7) - the market stream is a pure function of seed, this config and a start time;
+    profile (demo) - ``demo`` (the knobs below, frequent big jumps: exercises the engine) or
+        ``realistic`` (calibrated to public facts, per-market parameters; the demo-only knobs
+        update_hz, gaps_per_min, gap_*, premium_* are then refused): see ``karb.sim.profiles``;
     host (127.0.0.1); ports (0 = any free port);
     update_hz (10.0) - book messages per second per market per venue (Poisson arrivals);
     depth (30) - levels per side, the venues' real depth;
@@ -21,7 +24,8 @@ from here, so the engine and the sim agree on them.
     replay_speed (1.0) - playback speed multiplier;
     venues - per-venue latency, competition and starting balances;
     faults - scheduled faults (same actions as the control endpoint);
-    markets - per-market starting price, volatility and level size.
+    markets - per-market starting price, volatility, and overrides of the profile's
+        per-market parameters (None = the profile's value; see ``karb.sim.profiles``).
 """
 from __future__ import annotations
 
@@ -40,9 +44,18 @@ FaultAction = Literal[
 class SimMarketConfig:
     price: Decimal  # starting fair value, KRW
     vol_annual: float = 0.6  # fair-value volatility (annualised, lognormal)
-    level_krw: float = field(default=3_000_000.0, metadata={"gt": 0})  # median KRW per level
-    spread_ticks: int = 1  # minimum best-bid/best-ask distance in ticks
     start_coin: Decimal | None = None  # starting coin balance; default ~10,000,000 KRW worth
+    # Overrides of the profile's value for this market (None = the profile's; karb.sim.profiles).
+    level_krw: float | None = field(default=None, metadata={"gt": 0})  # median KRW per level
+    spread_ticks: int | None = field(default=None, metadata={"gt": 0})  # min best bid/ask distance
+    update_hz: float | None = field(default=None, metadata={"gt": 0})  # messages/s per venue
+    gap_std_bps: float | None = None  # stationary std of the slow cross-venue mid gap
+    gap_reversion_s: float | None = field(default=None, metadata={"gt": 0})
+    gaps_per_min: float | None = None  # premium jumps per venue per minute
+    gap_bps_min: float | None = field(default=None, metadata={"gt": 0})
+    gap_bps_max: float | None = field(default=None, metadata={"gt": 0})
+    gap_life_min_s: float | None = field(default=None, metadata={"gt": 0})
+    gap_life_max_s: float | None = field(default=None, metadata={"gt": 0})
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,7 @@ class SimFaultConfig:
 @dataclass(frozen=True)
 class SimConfig:
     seed: int = 7
+    profile: Literal["demo", "realistic"] = "demo"
     host: str = "127.0.0.1"
     control_port: int = 0
     update_hz: float = field(default=10.0, metadata={"gt": 0})

@@ -60,6 +60,12 @@ class TickGrid:
     def tick(self, price: int) -> int:
         return self.ticks[bisect_right(self.bounds, price) - 1]
 
+    def band_of(self, price: int) -> tuple[int, int, int]:
+        """``(low, high, tick)`` of ``price``'s band (``high`` exclusive; a huge int for the top)."""
+        i = bisect_right(self.bounds, price) - 1
+        high = self.bounds[i + 1] if i + 1 < len(self.bounds) else 1 << 62
+        return self.bounds[i], high, self.ticks[i]
+
     def upper(self, band: int) -> int | None:
         """Lower bound of the next band up (exclusive upper bound of ``band``)."""
         return self.bounds[band + 1] if band + 1 < len(self.bounds) else None

@@ -1,17 +1,21 @@
 """Seeded market generator: the books both simulated venues publish.
 
 Model, per market: one fair value (geometric Brownian motion, ``vol_annual``) shared by both
-venues; per venue a premium = Ornstein-Uhlenbeck noise (``premium_vol_bps`` stationary std,
-``premium_reversion_per_s``) + jumps (``gaps_per_min``, log-uniform size ``gap_bps_min..max``
-and decay time ``gap_life_min_s..max_s``), so cross-venue gaps open at once and close over
-50 ms to seconds. Each venue's book is a persistent price -> size ladder around its mid: levels
-keep their price and size as the mid moves (so Bithumb legacy deltas are realistic), sizes are
-lognormal around ``level_krw``, a few are resized each update, and every price sits on the
-venue's tick for its band (``karb.sim.grid`` from ``karb.rules``).
+venues; per venue a premium = a slow Ornstein-Uhlenbeck gap (``gap_std_bps``, ``gap_reversion_s``;
+``realistic`` only, drawn from its stationary law at start) + fast OU noise (``noise_bps``,
+``noise_reversion_per_s``) + jumps (``gaps_per_min``, log-uniform size ``gap_bps_min..max`` and
+decay time ``gap_life_min_s..max_s``), so cross-venue gaps open at once and close over a
+lifetime. The parameters are per market, from the profile (``karb.sim.profiles``: ``demo`` or
+``realistic``) with ``sim.markets.<M>`` overrides. Each venue's book is a persistent price ->
+size ladder around its mid: levels keep their price and size as the mid moves (so Bithumb
+legacy deltas are realistic), sizes are lognormal around ``level_krw``, ``resized_per_update``
+levels per side are resized each update, and every price sits on the venue's tick for its band
+(``karb.sim.grid`` from ``karb.rules``). Levels are ``(price, size)`` tuples in a list per side,
+so an event's ladders are plain ``tuple(list)`` copies.
 
-Updates arrive per (venue, market) as Poisson processes at ``update_hz``. ``events()`` yields
-them in sim-time order; the stream is a pure function of ``SimConfig`` (seed included) and the
-market list, unless our own fills (``take``) or ``dislocate`` change it.
+Updates arrive per (venue, market) as Poisson processes at the market's ``update_hz``.
+``events()`` yields them in sim-time order; the stream is a pure function of ``SimConfig`` (seed
+included) and the market list, unless our own fills (``take``) or ``dislocate`` change it.
 
 Threads: ``events()`` runs on the market thread; ``take`` and ``dislocate`` may be called from
 any thread (they only append to a deque / swap a dict entry).
@@ -24,16 +28,23 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
+from statistics import NormalDist
 from typing import Iterator, NamedTuple
 
 from karb.model import Venue
 from karb.sim.config import SimConfig, SimMarketConfig
 from karb.sim.grid import GRIDS, TickGrid
+from karb.sim.profiles import MarketParams, market_params
 
 NS = 1_000_000_000
 _YEAR_S = 365 * 86400
 _SIZE_SIGMA = 0.8
-_RESIZED_PER_UPDATE = 3
+_JSON_EXACT = 10 ** 15  # sizes from here up are rounded to 15 significant digits
+# Lognormal size factors (median exp(-0.5), sigma 0.8) at 4096 equal-probability quantiles: one
+# uniform draw and a lookup per level instead of a gauss and an exp (the generator's hot spot).
+_SIZE_QUANTILES = 4096
+_SIZE_FACTORS = tuple(math.exp(_SIZE_SIGMA * NormalDist().inv_cdf((i + 0.5) / _SIZE_QUANTILES) - 0.5)
+                      for i in range(_SIZE_QUANTILES))
 
 Ladder = tuple[tuple[int, int], ...]  # ((price_sats, size_sats), ...) best first
 
@@ -56,18 +67,32 @@ class _Jump:
 
 
 @dataclass
+class _Fair:
+    """One market's fair value (geometric Brownian motion), shared by both venues' books."""
+
+    value: float
+    rng: random.Random
+    sigma: float  # per sqrt(second)
+    t_ns: int = 0
+
+
+@dataclass
 class _VenueBook:
     venue: Venue
     market: str
     grid: TickGrid
     rng: random.Random
+    params: MarketParams
+    fair: _Fair  # shared by the market's two books
     level_krw: float
     spread_ticks: int
-    premium: float = 0.0
+    premium: float = 0.0  # fast noise
+    slow: float = 0.0  # slow gap (realistic)
     jumps: list[_Jump] = field(default_factory=list)
-    bids: list[list[int]] = field(default_factory=list)  # [[price, size], ...] best first
-    asks: list[list[int]] = field(default_factory=list)
+    bids: list[tuple[int, int]] = field(default_factory=list)  # [(price, size), ...] best first
+    asks: list[tuple[int, int]] = field(default_factory=list)
     last_ns: int = 0
+    band: tuple[int, int, int] = (0, 0, 1)  # (low, high, tick) of the last mid's tick band
 
 
 @dataclass
@@ -83,25 +108,24 @@ class MarketGenerator:
     def __init__(self, config: SimConfig, markets: list[str]):
         self.config = config
         self.markets = list(markets)
-        self._fair: dict[str, float] = {}
-        self._fair_ns: dict[str, int] = {}
-        self._fair_rng: dict[str, random.Random] = {}
-        self._sigma: dict[str, float] = {}
+        self._fair: dict[str, _Fair] = {}
         self._books: list[_VenueBook] = []
         self._taken: deque[tuple[Venue, str, str, int, int]] = deque()
         self._dislocations: dict[str, _Dislocation] = {}
         self.now_ns = 0
         for market in self.markets:
             mc = config.markets.get(market) or SimMarketConfig(price=Decimal(1000))
-            self._fair[market] = float(mc.price)
-            self._fair_ns[market] = 0
-            self._fair_rng[market] = random.Random(f"{config.seed}:fair:{market}")
-            self._sigma[market] = mc.vol_annual / math.sqrt(_YEAR_S)
+            fair = self._fair[market] = _Fair(float(mc.price), random.Random(f"{config.seed}:fair:{market}"),
+                                              mc.vol_annual / math.sqrt(_YEAR_S))
+            params = market_params(config, market)
             for venue in Venue:
-                self._books.append(_VenueBook(
+                book = _VenueBook(
                     venue, market, GRIDS[venue], random.Random(f"{config.seed}:{venue.value}:{market}"),
-                    mc.level_krw, max(1, mc.spread_ticks),
-                ))
+                    params, fair, params.level_krw, max(1, params.spread_ticks),
+                )
+                if params.gap_std_bps:  # start in the stationary law: no warm-up needed
+                    book.slow = _slow_std(params) * book.rng.gauss(0.0, 1.0)
+                self._books.append(book)
         self._by_key = {(b.venue, b.market): b for b in self._books}
 
     # --- called from any thread -------------------------------------------------------------
@@ -118,20 +142,21 @@ class MarketGenerator:
     # --- market thread ----------------------------------------------------------------------
     def events(self) -> Iterator[BookEvent]:
         """Yield book updates forever, in sim-time order (ties broken by stream index)."""
-        hz = self.config.update_hz
-        heap = [(int(b.rng.expovariate(hz) * NS), i) for i, b in enumerate(self._books)]
+        books = self._books
+        heap = [(int(b.rng.expovariate(b.params.update_hz) * NS), i) for i, b in enumerate(books)]
         heapq.heapify(heap)
+        heapreplace, update = heapq.heapreplace, self._update
         while True:
             t_ns, i = heap[0]
-            book = self._books[i]
-            heapq.heapreplace(heap, (t_ns + max(1, int(book.rng.expovariate(hz) * NS)), i))
+            book = books[i]
+            heapreplace(heap, (t_ns + max(1, int(book.rng.expovariate(book.params.update_hz) * NS)), i))
             self.now_ns = t_ns
-            yield self._update(book, t_ns)
+            yield update(book, t_ns)
 
     def _update(self, book: _VenueBook, t_ns: int) -> BookEvent:
         if self._taken:
             self._apply_taken()
-        fair = self._advance_fair(book.market, t_ns)
+        fair = _advance_fair(book.fair, t_ns)
         mid = fair * (1.0 + self._advance_premium(book, t_ns))
         best_bid, best_ask = self._quote(book, mid)
         dis = self._dislocations.get(book.market)
@@ -141,35 +166,28 @@ class MarketGenerator:
             else:
                 best_bid, best_ask = self._dislocated(book, dis, best_bid, best_ask)
         self._reladder(book, best_bid, best_ask)
-        return BookEvent(t_ns, book.venue, book.market,
-                         tuple((p, s) for p, s in book.bids), tuple((p, s) for p, s in book.asks))
-
-    def _advance_fair(self, market: str, t_ns: int) -> float:
-        dt = (t_ns - self._fair_ns[market]) / NS
-        if dt > 0:
-            sigma = self._sigma[market]
-            z = self._fair_rng[market].gauss(0.0, 1.0)
-            self._fair[market] *= math.exp(sigma * math.sqrt(dt) * z - 0.5 * sigma * sigma * dt)
-            self._fair_ns[market] = t_ns
-        return self._fair[market]
+        return BookEvent(t_ns, book.venue, book.market, tuple(book.bids), tuple(book.asks))
 
     def _advance_premium(self, book: _VenueBook, t_ns: int) -> float:
-        cfg, rng = self.config, book.rng
+        p, rng = book.params, book.rng
         dt = (t_ns - book.last_ns) / NS
         book.last_ns = t_ns
-        decay = math.exp(-cfg.premium_reversion_per_s * dt)
-        std = cfg.premium_vol_bps * 1e-4
+        decay = math.exp(-p.noise_reversion_per_s * dt)
+        std = p.noise_bps * 1e-4
         book.premium = book.premium * decay + std * math.sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
-        if rng.random() < 1.0 - math.exp(-cfg.gaps_per_min / 60.0 * dt):
-            amp = _log_uniform(rng, cfg.gap_bps_min, cfg.gap_bps_max) * 1e-4
-            tau = _log_uniform(rng, cfg.gap_life_min_s, cfg.gap_life_max_s) * NS
+        if p.gap_std_bps:
+            decay = math.exp(-dt / p.gap_reversion_s)
+            book.slow = book.slow * decay + _slow_std(p) * math.sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
+        if rng.random() < 1.0 - math.exp(-p.gaps_per_min / 60.0 * dt):
+            amp = _log_uniform(rng, p.gap_bps_min, p.gap_bps_max) * 1e-4
+            tau = _log_uniform(rng, p.gap_life_min_s, p.gap_life_max_s) * NS
             book.jumps.append(_Jump(amp if rng.random() < 0.5 else -amp, t_ns, tau))
-        total = book.premium
+        total = book.premium + book.slow
         if book.jumps:
             live = []
             for jump in book.jumps:
                 value = jump.amp * math.exp(-(t_ns - jump.t0_ns) / jump.tau_ns)
-                if abs(value) > 1e-7:
+                if abs(value) > 1e-6:  # 0.01 bps: below every tick, so gone
                     live.append(jump)
                     total += value
             book.jumps = live
@@ -178,12 +196,17 @@ class MarketGenerator:
     def _quote(self, book: _VenueBook, mid: float) -> tuple[int, int]:
         grid = book.grid
         mid_sats = max(1, int(mid * 1e8))
-        tick = grid.tick(mid_sats)
-        # Half the spread on each side of the mid, then snap outwards onto the grid.
-        best_bid = grid.floor(max(tick, mid_sats - (book.spread_ticks * tick) // 2))
-        best_ask = grid.ceil(best_bid + 1)
-        while _ticks_between(grid, best_bid, best_ask) < book.spread_ticks:
-            best_ask = grid.above(best_ask, 1)
+        low, high, tick = book.band
+        if not low <= mid_sats < high:
+            low, high, tick = book.band = grid.band_of(mid_sats)
+        # Half the spread on each side of the mid, then snap outwards onto the grid (plain
+        # arithmetic inside the mid's tick band; the grid's floor/ceil across a band bound).
+        best_bid = max(tick, mid_sats - (book.spread_ticks * tick) // 2)
+        best_bid = best_bid - best_bid % tick if best_bid >= low else grid.floor(best_bid)
+        best_ask = best_bid + tick if low <= best_bid and best_bid + tick < high else grid.ceil(best_bid + 1)
+        if book.spread_ticks > 1:
+            while _ticks_between(grid, best_bid, best_ask) < book.spread_ticks:
+                best_ask = grid.above(best_ask, 1)
         return best_bid, best_ask
 
     def _dislocated(self, book: _VenueBook, dis: _Dislocation, bid: int, ask: int) -> tuple[int, int]:
@@ -204,15 +227,24 @@ class MarketGenerator:
         return self._by_key[(book.venue.other, book.market)]
 
     def _reladder(self, book: _VenueBook, best_bid: int, best_ask: int) -> None:
-        depth, rng = self.config.depth, book.rng
-        bids = [lvl for lvl in book.bids if lvl[0] <= best_bid]
-        asks = [lvl for lvl in book.asks if lvl[0] >= best_ask]
+        depth, rng, resized = self.config.depth, book.rng, book.params.resized_per_update
+        bids, asks = book.bids, book.asks
+        # Drop the levels the new touch crossed (a prefix: sides are sorted best first).
+        cut = 0
+        while cut < len(bids) and bids[cut][0] > best_bid:
+            cut += 1
+        bids = bids[cut:] if cut else bids
+        cut = 0
+        while cut < len(asks) and asks[cut][0] < best_ask:
+            cut += 1
+        asks = asks[cut:] if cut else asks
         book.bids = _extend(_fill_top(bids, best_bid, depth, book, True), depth, book, True)
         book.asks = _extend(_fill_top(asks, best_ask, depth, book, False), depth, book, False)
         for side in (book.bids, book.asks):
-            for _ in range(_RESIZED_PER_UPDATE):
-                level = side[int(rng.random() * len(side))]
-                level[1] = _size(book, level[0])
+            for _ in range(resized):
+                i = int(rng.random() * len(side))
+                price = side[i][0]
+                side[i] = (price, _size(book, price))
 
     def _apply_taken(self) -> None:
         while self._taken:
@@ -221,55 +253,88 @@ class MarketGenerator:
             if book is None:
                 continue
             levels = book.bids if side == "bid" else book.asks
-            for level in levels:
-                if level[0] == price:
-                    level[1] -= size
+            for i, (level_price, level_size) in enumerate(levels):
+                if level_price == price:
+                    if level_size > size:
+                        levels[i] = (price, level_size - size)
+                    else:
+                        del levels[i]
                     break
-            levels[:] = [lvl for lvl in levels if lvl[1] > 0]
 
 
-def _fill_top(levels: list[list[int]], best: int, depth: int, book: _VenueBook,
-              bids: bool) -> list[list[int]]:
+def _fill_top(levels: list[tuple[int, int]], best: int, depth: int, book: _VenueBook,
+              bids: bool) -> list[tuple[int, int]]:
     """Insert fresh levels from ``best`` towards the old top, so the best level exists."""
     if levels and levels[0][0] == best:
         return levels
-    stop = levels[0][0] if levels else None
-    grid, new, price = book.grid, [], best
-    while len(new) < depth:
-        new.append([price, _size(book, price)])
-        price = grid.below(price, _gap(book)) if bids else grid.above(price, _gap(book))
-        if stop is None or (price <= stop if bids else price >= stop):
-            break
-    return new + levels
+    new = [(best, _size(book, best))]
+    if not levels:
+        return new
+    return new + _walk(book, best, bids, depth - 1, levels[0][0]) + levels
 
 
-def _extend(levels: list[list[int]], depth: int, book: _VenueBook, bids: bool) -> list[list[int]]:
+def _extend(levels: list[tuple[int, int]], depth: int, book: _VenueBook,
+            bids: bool) -> list[tuple[int, int]]:
     """Cut to ``depth`` levels, or add levels beyond the last one until there are ``depth``."""
     if len(levels) >= depth:
-        return levels[:depth]
-    grid = book.grid
-    while len(levels) < depth:
-        last = levels[-1][0]
-        price = grid.below(last, _gap(book)) if bids else grid.above(last, _gap(book))
-        if bids and price >= last:
-            break  # reached the smallest price the grid has
-        levels.append([price, _size(book, price)])
+        return levels[:depth] if len(levels) > depth else levels
+    levels.extend(_walk(book, levels[-1][0], bids, depth - len(levels)))
     return levels
 
 
-def _gap(book: _VenueBook) -> int:
-    r = book.rng.random()
-    return 1 if r < 0.7 else (2 if r < 0.9 else 3)
+def _walk(book: _VenueBook, price: int, down: bool, count: int, stop: int | None = None) -> list:
+    """Up to ``count`` fresh levels beyond ``price``, 1-3 ticks apart (70/20/10%), ending before
+    ``stop`` or the grid's smallest price. Inside one tick band a step is plain arithmetic;
+    across a band bound it goes through the grid, which keeps every price on tick. (The hot
+    loop of the generator: ``_size`` is inlined.)"""
+    grid, rand = book.grid, book.rng.random
+    low, high, tick = grid.band_of(price)
+    scale, factors, quantiles = book.level_krw * 1e16, _SIZE_FACTORS, _SIZE_QUANTILES
+    out: list[tuple[int, int]] = []
+    while len(out) < count:
+        r = rand()
+        gap = 1 if r < 0.7 else (2 if r < 0.9 else 3)
+        new = price - gap * tick if down else price + gap * tick
+        if not low < new < high:  # may cross a band bound: ask the grid
+            new = grid.below(price, gap) if down else grid.above(price, gap)
+            if down and new >= price:
+                break  # the smallest price the grid has
+            low, high, tick = grid.band_of(new)
+        if stop is not None and (new <= stop if down else new >= stop):
+            break
+        price = new
+        sats = int(scale / new * factors[int(rand() * quantiles)])
+        out.append((new, sats if 0 < sats < _JSON_EXACT else _json_size(sats)))
+    return out
 
 
 def _size(book: _VenueBook, price: int) -> int:
-    coins = book.level_krw / (price / 1e8) * math.exp(_SIZE_SIGMA * book.rng.gauss(0.0, 1.0) - 0.5)
-    sats = max(1, int(coins * 1e8))
-    digits = len(str(sats))
-    if digits > 15:  # keep sizes exactly representable as JSON floats
-        quantum = 10 ** (digits - 15)
-        sats = max(quantum, sats - sats % quantum)
-    return sats
+    """Lognormal size around ``level_krw`` worth at ``price`` (1e16 = sats of KRW x sats of coin)."""
+    sats = int(book.level_krw * 1e16 / price * _SIZE_FACTORS[int(book.rng.random() * _SIZE_QUANTILES)])
+    return sats if 0 < sats < _JSON_EXACT else _json_size(sats)
+
+
+def _json_size(sats: int) -> int:
+    """At least 1 sat, and at most 15 significant digits (exact as a JSON float)."""
+    if sats < 1:
+        return 1
+    quantum = 10 ** (len(str(sats)) - 15)
+    return max(quantum, sats - sats % quantum)
+
+
+def _advance_fair(fair: _Fair, t_ns: int) -> float:
+    dt = (t_ns - fair.t_ns) / NS
+    if dt > 0:
+        sigma = fair.sigma
+        z = fair.rng.gauss(0.0, 1.0)
+        fair.value *= math.exp(sigma * math.sqrt(dt) * z - 0.5 * sigma * sigma * dt)
+        fair.t_ns = t_ns
+    return fair.value
+
+
+def _slow_std(params: MarketParams) -> float:
+    """Per-venue std of the slow premium, so that the venues' difference has ``gap_std_bps``."""
+    return params.gap_std_bps * 1e-4 / math.sqrt(2.0)
 
 
 def _ticks_between(grid: TickGrid, low: int, high: int) -> int:

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 from loguru import logger
 
+from feeds.recorder import RecordingError
 from karb.model import Venue
 from karb.sim.exchange import SimExchange
 from karb.sim.market import BookEvent
@@ -91,5 +92,7 @@ class MarketThread:
                 self.publish(event)
                 if self._on_tick is not None:
                     self._on_tick(event.t_ns)
+        except RecordingError as exc:  # a bad replay file: one line, no traceback
+            logger.error("sim replay stopped, the simulated books stop updating: {}", exc)
         except Exception:
             logger.exception("sim-market thread failed; the simulated books stop updating")

@@ -6,22 +6,25 @@ a gzip file of JSON lines, one object per received frame::
     {"t": recv_time_ns, "venue": "upbit", "frame": "<text>"}
 
 ``t`` is the receiver's ``time.monotonic_ns()`` (only differences matter), ``venue`` is
-``upbit`` or ``bithumb``, ``frame`` the frame's UTF-8 text exactly as received. Understood
+``upbit`` or ``bithumb``, ``frame`` the frame's UTF-8 text exactly as received. ``path`` is one
+file or a directory of them (read in name order, as ``karb record`` names them by hour); a
+bad record raises ``feeds.RecordingError`` (file, line, why), a truncated last file is read up
+to its cut with a warning. Understood
 frames: Upbit / Bithumb 2.0 ``orderbook`` snapshots (DEFAULT or SIMPLE names, also inside a
 ``*_LIST`` array) and Bithumb legacy ``orderbookdepth`` deltas (applied to a book per market,
-so the sim republishes full books). Everything else (trades, acks, status) is skipped;
+so the sim republishes full books). Everything else (trades, acks, status, frames that are not JSON) is skipped and counted;
 markets not configured are skipped. Times are played back relative to the first frame, scaled
 by ``sim.replay_speed`` in the market thread.
 """
 from __future__ import annotations
 
-import gzip
 from decimal import Decimal, InvalidOperation
 from typing import Iterator
 
 import orjson
 from loguru import logger
 
+from feeds.recorder import read_recordings
 from karb.model import Venue
 from karb.rules import to_upbit_symbol
 from karb.sim.grid import from_decimal
@@ -39,19 +42,15 @@ class ReplaySource:
     def events(self) -> Iterator[BookEvent]:
         """Yield one ``BookEvent`` per usable frame, ``t_ns`` relative to the first line."""
         origin = None
-        with gzip.open(self.path, "rb") as handle:
-            for line_no, line in enumerate(handle, 1):
-                try:
-                    record = orjson.loads(line)
-                    t_ns, venue, text = int(record["t"]), Venue(record["venue"]), record["frame"]
-                    message = orjson.loads(text)
-                except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
-                    self.skipped += 1
-                    logger.debug("replay {}: line {} is not a frame record", self.path, line_no)
-                    continue
-                origin = t_ns if origin is None else origin
-                for event in self._decode(t_ns - origin, venue, message):
-                    yield event
+        for t_ns, venue, text in read_recordings(self.path, truncated_ok=True):
+            try:
+                message = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                self.skipped += 1
+                logger.debug("replay {}: a {} frame is not JSON", self.path, venue)
+                continue
+            origin = t_ns if origin is None else origin
+            yield from self._decode(t_ns - origin, Venue(venue), message)
 
     def _decode(self, t_ns: int, venue: Venue, message: object) -> list[BookEvent]:
         items = message if isinstance(message, list) else [message]
