@@ -444,14 +444,20 @@ def reconcile(executor) -> int:
 
 def cancel_open_orders(executor, reason: str = "kill_switch") -> int:
     """Cancel every order resting on the traded markets (kill switch, start-up sweep,
-    shutdown); journal the count as an incident of kind ``reason``. Return the count."""
-    cancelled = 0
+    shutdown); journal the count as an incident of kind ``reason``. Return the count.
+
+    A venue whose open orders cannot be listed (an error, or an answer whose shape is not
+    understood) is an ERROR line and a critical incident naming it: "cancelled 0" must never
+    stand for "could not look"."""
+    cancelled, unlisted = 0, []
     for venue, client in executor.clients.items():
         for market in executor.config.markets:
             try:
                 orders = client.get_open_orders(market)
             except VenueError as exc:
-                logger.error("listing open orders on {} failed: {}", venue.value, exc)
+                logger.error("listing open orders on {} {} failed, none cancelled there: {}",
+                             venue.value, market, exc)
+                unlisted.append(f"{venue.value} {market} ({type(exc).__name__}: {exc})")
                 continue
             for order in orders:
                 try:
@@ -460,6 +466,9 @@ def cancel_open_orders(executor, reason: str = "kill_switch") -> int:
                 except VenueError as exc:
                     logger.error("cancelling {} on {} failed: {}", order.order_id, venue.value, exc)
     severity = "critical" if reason == "kill_switch" or (reason == "startup_sweep" and cancelled) \
-        else "info"
-    executor.journal.record_incident(reason, f"cancelled {cancelled} open orders", None, severity)
+        or unlisted else "info"
+    detail = f"cancelled {cancelled} open orders"
+    if unlisted:
+        detail += f"; could NOT list open orders on {'; '.join(unlisted)}"
+    executor.journal.record_incident(reason, detail, None, severity)
     return cancelled

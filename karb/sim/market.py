@@ -9,8 +9,9 @@ keep their price and size as the mid moves (so Bithumb legacy deltas are realist
 lognormal around ``level_krw``, a few are resized each update, and every price sits on the
 venue's tick for its band (``karb.sim.grid`` from ``karb.rules``).
 
-Updates arrive per (venue, market) as Poisson processes at ``update_hz``. ``events()`` yields
-them in sim-time order; the stream is a pure function of ``SimConfig`` (seed included) and the
+Every (venue, market) book is first yielded once at sim time 0 (the opening books, so a
+venue has a book for every market the moment it serves); updates then arrive per (venue,
+market) as Poisson processes at ``update_hz``. ``events()`` yields them in sim-time order; the stream is a pure function of ``SimConfig`` (seed included) and the
 market list, unless our own fills (``take``) or ``dislocate`` change it.
 
 Threads: ``events()`` runs on the market thread; ``take`` and ``dislocate`` may be called from
@@ -117,7 +118,10 @@ class MarketGenerator:
 
     # --- market thread ----------------------------------------------------------------------
     def events(self) -> Iterator[BookEvent]:
-        """Yield book updates forever, in sim-time order (ties broken by stream index)."""
+        """Yield every book at t=0, then updates forever, in sim-time order (ties broken by
+        stream index)."""
+        for book in self._books:
+            yield self._update(book, 0)
         hz = self.config.update_hz
         heap = [(int(b.rng.expovariate(hz) * NS), i) for i, b in enumerate(self._books)]
         heapq.heapify(heap)

@@ -1,0 +1,213 @@
+"""Venue details the sim shows as the venues do, through the project's own clients (issue 13).
+
+Bithumb's cursor-paged ``/v2/orders/pending``, its ``422 order_not_ready``, Upbit's "accepted,
+fill later" placement answer, cancelled orders keeping ``remaining_volume``, the venues' error
+names, and a sim that serves only once every market has a book. The client side of each is also
+tested against documented bodies in ``test_exchanges_upbit.py`` / ``test_exchanges_bithumb.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import responses
+import yaml
+
+from karb.config import parse_config
+from karb.exchanges.bithumb import BithumbClient
+from karb.exchanges.errors import OrderNotReady
+from karb.exchanges.factory import make_client
+from karb.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce, Venue
+from karb.recovery import cancel_open_orders
+from karb.sim.cluster import SimCluster
+from tests.conftest import wait_until
+from tests.exchanges_support import BASE, venue_config
+
+pytestmark = pytest.mark.integration
+SIM_YAML = Path(__file__).resolve().parent.parent / "config" / "sim.yaml"
+MARKETS = ["KRW-BTC", "KRW-XRP"]
+D = Decimal
+_ids = itertools.count(1)
+
+
+def sim_config(**sim_changes):
+    data = yaml.safe_load(SIM_YAML.read_text())
+    data["markets"] = MARKETS
+    data["sim"]["markets"] = {m: data["sim"]["markets"][m] for m in MARKETS}
+    data["sim"].update(sim_changes)
+    data["log"] = {"file": None}
+    return parse_config(data)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    """Two pending orders per page, the default read delays (fill_visible_ms, not_ready_ms)."""
+    config = sim_config(bithumb_pending_page=2)
+    with SimCluster.from_config(config) as cluster:
+        yield cluster, cluster.apply_to(config)
+
+
+def client(sim, venue):
+    cluster, config = sim
+    return make_client(venue, config, cluster.credentials(venue))
+
+
+def order(venue, side, price, volume, tif=TimeInForce.GTC, market="KRW-BTC") -> OrderRequest:
+    return OrderRequest(venue=venue, market=market, side=side, order_type=OrderType.LIMIT,
+                        client_id=f"vd-{venue.value}-{next(_ids)}-{time.monotonic_ns()}",
+                        price=price, volume=volume, tif=tif)
+
+
+def resting_bids(sim, venue, n):
+    cluster, _ = sim
+    bids, _ = cluster.exchange(venue).book("KRW-BTC")
+    low = bids[-1][0] - 100_000  # far below the book: rests
+    return [order(venue, Side.BUY, low - 1000 * i, D("0.001")) for i in range(n)]
+
+
+# --- 1. Bithumb GET /v2/orders/pending: cursor pages -----------------------------------------
+
+def test_bithumb_pending_served_in_cursor_pages_and_client_follows_them_to_the_end(sim):
+    c = client(sim, Venue.BITHUMB)
+    placed = [c.place_order(r).order_id for r in resting_bids(sim, Venue.BITHUMB, 5)]
+    try:
+        first = c._private("GET", "/v2/orders/pending", [("market", "KRW-BTC")])
+        assert len(first["orders"]) == 2 and first["has_next"] is True and first["next_key"]
+
+        listed = [o.order_id for o in c.get_open_orders("KRW-BTC")]
+
+        assert sorted(listed) == sorted(placed) and len(listed) == len(set(listed)) == 5
+    finally:
+        for order_id in placed:
+            c.cancel_order(order_id=order_id)
+        c.close()
+    assert c.get_open_orders("KRW-BTC") == []
+
+
+def test_bithumb_pending_as_the_older_bare_list_is_read_too():
+    config = sim_config(bithumb_pending_shape="list")
+    with SimCluster.from_config(config) as cluster:
+        c = make_client(Venue.BITHUMB, cluster.apply_to(config), cluster.credentials(Venue.BITHUMB))
+        placed = [c.place_order(r).order_id for r in resting_bids((cluster, None), Venue.BITHUMB, 3)]
+        assert isinstance(c._private("GET", "/v2/orders/pending", []), list)
+        assert sorted(o.order_id for o in c.get_open_orders("KRW-BTC")) == sorted(placed)
+        c.close()
+
+
+@responses.activate
+def test_cancel_all_with_a_pending_page_not_understood_journals_a_critical_incident():
+    # the caller's side of "shape not understood": an ERROR and a critical incident naming the
+    # venue, never "cancelled 0 open orders" at info level
+    from karb.secrets import Credentials
+    responses.get(f"{BASE}/v2/orders/pending", json={"list": [], "cursor": "x"})
+    c = BithumbClient(venue_config(), Credentials("a", "b"))
+    incidents = []
+    executor = SimpleNamespace(
+        clients={Venue.BITHUMB: c}, config=SimpleNamespace(markets=["KRW-BTC"]),
+        journal=SimpleNamespace(record_incident=lambda *args: incidents.append(args)))
+
+    assert cancel_open_orders(executor, "shutdown") == 0
+
+    ((kind, detail, _, severity),) = incidents
+    assert kind == "shutdown" and severity == "critical"
+    assert "could NOT list open orders on bithumb KRW-BTC" in detail and "bad_body" in detail
+    c.close()
+
+
+# --- 2. Bithumb 422 order_not_ready -----------------------------------------------------------
+
+def test_bithumb_sim_answers_order_not_ready_for_a_young_order_and_the_client_rides_it_out(sim):
+    cluster, _ = sim
+    c = client(sim, Venue.BITHUMB)
+    c.NOT_READY_WAIT_S = 0.0  # no retry: see the venue's answer itself
+    (request,) = resting_bids(sim, Venue.BITHUMB, 1)
+    placed = c.place_order(request)
+    with pytest.raises(OrderNotReady) as err:
+        c.get_order(order_id=placed.order_id)
+    assert err.value.code == "order_not_ready" and err.value.status == 422
+
+    c.NOT_READY_WAIT_S = 2.0
+    (second,) = resting_bids(sim, Venue.BITHUMB, 1)
+    young = c.place_order(second)
+    cancelled = c.cancel_order(order_id=young.order_id)  # read-back comes too soon, retried
+
+    assert cancelled.status is OrderStatus.CANCELLED and cancelled.order_id == young.order_id
+    assert wait_until(lambda: c.get_order(order_id=placed.order_id)).status is OrderStatus.OPEN
+    c.cancel_order(order_id=placed.order_id)
+    c.close()
+
+
+# --- 4. cancelled orders keep their unfilled remaining_volume --------------------------------
+
+@pytest.mark.parametrize("venue", list(Venue))
+def test_cancelled_order_keeps_its_unfilled_remaining_volume(sim, venue):
+    cluster, _ = sim
+    c = client(sim, venue)
+    cluster.faults(venue).partial_next_ioc(0.0)  # not an IOC: no effect; keeps the fault state clean
+    cluster.faults(venue).clear()
+    (request,) = resting_bids(sim, venue, 1)
+    placed = c.place_order(request)
+    c.cancel_order(order_id=placed.order_id)
+
+    after = wait_until(lambda: (r := c.get_order(order_id=placed.order_id)).is_final and r)
+
+    assert after.status is OrderStatus.CANCELLED
+    assert after.remaining_volume == D("0.001") and after.executed_volume == 0
+    c.close()
+
+
+@pytest.mark.parametrize("venue", list(Venue))
+def test_partly_filled_ioc_keeps_the_unfilled_part_as_remaining_volume(sim, venue):
+    cluster, _ = sim
+    c = client(sim, venue)
+    cluster.faults(venue).partial_next_ioc(0.5)
+    _, asks = cluster.exchange(venue).book("KRW-BTC")
+    request = order(venue, Side.BUY, asks[0][0] + 20_000, D("0.002"), TimeInForce.IOC)
+    c.place_order(request)
+
+    final = wait_until(lambda: (r := c.get_order(client_id=request.client_id)).is_final and r, 3)
+
+    # the client reads executed_volume, never volume - remaining_volume
+    assert final.executed_volume == D("0.001") and final.remaining_volume == D("0.001")
+    c.close()
+
+
+# --- 8. the sim serves only once every market has a book -------------------------------------
+
+def test_first_ws_snapshot_right_after_start_has_levels_for_every_market_on_both_venues():
+    import orjson
+    import websocket
+
+    config = sim_config()
+    with SimCluster.from_config(config) as cluster:  # start() has returned: "serving"
+        for venue in Venue:
+            ws = websocket.create_connection(cluster.endpoints(venue).ws_url, timeout=3)
+            try:
+                ws.send(orjson.dumps([{"ticket": "ready-check"}, {"type": "orderbook", "codes": MARKETS},
+                                      {"format": "DEFAULT"}]))
+                snapshots = {}
+                while len(snapshots) < len(MARKETS):
+                    frame = orjson.loads(ws.recv_data()[1])
+                    if frame.get("stream_type") == "SNAPSHOT":
+                        snapshots[frame["code"]] = frame
+            finally:
+                ws.close()
+            for market, frame in snapshots.items():
+                units = frame["orderbook_units"]
+                assert units and all(u["ask_size"] > 0 and u["bid_size"] > 0 for u in units[:1]), \
+                    f"{venue.value} {market} served an empty first snapshot"
+
+
+def test_book_command_with_sim_prints_levels_every_time(capsys):
+    from karb import cli
+
+    for _ in range(3):
+        assert cli.main(["book", "KRW-BTC", "--depth", "2", "--sim", "--config", str(SIM_YAML)]) == 0
+        out = capsys.readouterr().out
+        assert out.count("  ask ") == 4 and out.count("  bid ") == 4, out
+        assert "one side empty" not in out
