@@ -211,3 +211,109 @@ def test_book_command_with_sim_prints_levels_every_time(capsys):
         out = capsys.readouterr().out
         assert out.count("  ask ") == 4 and out.count("  bid ") == 4, out
         assert "one side empty" not in out
+
+
+# --- 3. Upbit: placement answers "wait", the fill shows later on GET /v1/order ---------------
+
+def test_upbit_ioc_placement_answers_wait_then_the_fill_shows_on_get_order(sim):
+    cluster, _ = sim
+    c = client(sim, Venue.UPBIT)
+    _, asks = cluster.exchange(Venue.UPBIT).book("KRW-BTC")
+    request = order(Venue.UPBIT, Side.BUY, asks[0][0] + 20_000, D("0.001"), TimeInForce.IOC)
+    sent = time.monotonic()
+
+    answer = c._private("POST", "/v1/orders", json_body={
+        "market": "KRW-BTC", "side": "bid", "volume": "0.001", "price": str(request.price),
+        "ord_type": "limit", "time_in_force": "ioc", "identifier": request.client_id})
+    first_read = c.get_order(client_id=request.client_id)
+    final = wait_until(lambda: (r := c.get_order(client_id=request.client_id)).is_final and r, 3)
+    seen = time.monotonic() - sent
+
+    # as the docs' example answer: accepted, nothing traded yet (the venue filled it at once)
+    assert answer["state"] == "wait" and answer["trades_count"] == 0 and answer["executed_volume"] == "0"
+    assert answer["remaining_volume"] == "0.001" and D(answer["locked"]) > 0
+    assert first_read.status is OrderStatus.OPEN and first_read.executed_volume == 0
+    assert final.executed_volume == D("0.001") and final.fills and final.status is OrderStatus.DONE
+    assert seen >= cluster.sim.venues.upbit.fill_visible_ms / 1000
+    c.close()
+
+
+def test_fill_visible_ms_zero_answers_the_fill_in_the_placement():
+    config = sim_config(venues={"upbit": {"fill_visible_ms": 0}})
+    with SimCluster.from_config(config) as cluster:
+        c = make_client(Venue.UPBIT, cluster.apply_to(config), cluster.credentials(Venue.UPBIT))
+        _, asks = cluster.exchange(Venue.UPBIT).book("KRW-BTC")
+        result = c.place_order(order(Venue.UPBIT, Side.BUY, asks[0][0] + 20_000, D("0.001"), TimeInForce.IOC))
+        assert result.status is OrderStatus.DONE and result.executed_volume == D("0.001")
+        c.close()
+
+
+@pytest.mark.parametrize("venue", list(Venue))
+def test_placer_follows_an_acknowledged_ioc_to_its_fill_by_polling(sim, venue):
+    from karb.clock import SystemClock
+    from karb.config import ExecutionConfig
+    from karb.legs import Leg, LegState
+    from karb.placement import Placer
+
+    cluster, _ = sim
+    c = client(sim, venue)
+    journal = SimpleNamespace(record_order=lambda *a: None, record_fills=lambda *a: None,
+                              record_incident=lambda *a: incidents.append(a))
+    incidents = []
+    placer = Placer({venue: c}, journal, ExecutionConfig(), SystemClock())
+    _, asks = cluster.exchange(venue).book("KRW-BTC")
+    leg = Leg("buy", order(venue, Side.BUY, asks[0][0] + 20_000, D("0.001"), TimeInForce.IOC))
+
+    placer.run("sig-1", leg)
+
+    assert leg.state is LegState.FILLED and leg.executed_volume == D("0.001") and leg.fills
+    assert LegState.ACKNOWLEDGED in [state for state, _ in leg.history]  # acknowledged, then filled
+    assert incidents == []
+    c.close()
+
+
+# --- 5. error names as each venue documents them ----------------------------------------------
+
+def test_upbit_sim_rejections_carry_upbit_names_and_map_to_typed_errors(sim):
+    from karb.exchanges.errors import InvalidOrder, RateLimited, VenueUnavailable
+
+    cluster, _ = sim
+    c = client(sim, Venue.UPBIT)
+    bids, _ = cluster.exchange(Venue.UPBIT).book("KRW-BTC")
+    low = bids[-1][0] - 100_000
+    with pytest.raises(InvalidOrder) as over:  # ~ 10 x 130M KRW: above the 1e9 KRW maximum
+        c.place_order(order(Venue.UPBIT, Side.BUY, low, D("10")))
+    with pytest.raises(InvalidOrder) as market:
+        c.place_order(order(Venue.UPBIT, Side.BUY, D("100"), D("100"), market="KRW-NOPE"))
+    cluster.faults(Venue.UPBIT).rest_error(403)
+    with pytest.raises(VenueUnavailable) as offline:  # maintenance: not placed, not "unknown"
+        c.place_order(order(Venue.UPBIT, Side.BUY, low, D("0.001")))
+    cluster.faults(Venue.UPBIT).rest_error(429)
+    with pytest.raises(RateLimited) as limited:
+        c.place_order(order(Venue.UPBIT, Side.BUY, low, D("0.001")))
+
+    assert over.value.code == "over_krw_funds_bid" and market.value.code == "notfoundmarket"
+    assert (offline.value.code, offline.value.status) == ("market_offline", 403)
+    assert limited.value.venue_message == "Too many API requests."
+    cluster.faults(Venue.UPBIT).clear()
+    c.close()
+
+
+def test_bithumb_sim_rejections_carry_bithumb_names(sim):
+    from karb.exchanges.errors import AuthError, InvalidOrder
+
+    cluster, _ = sim
+    c = client(sim, Venue.BITHUMB)
+    bids, _ = cluster.exchange(Venue.BITHUMB).book("KRW-BTC")
+    with pytest.raises(InvalidOrder) as market:
+        c.place_order(order(Venue.BITHUMB, Side.BUY, D("100"), D("100"), market="KRW-NOPE"))
+    with pytest.raises(InvalidOrder) as tick:
+        c.place_order(order(Venue.BITHUMB, Side.BUY, bids[0][0] + 1, D("0.001")))
+    cluster.faults(Venue.BITHUMB).rest_error(403)
+    with pytest.raises(AuthError) as blocked:
+        c.get_balances()
+
+    assert market.value.code == "currency does not have a valid value"
+    assert tick.value.code == "invalid_price_bid" and blocked.value.code == "blocked_member_id"
+    cluster.faults(Venue.BITHUMB).clear()
+    c.close()
