@@ -43,7 +43,7 @@ from karb.model import Balance, Venue, base_currency
 from karb.monitor import Monitor
 from karb.recovery import recovery_of
 from karb.risk import Risk
-from karb.rules import RulesBook
+from karb.rules import RulesBook, describe_fees
 from karb.startup import check_clocks, check_keys, check_markets
 from karb.status import EngineSnapshot, FeedStatus, MarketStatus
 from karb.strategy import Strategy
@@ -209,11 +209,15 @@ class Engine:
     # --- market rules ------------------------------------------------------------------------
     def _refresh_rules(self) -> None:
         for venue, client in self.venue_clients.items():
+            fallback = self.config.venues[venue].taker_fee
             try:
-                self.rules.update(venue, client.get_market_info(self.config.markets))
+                infos = client.get_market_info(self.config.markets)
+                self.rules.update(venue, infos)
+                logger.info("{}", describe_fees(venue, infos, fallback))
             except VenueError as exc:
-                logger.warning("{} market rules unavailable ({}); using the tick table and config fees",
-                               venue.value, exc)
+                logger.warning("{} market rules unavailable ({}); using the tick table and the config "
+                               "fallback fee: taker {} (venues.{}.taker_fee)", venue.value, exc,
+                               fallback, venue.value)
 
     def _refresh_rules_daily(self) -> None:
         while not self._rules_stop.wait(RULES_REFRESH_S):

@@ -317,3 +317,79 @@ def test_bithumb_sim_rejections_carry_bithumb_names(sim):
     assert tick.value.code == "invalid_price_bid" and blocked.value.code == "blocked_member_id"
     cluster.faults(Venue.BITHUMB).clear()
     c.close()
+
+
+# --- 6. Upbit's order limit 12/s; 7. fee fallbacks and the start-up fee line -----------------
+
+def test_defaults_follow_the_venues_order_limit_and_fee_schedules():
+    from karb.cli import REPO_CONFIG
+    from karb.config import RateLimitConfig, load_config
+
+    config = load_config(REPO_CONFIG / "default.yaml")
+
+    assert RateLimitConfig().order_per_s == 12  # Upbit since 2026-08-21 (was 8)
+    assert config.venues.upbit.rate_limits.order_per_s == 12
+    assert (config.venues.upbit.taker_fee, config.venues.upbit.maker_fee) == (D("0.0005"), D("0.0005"))
+    assert (config.venues.bithumb.taker_fee, config.venues.bithumb.maker_fee) == (D("0.0004"), D("0.0004"))
+
+
+def test_upbit_sim_order_group_allows_12_per_second_and_says_so_in_remaining_req():
+    import requests as http
+
+    from karb.exchanges.upbit.auth import UpbitAuth
+
+    config = sim_config()
+    with SimCluster.from_config(config) as cluster:  # no other traffic on this account
+        creds = cluster.credentials(Venue.UPBIT)
+        url = f"{cluster.endpoints(Venue.UPBIT).rest_url}/v1/orders"
+        bids, _ = cluster.exchange(Venue.UPBIT).book("KRW-BTC")
+        low = str(bids[-1][0] - 200_000)
+        auth = UpbitAuth(creds.access_key, creds.secret_key)
+        with http.Session() as session:
+            wait_until(lambda: time.monotonic() % 1 < 0.3, 2, interval=0.01, message="a fresh second")
+            answers = [session.post(url, json={"market": "KRW-BTC", "side": "bid", "volume": "0.001",
+                                               "price": low, "ord_type": "limit",
+                                               "identifier": f"rl-{i}-{time.time_ns()}"}, auth=auth, timeout=3)
+                       for i in range(12)]
+
+    assert [a.status_code for a in answers] == [201] * 12
+    assert answers[0].headers["Remaining-Req"] == "group=order; min=1800; sec=11"
+
+
+def test_start_up_fee_line_says_which_fee_each_venues_answer_gave():
+    from loguru import logger
+
+    from karb.engine import Engine
+    from karb.exchanges.errors import VenueUnavailable
+    from karb.rules import MarketInfo, RulesBook, describe_fees
+
+    upbit = [MarketInfo("KRW-BTC", taker_fee=D("0.0005")), MarketInfo("KRW-XRP", taker_fee=D("0.0005"))]
+    assert describe_fees(Venue.UPBIT, upbit, D("0.0005")) == \
+        "upbit fees from the venue's answer: taker 0.05% on 2/2 markets"
+    partial = [MarketInfo("KRW-BTC", taker_fee=D("0.0004")), MarketInfo("KRW-XRP")]
+    line = describe_fees(Venue.BITHUMB, partial, D("0.0025"))
+    assert "taker 0.04% on 1/2 markets" in line and "config fallback 0.25% for KRW-XRP" in line
+    assert "trading charges the larger config fallback 0.25%" in line
+    assert "gave no fee" in describe_fees(Venue.BITHUMB, [MarketInfo("KRW-BTC")], D("0.0004"))
+
+    class Down:
+        def get_market_info(self, markets):
+            raise VenueUnavailable(Venue.BITHUMB, "maintenance", "market_offline", 403)
+
+    class Up:
+        def get_market_info(self, markets):
+            return upbit
+
+    config = sim_config()
+    engine = SimpleNamespace(venue_clients={Venue.UPBIT: Up(), Venue.BITHUMB: Down()}, config=config,
+                             rules=RulesBook.fallback(MARKETS, {v: (D("0.0005"), D("0.0005")) for v in Venue}))
+    lines = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
+    try:
+        Engine._refresh_rules(engine)
+    finally:
+        logger.remove(sink)
+
+    assert "upbit fees from the venue's answer: taker 0.05% on 2/2 markets" in lines
+    (down,) = [line for line in lines if line.startswith("bithumb")]
+    assert "market_offline" in down and "config fallback fee: taker 0.0004" in down
