@@ -7,7 +7,6 @@ tested against documented bodies in ``test_exchanges_upbit.py`` / ``test_exchang
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from decimal import Decimal
@@ -148,7 +147,6 @@ def test_bithumb_sim_answers_order_not_ready_for_a_young_order_and_the_client_ri
 def test_cancelled_order_keeps_its_unfilled_remaining_volume(sim, venue):
     cluster, _ = sim
     c = client(sim, venue)
-    cluster.faults(venue).partial_next_ioc(0.0)  # not an IOC: no effect; keeps the fault state clean
     cluster.faults(venue).clear()
     (request,) = resting_bids(sim, venue, 1)
     placed = c.place_order(request)
