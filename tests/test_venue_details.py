@@ -98,6 +98,21 @@ def test_bithumb_pending_as_the_older_bare_list_is_read_too():
         c.close()
 
 
+def test_cancel_all_sweep_cancels_orders_on_every_pending_page(sim):
+    c = client(sim, Venue.BITHUMB)
+    placed = [c.place_order(r).order_id for r in resting_bids(sim, Venue.BITHUMB, 5)]
+    incidents = []
+    executor = SimpleNamespace(
+        clients={Venue.BITHUMB: c}, config=SimpleNamespace(markets=["KRW-BTC"]),
+        journal=SimpleNamespace(record_incident=lambda *args: incidents.append(args)))
+
+    assert cancel_open_orders(executor, "kill_switch") == 5  # three pages of two
+
+    assert [(kind, detail) for kind, detail, *_ in incidents] == [("kill_switch", "cancelled 5 open orders")]
+    assert all(c.get_order(order_id=i).status is OrderStatus.CANCELLED for i in placed)
+    c.close()
+
+
 @responses.activate
 def test_cancel_all_with_a_pending_page_not_understood_journals_a_critical_incident():
     # the caller's side of "shape not understood": an ERROR and a critical incident naming the
