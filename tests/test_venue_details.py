@@ -43,10 +43,15 @@ def sim_config(**sim_changes):
     return parse_config(data)
 
 
+# Reads lag placement by 0.3 s here (the defaults are 30 / 15 ms, exercised by the engine tests),
+# so "read right after placing" is right after even on a loaded machine.
+LAG = {"fill_visible_ms": 300, "not_ready_ms": 300}
+
+
 @pytest.fixture(scope="module")
 def sim():
-    """Two pending orders per page, the default read delays (fill_visible_ms, not_ready_ms)."""
-    config = sim_config(bithumb_pending_page=2)
+    """Two pending orders per page; reads of a new order lag (``LAG``)."""
+    config = sim_config(bithumb_pending_page=2, venues={"upbit": LAG, "bithumb": LAG})
     with SimCluster.from_config(config) as cluster:
         yield cluster, cluster.apply_to(config)
 
@@ -86,6 +91,16 @@ def test_bithumb_pending_served_in_cursor_pages_and_client_follows_them_to_the_e
             c.cancel_order(order_id=order_id)
         c.close()
     assert c.get_open_orders("KRW-BTC") == []
+
+
+def test_bithumb_pending_with_a_cursor_it_never_gave_is_a_bad_request(sim):
+    from karb.exchanges.errors import InvalidOrder
+
+    c = client(sim, Venue.BITHUMB)
+    with pytest.raises(InvalidOrder) as err:
+        c._private("GET", "/v2/orders/pending", [("next_key", "not-a-cursor!")])
+    assert err.value.code == "invalid_parameter"
+    c.close()
 
 
 def test_bithumb_pending_as_the_older_bare_list_is_read_too():
@@ -406,3 +421,26 @@ def test_start_up_fee_line_says_which_fee_each_venues_answer_gave():
     assert "upbit fees from the venue's answer: taker 0.05% on 2/2 markets" in lines
     (down,) = [line for line in lines if line.startswith("bithumb")]
     assert "market_offline" in down and "config fallback fee: taker 0.0004" in down
+
+
+@pytest.mark.parametrize("venue", list(Venue))
+def test_placer_follows_an_acknowledged_ioc_that_cannot_fill_to_its_cancel(sim, venue):
+    from karb.clock import SystemClock
+    from karb.config import ExecutionConfig
+    from karb.legs import Leg, LegState
+    from karb.placement import Placer
+
+    cluster, _ = sim
+    c = client(sim, venue)
+    journal = SimpleNamespace(record_order=lambda *a: None, record_fills=lambda *a: None,
+                              record_incident=lambda *a: None)
+    bids, _ = cluster.exchange(venue).book("KRW-BTC")
+    leg = Leg("buy", order(venue, Side.BUY, bids[-1][0] - 100_000, D("0.001"), TimeInForce.IOC))
+
+    Placer({venue: c}, journal, ExecutionConfig(), SystemClock()).run("sig-2", leg)
+
+    # accepted first, then the venue's final answer: nothing filled, the IOC's rest cancelled
+    assert [s for s, _ in leg.history] == [LegState.NEW, LegState.SENT, LegState.ACKNOWLEDGED,
+                                           LegState.CANCELLED]
+    assert leg.executed_volume == 0
+    c.close()

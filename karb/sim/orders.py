@@ -96,9 +96,11 @@ class SimOrder:
 
     def seen_at(self, now: float) -> "SimOrder":
         """The order as a read at monotonic ``now`` shows it: before ``fill_visible_at``, as
-        accepted (state wait, nothing executed, the placement's lock), else as it is."""
-        if now >= self.fill_visible_at:
-            return self
+        accepted, else as it is."""
+        return self if now >= self.fill_visible_at else self.accepted()
+
+    def accepted(self) -> "SimOrder":
+        """The order as just accepted: state wait, nothing executed, the placement's lock."""
         return replace(self, state="wait", executed_volume=ZERO, executed_funds=ZERO, paid_fee=ZERO,
                        locked=self.accepted_locked, trades=[])
 

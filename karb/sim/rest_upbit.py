@@ -275,7 +275,8 @@ class UpbitApi:
         """The answer shows the order as accepted (docs' example: ``state: wait``,
         ``trades_count: 0``); its fills show on ``GET /v1/order`` after ``fill_visible_ms``."""
         order = self.exchange.place(account.access_key, self.order_params(request), self.partial_is_done)
-        return Response(201, self.render_order(order.seen_at(time.monotonic()), with_trades=False))
+        shown = order.accepted() if self.exchange.config.fill_visible_ms > 0 else order
+        return Response(201, self.render_order(shown, with_trades=False))
 
     def _lookup_args(self, request: Request) -> tuple[str | None, str | None]:
         uuid = request.get("uuid") or request.get("order_id")
