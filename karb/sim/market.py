@@ -11,8 +11,9 @@ venue's tick for its band (``karb.sim.grid`` from ``karb.rules``).
 
 Every (venue, market) book is first yielded once at sim time 0 (the opening books, so a
 venue has a book for every market the moment it serves); updates then arrive per (venue,
-market) as Poisson processes at ``update_hz``. ``events()`` yields them in sim-time order; the stream is a pure function of ``SimConfig`` (seed included) and the
-market list, unless our own fills (``take``) or ``dislocate`` change it.
+market) as Poisson processes at ``update_hz``. ``events()`` yields them in sim-time order;
+the stream is a pure function of ``SimConfig`` (seed included) and the market list, unless
+our own fills (``take``) or ``dislocate`` change it.
 
 Threads: ``events()`` runs on the market thread; ``take`` and ``dislocate`` may be called from
 any thread (they only append to a deque / swap a dict entry).
