@@ -37,7 +37,7 @@ class RateLimitConfig:
 
     public_per_s: float = field(default=10.0, metadata=POSITIVE)
     private_per_s: float = field(default=30.0, metadata=POSITIVE)
-    order_per_s: float = field(default=8.0, metadata=POSITIVE)
+    order_per_s: float = field(default=12.0, metadata=POSITIVE)  # Upbit since 2026-08-21 (8 before)
     reserve_fraction: float = field(default=0.25, metadata={"le": 0.9})
     retry_reads: int = 3  # a 429 / 5xx on a read is retried this many times with backoff
 

@@ -50,7 +50,7 @@ from karb.monitor import Monitor
 from karb.notifiers import from_environment
 from karb.recovery import recovery_of
 from karb.risk import Risk
-from karb.rules import MarketInfo, RulesBook
+from karb.rules import MarketInfo, RulesBook, describe_fees
 from karb.secrets import load_alert_secrets
 from karb.startup import check_clocks, check_keys, check_markets
 from karb.status import EngineSnapshot, FeedStatus, MarketStatus
@@ -241,11 +241,15 @@ class Engine:
     # --- market rules ------------------------------------------------------------------------
     def _refresh_rules(self) -> None:
         for venue, client in self.venue_clients.items():
+            fallback = self.config.venues[venue].taker_fee
             try:
-                self.rules.update(venue, client.get_market_info(self.config.markets))
+                infos = client.get_market_info(self.config.markets)
+                self.rules.update(venue, infos)
+                logger.info("{}", describe_fees(venue, infos, fallback))
             except VenueError as exc:
-                logger.warning("{} market rules unavailable ({}); using the tick table and config fees",
-                               venue.value, exc)
+                logger.warning("{} market rules unavailable ({}); using the tick table and the config "
+                               "fallback fee: taker {} (venues.{}.taker_fee)", venue.value, exc,
+                               fallback, venue.value)
 
     def _refresh_rules_daily(self) -> None:
         self._check_market_fees()

@@ -442,10 +442,11 @@ def reconcile(executor) -> int:
     return recovery_of(executor).run()
 
 
-def _open_orders(venue, client, markets: list[str]):
+def _open_orders(venue, client, markets: list[str], unlisted: list[str]):
     """The venue's open orders on ``markets``: one listing of all markets (one request, or a
     few pages, instead of one per market: 150 markets took 6 s of Upbit's private window at
-    start-up and again at shutdown), or, if that listing fails, market by market."""
+    start-up and again at shutdown), or, if that listing fails, market by market. A market
+    that cannot be listed either way is appended to ``unlisted``."""
     traded = set(markets)
     try:
         listed = client.get_open_orders()
@@ -459,15 +460,21 @@ def _open_orders(venue, client, markets: list[str]):
         try:
             yield client.get_open_orders(market)
         except VenueError as exc:
-            logger.error("listing open orders on {} failed: {}", venue.value, exc)
+            logger.error("listing open orders on {} {} failed, none cancelled there: {}",
+                         venue.value, market, exc)
+            unlisted.append(f"{venue.value} {market} ({type(exc).__name__}: {exc})")
 
 
 def cancel_open_orders(executor, reason: str = "kill_switch") -> int:
     """Cancel every order resting on the traded markets (kill switch, start-up sweep,
-    shutdown); journal the count as an incident of kind ``reason``. Return the count."""
-    cancelled = 0
+    shutdown); journal the count as an incident of kind ``reason``. Return the count.
+
+    A venue whose open orders cannot be listed (an error, or an answer whose shape is not
+    understood) is an ERROR line and a critical incident naming it: "cancelled 0" must never
+    stand for "could not look"."""
+    cancelled, unlisted = 0, []
     for venue, client in executor.clients.items():
-        for orders in _open_orders(venue, client, executor.config.markets):
+        for orders in _open_orders(venue, client, executor.config.markets, unlisted):
             for order in orders:
                 try:
                     client.cancel_order(order_id=order.order_id)
@@ -475,6 +482,9 @@ def cancel_open_orders(executor, reason: str = "kill_switch") -> int:
                 except VenueError as exc:
                     logger.error("cancelling {} on {} failed: {}", order.order_id, venue.value, exc)
     severity = "critical" if reason == "kill_switch" or (reason == "startup_sweep" and cancelled) \
-        else "info"
-    executor.journal.record_incident(reason, f"cancelled {cancelled} open orders", None, severity)
+        or unlisted else "info"
+    detail = f"cancelled {cancelled} open orders"
+    if unlisted:
+        detail += f"; could NOT list open orders on {'; '.join(unlisted)}"
+    executor.journal.record_incident(reason, detail, None, severity)
     return cancelled

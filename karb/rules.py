@@ -193,6 +193,34 @@ class MarketRules:
         return replace(self, **changes)
 
 
+def _pct(fee: Decimal) -> str:
+    return f"{format((fee * 100).normalize(), 'f')}%"
+
+
+def describe_fees(venue: Venue, infos: list[MarketInfo], fallback_taker: Decimal) -> str:
+    """The start-up line saying which taker fee the venue's answer gave (``/v1/orders/chance``
+    or Bithumb legacy ``/info/account``) and where the config fallback applies, and why.
+
+    The strategy charges the larger of the venue's fee and ``venues.<v>.taker_fee``, so a
+    fallback above the venue's answer is named as the fee actually used."""
+    name = venue.value
+    given = {i.market: i.taker_fee for i in infos if i.taker_fee is not None}
+    if not given:
+        return (f"{name} fees: the venue's answer gave no fee (public-only client, or no fee in its "
+                f"answer); using the config fallback taker {_pct(fallback_taker)} "
+                f"(venues.{name}.taker_fee)")
+    fees = sorted(set(given.values()))
+    parts = [f"{name} fees from the venue's answer: taker {'/'.join(_pct(f) for f in fees)} on "
+             f"{len(given)}/{len(infos)} markets"]
+    missing = [i.market for i in infos if i.taker_fee is None]
+    if missing:
+        parts.append(f"config fallback {_pct(fallback_taker)} for {', '.join(missing)} (not in the answer)")
+    if fallback_taker > fees[0]:
+        parts.append(f"trading charges the larger config fallback {_pct(fallback_taker)} where the venue "
+                     f"says less (venues.{name}.taker_fee)")
+    return "; ".join(parts)
+
+
 class RulesBook:
     """All markets' rules for both venues; swapped whole on refresh so readers need no lock.
 

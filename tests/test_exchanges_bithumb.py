@@ -7,7 +7,9 @@ import pytest
 import responses
 
 from karb.exchanges.bithumb import BithumbClient
-from karb.exchanges.errors import InvalidOrder, OrderStateUnknown, UnknownVenueError
+from karb.exchanges.errors import (
+    AuthError, InvalidOrder, OrderNotFound, OrderNotReady, OrderStateUnknown, UnknownVenueError,
+)
 from karb.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce, Venue
 from karb.secrets import Credentials
 from tests.conftest import load_json
@@ -210,14 +212,128 @@ def test_cancel_order_with_client_id_sends_client_order_id(client):
 
 
 @responses.activate
-def test_get_open_orders_with_market_reads_v2_pending(client):
+def test_get_open_orders_with_bare_list_answer_reads_one_page(client):
     order = SAMPLES["GET /v1/order"]["body"]
     responses.get(f"{BASE}/v2/orders/pending", json=[order, dict(order, uuid="C2", state="watch")])
 
     orders = client.get_open_orders("KRW-BTC")
 
-    assert sent_query(responses.calls[0]) == "market=KRW-BTC"
+    assert sent_query(responses.calls[0]) == "market=KRW-BTC&limit=100"
     assert [o.order_id for o in orders] == ["C0101000003152406454", "C2"]
+
+
+# Cursor pages as documented for the 2026-07-09 update (apidocs.bithumb.com changelog
+# "[업데이트] 주문 조회 기능 고도화 및 성능 개선": GET /v2/orders/pending, <= 100 per page, next_key
+# cursor) with the page fields of the v2.1.5 list reference (has_next, next_key; request
+# parameters next_key and limit). The list's key "orders" is [U]; the order objects are the
+# ccxt sample of GET /v1/order.
+def _page(ids, next_key=None):
+    order = SAMPLES["GET /v1/order"]["body"]
+    return {"orders": [dict(order, uuid=i) for i in ids], "has_next": next_key is not None,
+            "next_key": next_key}
+
+
+@responses.activate
+def test_get_open_orders_with_cursor_pages_follows_next_key_to_the_end(client):
+    url = f"{BASE}/v2/orders/pending"
+    responses.get(url, json=_page(["C1", "C2"], "k1"),
+                  match=[responses.matchers.query_string_matcher("market=KRW-BTC&limit=100")])
+    responses.get(url, json=_page(["C3", "C4"], "k2"),
+                  match=[responses.matchers.query_string_matcher("market=KRW-BTC&limit=100&next_key=k1")])
+    responses.get(url, json=_page(["C5"]),
+                  match=[responses.matchers.query_string_matcher("market=KRW-BTC&limit=100&next_key=k2")])
+
+    orders = client.get_open_orders("KRW-BTC")
+
+    assert [o.order_id for o in orders] == ["C1", "C2", "C3", "C4", "C5"]
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_get_open_orders_with_repeating_cursor_raises_instead_of_looping(client):
+    responses.get(f"{BASE}/v2/orders/pending", json=_page(["C1"], "same"))
+
+    with pytest.raises(UnknownVenueError) as err:
+        client.get_open_orders()
+
+    assert err.value.code == "bad_cursor" and len(responses.calls) == 2
+
+
+@pytest.mark.parametrize("body", [
+    {"has_next": False},  # no list at all
+    {"orders": [], "next_key": None},  # no has_next
+    {"orders": [], "has_next": True, "next_key": ""},  # more pages, but no cursor
+    {"orders": [], "data": [], "has_next": False},  # two candidate lists
+    "[]",  # a string
+])
+@responses.activate
+def test_get_open_orders_with_page_not_understood_raises_typed_error(client, body):
+    responses.get(f"{BASE}/v2/orders/pending", json=body)
+
+    with pytest.raises(UnknownVenueError) as err:
+        client.get_open_orders()
+
+    assert err.value.code == "bad_body"
+
+
+# 422 order_not_ready: apidocs.bithumb.com v2.1.5 "API 주요 에러 코드" (422 UNPROCESSABLE_ENTITY).
+NOT_READY = {"error": {"name": "order_not_ready", "message": "주문 접수 처리 중입니다. 잠시 후 다시 시도해주세요."}}
+
+
+@responses.activate
+def test_get_order_with_order_not_ready_raises_typed_retryable_error_after_the_bound():
+    pauses = []
+    c = BithumbClient(venue_config(), KEYS, nonce_factory=lambda: NONCE, clock_ms=lambda: TIMESTAMP,
+                      sleep=pauses.append)
+    c.NOT_READY_WAIT_S = 0.0
+    responses.get(f"{BASE}/v1/order", json=NOT_READY, status=422)
+
+    with pytest.raises(OrderNotReady) as err:
+        c.get_order(order_id="C0101000003152350309")
+
+    assert (err.value.code, err.value.status, err.value.retryable) == ("order_not_ready", 422, True)
+    assert err.value.venue_message.startswith("주문 접수 처리 중")
+    assert not isinstance(err.value, OrderNotFound)
+    c.close()
+
+
+@responses.activate
+def test_cancel_order_with_read_back_not_ready_retries_and_reports_the_cancel(client):
+    responses.delete(f"{BASE}/v2/order", json=SAMPLES["DELETE /v2/order"]["body"])
+    cancelled = dict(SAMPLES["GET /v1/order"]["body"], uuid="C0101000003152350309", state="cancel")
+    responses.get(f"{BASE}/v1/order", json=NOT_READY, status=422)
+    responses.get(f"{BASE}/v1/order", json=NOT_READY, status=422)
+    responses.get(f"{BASE}/v1/order", json=cancelled)
+
+    result = client.cancel_order(order_id="C0101000003152350309")
+
+    assert result.status is OrderStatus.CANCELLED
+    assert [c.request.method for c in responses.calls] == ["DELETE", "GET", "GET", "GET"]
+
+
+@pytest.mark.parametrize("status,name,expected", [
+    (400, "invalid_parameter", InvalidOrder),
+    (400, "invalid_price_bid", InvalidOrder),
+    (400, "under_price_limit_ask", InvalidOrder),
+    (400, "cross_trading", InvalidOrder),
+    (400, "currency does not have a valid value", InvalidOrder),
+    (400, "bank_account_required", AuthError),
+    (401, "expired_jwt", AuthError),
+    (401, "NotAllowIP", AuthError),
+    (403, "blocked_member_id", AuthError),
+    (404, "order_not_found", OrderNotFound),
+    (422, "order_not_ready", OrderNotReady),
+])
+@responses.activate
+def test_bithumb_documented_error_names_map_to_typed_errors(client, status, name, expected):
+    # apidocs.bithumb.com v2.1.5 "API 주요 에러 코드": every name of Bithumb's own table
+    responses.get(f"{BASE}/v1/accounts", json={"error": {"name": name, "message": "m"}}, status=status)
+    client.NOT_READY_WAIT_S = 0.0
+
+    with pytest.raises(expected) as err:
+        client.get_balances()
+
+    assert err.value.code == name and err.value.status == status
 
 
 @responses.activate

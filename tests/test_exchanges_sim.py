@@ -107,8 +107,8 @@ def test_rejections_against_sim_raise_typed_errors(client):
     view = _book(client)
     bid = rules.round_buy_price(Decimal(repr(view.bids[0][0])) * Decimal("0.8"))
 
-    with pytest.raises(InsufficientFunds):
-        client.place_order(_order(client, Side.BUY, bid, Decimal("100000000")))
+    with pytest.raises(InsufficientFunds):  # ~500M KRW: over the balance, under the 1e9 maximum
+        client.place_order(_order(client, Side.BUY, bid, Decimal("200000")))
     with pytest.raises(InvalidOrder):
         client.place_order(_order(client, Side.BUY, bid + rules.tick_for(bid) / 2, Decimal("10")))
     with pytest.raises(OrderNotFound):

@@ -8,7 +8,9 @@ import pytest
 import responses
 from responses import matchers
 
-from karb.exchanges.errors import AuthError, InvalidOrder
+from karb.exchanges.errors import (
+    AuthError, InsufficientFunds, InvalidOrder, RateLimited, VenueUnavailable,
+)
 from karb.exchanges.upbit import UpbitClient
 from karb.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce, Venue
 from karb.secrets import Credentials
@@ -283,3 +285,75 @@ def test_private_call_without_keys_raises_auth_error_without_sending(public_clie
 
     assert err.value.code == "no_credentials" and "public-only" in str(err.value)
     assert len(responses.calls) == 0
+
+
+# --- venue details (issue 13), bodies from docs.upbit.com/kr/reference/new-order ---------------
+
+# The documented 201 example of POST /v1/orders: the order is accepted ("wait", no trades yet);
+# fills show later on GET /v1/order.
+DOCS_PLACEMENT = {
+    "market": "KRW-BTC", "uuid": "cdd92199-2897-4e14-9448-f923320408ad", "side": "ask",
+    "ord_type": "limit", "price": "140000000", "state": "wait", "created_at": "2025-07-04T15:00:00+09:00",
+    "volume": "1.0", "remaining_volume": "1.0", "reserved_fee": "70000.0", "remaining_fee": "70000.0",
+    "paid_fee": "0.0", "locked": "0.0", "executed_volume": "0.0", "prevented_volume": "0",
+    "prevented_locked": "0", "trades_count": 0,
+}
+
+
+@responses.activate
+def test_place_order_with_the_docs_wait_answer_returns_an_acknowledged_open_order(client):
+    responses.post(f"{BASE}/v1/orders", json=DOCS_PLACEMENT, status=201)
+
+    result = client.place_order(limit_request(side=Side.SELL, price=Decimal("140000000"),
+                                              volume=Decimal("1.0"), tif=TimeInForce.IOC))
+
+    assert result.status is OrderStatus.OPEN and result.executed_volume == 0 and result.fills == ()
+    assert result.order_id == "cdd92199-2897-4e14-9448-f923320408ad" and not result.is_final
+
+
+@responses.activate
+def test_cancelled_order_reads_executed_volume_not_volume_minus_remaining(client):
+    # a cancelled order keeps its unfilled remaining_volume (as the venue shows it)
+    body = dict(DOCS_PLACEMENT, state="cancel", volume="1.0", remaining_volume="0.6",
+                executed_volume="0.4", trades_count=1)
+    responses.get(f"{BASE}/v1/order", json=body)
+
+    result = client.get_order(order_id=body["uuid"])
+
+    assert result.status is OrderStatus.CANCELLED
+    assert result.executed_volume == Decimal("0.4") and result.remaining_volume == Decimal("0.6")
+
+
+@pytest.mark.parametrize("status,name,message,expected", [
+    (400, "notfoundmarket", "다음 마켓에 없는 종목입니다: KRW-BTCs", InvalidOrder),
+    (400, "over_krw_funds_bid", "최대 주문 가능 금액 1000000000 KRW 보다 작은 주문을 입력해 주세요.", InvalidOrder),
+    (400, "over_krw_funds_ask", "최대 주문 가능 금액 1000000000 KRW 보다 작은 주문을 입력해 주세요.", InvalidOrder),
+    (400, "invalid_parameter", "잘못된 파라미터", InvalidOrder),
+    (400, "invalid_time_in_force", "주문조건을 다시 확인해 주세요.", InvalidOrder),
+    (400, "insufficient_funds_bid", "주문 가능한 금액(KRW)이 부족합니다.", InsufficientFunds),
+    (403, "market_offline", "시스템 점검 중입니다. 점검이 완료된 후에 다시 시도해주세요.", VenueUnavailable),
+])
+@responses.activate
+def test_place_order_with_documented_error_raises_typed_error_not_placed(client, status, name, message,
+                                                                         expected):
+    responses.post(f"{BASE}/v1/orders", json={"error": {"name": name, "message": message}}, status=status)
+
+    with pytest.raises(expected) as err:
+        client.place_order(limit_request())
+
+    # typed as "not placed" (market_offline is maintenance, not a key problem nor "unknown")
+    assert (err.value.code, err.value.status, err.value.venue_message) == (name, status, message)
+
+
+@responses.activate
+def test_plain_text_429_maps_to_rate_limited_without_a_parse_error():
+    # Upbit's 429 body is the plain text "Too many API requests." (docs.upbit.com rate-limits)
+    c = UpbitClient(venue_config(retry_reads=0), None)
+    responses.get(f"{BASE}/v1/ticker", body="Too many API requests.", status=429,
+                  content_type="text/plain")
+
+    with pytest.raises(RateLimited) as err:
+        c.get_ticker(["KRW-BTC"])
+
+    assert err.value.status == 429 and err.value.venue_message == "Too many API requests."
+    c.close()

@@ -97,8 +97,10 @@ def test_lose_answer_places_and_fills_the_order_then_hangs_up(cluster, venue):
     request = ioc_buy(cluster, venue)
     with pytest.raises(OrderStateUnknown):
         c.place_order(request)
-    found = c.get_order(client_id=request.client_id)
-    assert found.is_final and found.executed_volume == D("0.001")
+    # the venue shows the fill shortly after accepting the order (sim.venues.*.fill_visible_ms)
+    found = wait_until(lambda: (r := c.get_order(client_id=request.client_id)).is_final and r, 3,
+                       interval=0.02, message="the fill")
+    assert found.executed_volume == D("0.001")
     c.place_order(ioc_buy(cluster, venue))  # one answer lost, the next one comes back
     c.close()
 
@@ -111,8 +113,9 @@ def test_delay_orders_holds_the_order_at_the_venue_past_the_clients_timeout(clus
         c.place_order(request)
     with pytest.raises(OrderNotFound):  # the venue has not taken it in yet
         c.get_order(client_id=request.client_id)
-    found = wait_until(lambda: _lookup(c, request.client_id), 3, interval=0.05, message="the held order")
-    assert found.is_final and found.executed_volume == D("0.001")
+    found = wait_until(lambda: (r := _lookup(c, request.client_id)) and r.is_final and r, 3, interval=0.05,
+                       message="the held order")
+    assert found.executed_volume == D("0.001")
     c.close()
 
 

@@ -3,7 +3,8 @@
 Callers decide by type: ``AuthError`` -> stop and fix keys; ``InsufficientFunds`` /
 ``InvalidOrder`` -> the order was *not* placed; ``RateLimited`` / ``VenueUnavailable`` -> not
 placed, retry later; ``OrderStateUnknown`` -> the order *may* have been placed: look it up by
-client identifier before doing anything else.
+client identifier before doing anything else; ``OrderNotReady`` -> the order exists but the
+venue cannot show it yet: read it again shortly.
 """
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ class InvalidOrder(VenueError):
 
 class OrderNotFound(VenueError):
     """The venue has no order with that id / client identifier."""
+
+
+class OrderNotReady(VenueError):
+    """Bithumb ``422 order_not_ready`` ("주문 접수 처리 중입니다. 잠시 후 다시 시도해주세요."): the
+    order was accepted and is still being registered. Retryable: read it again shortly. It is
+    *not* ``OrderNotFound`` (the order exists)."""
+
+    retryable = True
 
 
 class RateLimited(VenueError):

@@ -36,8 +36,8 @@ from urllib3.exceptions import ConnectTimeoutError
 
 from karb.config import VenueConfig
 from karb.exchanges.errors import (
-    AuthError, InsufficientFunds, InvalidOrder, OrderNotFound, OrderStateUnknown, RateLimited,
-    UnknownVenueError, VenueError, VenueUnavailable,
+    AuthError, InsufficientFunds, InvalidOrder, OrderNotFound, OrderNotReady, OrderStateUnknown,
+    RateLimited, UnknownVenueError, VenueError, VenueUnavailable,
 )
 from karb.exchanges.ratelimit import Group, RateLimiter
 from karb.model import Venue
@@ -51,12 +51,24 @@ BACKOFF_BASE_S = 0.2
 BACKOFF_MAX_S = 5.0
 _SAFE = "-_.~,:"  # left as-is in query keys and values; everything else is percent-encoded
 
+# Error names as each venue documents them. Upbit: docs.upbit.com rest-api-guide and the
+# new-order page's examples (notfoundmarket, over_krw_funds_bid/ask, 403 market_offline).
+# Bithumb 2.0: apidocs.bithumb.com "API 주요 에러 코드" (v2.1.5): invalid_parameter,
+# invalid_price[_bid|_ask], under_price_limit_*, cross_trading, expired_jwt, NotAllowIP,
+# 403 blocked_member_id, 404 order_not_found, 422 order_not_ready.
 AUTH_CODES = frozenset({
     "jwt_verification", "invalid_access_key", "expired_access_key", "nonce_used",
-    "no_authorization_ip", "out_of_scope", "no_credentials",
+    "no_authorization_ip", "out_of_scope", "no_credentials", "expired_jwt",
+    "NotAllowIP", "blocked_member_id", "bank_account_required", "two_factor_auth_required",
 })
-INVALID_ORDER_CODES = frozenset({"validation_error", "invalid_query_payload"})
-INVALID_ORDER_PREFIXES = ("invalid_price", "invalid_volume", "under_min_total", "over_max_total")
+INVALID_ORDER_CODES = frozenset({
+    "validation_error", "invalid_query_payload", "invalid_parameter", "invalid_time_in_force",
+    "notfoundmarket", "cross_trading", "currency does not have a valid value",
+})
+INVALID_ORDER_PREFIXES = ("invalid_price", "invalid_volume", "under_min_total", "over_max_total",
+                          "over_krw_funds", "under_price_limit")
+UNAVAILABLE_CODES = frozenset({"market_offline"})  # Upbit 403: market or system maintenance
+NOT_READY_CODES = frozenset({"order_not_ready"})  # Bithumb 422: order still being registered
 
 
 def render_query(params: Query) -> str:
@@ -84,6 +96,10 @@ def _pairs(params: Query):
 def classify(venue: Venue, status: int, code: str, message: str,
              retry_after_s: float | None = None) -> VenueError:
     """Map a venue's answer to the typed error a caller can act on."""
+    if code in UNAVAILABLE_CODES:
+        return VenueUnavailable(venue, message, code, status)
+    if code in NOT_READY_CODES or status == 422:
+        return OrderNotReady(venue, message, code or "order_not_ready", status)
     if code in AUTH_CODES or status == 401:
         return AuthError(venue, message, code, status)
     if code.startswith("insufficient_funds"):
@@ -112,7 +128,10 @@ def retry_after_of(headers) -> float | None:
 
 
 def jwt_api_error(venue: Venue, status: int, body: Any, text: str, headers) -> VenueError | None:
-    """Upbit / Bithumb 2.0: ``{"error": {"name": ..., "message": ...}}`` (also seen with a 2xx)."""
+    """Upbit / Bithumb 2.0: ``{"error": {"name": ..., "message": ...}}`` (also seen with a 2xx).
+
+    A non-JSON error body (Upbit's 429 is the plain text ``Too many API requests.``) is mapped
+    by its HTTP status, its text as the message."""
     error = body.get("error") if isinstance(body, dict) else None
     if status < 400 and not isinstance(error, dict):
         return None
@@ -263,7 +282,8 @@ class RestTransport:
             message = f"unreadable {response.status_code} body: {text[:120]!r}"
             error = (UnknownVenueError(self.venue, message, "bad_body", response.status_code)
                      if idempotent else OrderStateUnknown(self.venue, message, client_id))
-        if isinstance(error, VenueUnavailable) and not idempotent and response.status_code != 503:
+        if isinstance(error, VenueUnavailable) and not idempotent and response.status_code >= 500 \
+                and response.status_code != 503:
             # A 500/502/504 on an order may come after the venue applied it (a gateway timing
             # out on a slow backend): unknown, not "not placed". 503 is maintenance.
             error = OrderStateUnknown(self.venue, f"{response.status_code} on a write: {error}",

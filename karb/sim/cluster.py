@@ -6,7 +6,9 @@
         cluster.faults(Venue.UPBIT).rest_error(503)   # scripted faults
         cluster.dislocate("KRW-BTC", Venue.BITHUMB, bps=60, seconds=2)
 
-Every thread it starts is named ``sim-*`` and joined by ``stop()``.
+Every thread it starts is named ``sim-*`` and joined by ``stop()``. ``start()`` returns once
+both venues have a book for every market (``MarketThread.ready``): the sim never serves an
+empty book.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import threading
 import time
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+
+from loguru import logger
 
 from feeds.recorder import recording_files
 from karb.config import Config
@@ -33,6 +37,7 @@ from karb.sim.ws import WsHub, WsServer
 WS_PATH = "/websocket/v1"
 LEGACY_WS_PATH = "/pub/ws"
 START_COIN_KRW = Decimal("10000000")
+READY_TIMEOUT_S = 10.0  # the opening books come at once; a recording may lack a market
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,9 @@ class SimCluster:
         if self.start_ms is None:
             self.start_ms = time.time_ns() // 1_000_000
         events = self._events()
+        expected = {(venue, market) for venue in Venue for market in self.markets}
         self._market = MarketThread(events, self._outlets, self.start_ms, self.sim.replay_speed,
-                                    self._on_tick)
+                                    self._on_tick, expected)
         for server in self._ws:
             server.start()
         for rest in self._rest.values():
@@ -112,6 +118,10 @@ class SimCluster:
         self._control.start()
         self._market.start()
         self._started = True
+        if not self._market.ready.wait(READY_TIMEOUT_S):
+            missing = sorted(f"{v.value} {m}" for v, m in self._market.missing())
+            logger.warning("sim: no book yet for {} after {:g} s; serving anyway", ", ".join(missing),
+                           READY_TIMEOUT_S)
         return self
 
     def stop(self) -> None:

@@ -18,11 +18,16 @@ from here, so the engine and the sim agree on them.
     premium_vol_bps (1.0) / premium_reversion_per_s (2.0) - the venues' OU premium noise;
     refill_s (1.0) - how long liquidity taken by our fills stays missing from the book;
     bithumb_ts_window_ms (30000) - Bithumb 2.0 JWT ``timestamp`` accepted this far from now;
+    bithumb_pending_page (100) - orders per ``GET /v2/orders/pending`` page (the venue's max);
+    bithumb_pending_shape ("cursor") - that answer as ``next_key`` cursor pages (the venue since
+        2026-07-09) or as the older bare ``list``;
     idle_timeout_s (120) - WebSocket closed after this long without client traffic;
     enforce_rate_limits (True) - 429 once a key/IP exceeds the venue's per-second group limit;
     replay_path (None) - recorded frames (see ``karb.sim.replay``) replace the generator;
     replay_speed (1.0) - playback speed multiplier;
-    venues - per-venue latency, competition and starting balances;
+    venues - per-venue latency, competition, starting balances, and how soon an order's fills
+        show on a read (``fill_visible_ms``) and, on Bithumb, how long reads of a new order
+        answer ``422 order_not_ready`` (``not_ready_ms``);
     faults - scheduled faults (same actions as the control endpoint);
     markets - per-market starting price, volatility, and overrides of the profile's
         per-market parameters (None = the profile's value; see ``karb.sim.profiles``).
@@ -70,6 +75,12 @@ class SimVenueConfig:
     rest_port: int = 0
     ws_port: int = 0
     legacy_ws_port: int = 0  # Bithumb legacy pubwss only
+    # Reads of an order show it as accepted (state wait, no trades) for this long after it was
+    # placed, as the venues do: Upbit's placement answer is that view (docs' example: wait,
+    # trades_count 0) and the fill shows later on GET /v1/order. 0 shows fills at once.
+    fill_visible_ms: float = 30.0
+    # Bithumb only: reads of an order this young answer 422 order_not_ready. 0 disables.
+    not_ready_ms: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,8 @@ class SimConfig:
     premium_reversion_per_s: float = field(default=2.0, metadata={"gt": 0})
     refill_s: float = 1.0
     bithumb_ts_window_ms: int = 30_000
+    bithumb_pending_page: int = field(default=100, metadata={"gt": 0, "le": 100})
+    bithumb_pending_shape: Literal["cursor", "list"] = "cursor"
     idle_timeout_s: float = field(default=120.0, metadata={"gt": 0})
     enforce_rate_limits: bool = True
     replay_path: str | None = None

@@ -8,6 +8,9 @@ Resting limit orders fill as makers when a later book crosses them (``on_book``)
 Venue-neutral: the REST layers translate requests into ``place`` calls and ``Reject`` kinds
 into the venue's error bodies; ``partial_is_done`` selects Bithumb's final state for an order
 whose remainder is cancelled after a partial fill (``done``) versus Upbit's (``cancel``).
+Orders match at once, but reads show an order as just accepted (state ``wait``, nothing
+executed) until ``fill_visible_ms`` after placement, as the venues' answers do
+(``SimOrder.seen_at``); the REST layers render that view.
 
 Threads: REST handler threads call ``place`` / ``cancel`` / lookups; the market thread calls
 ``on_book``. All state is guarded by ``self._lock``; the simulated order latency is waited out
@@ -36,6 +39,7 @@ from karb.sim.orders import (
 )
 
 KST = timezone(timedelta(hours=9))
+MAX_TOTAL_KRW = Decimal(1_000_000_000)  # Upbit's documented per-order maximum (over_krw_funds_*)
 _SAT = Decimal("0.00000001")
 TakeCallback = Callable[[Venue, str, str, int, int], None]
 
@@ -149,9 +153,13 @@ class SimExchange:
             if self.faults.take_reject():
                 raise Reject(RejectKind.REJECTED, "order rejected by the venue", params.side)
             self._lock_funds(account, order)
+            now = time.monotonic()
+            order.accepted_locked = order.locked
+            order.fill_visible_at = now + self.config.fill_visible_ms / 1000.0
+            order.not_ready_until = now + self.config.not_ready_ms / 1000.0
             hidden_s = self.faults.take_slow_registration()
             if hidden_s > 0:
-                order.visible_at = time.monotonic() + hidden_s
+                order.visible_at = now + hidden_s
             self._orders[order.uuid] = order
             if order.identifier:
                 self._by_identifier[(access_key, order.identifier)] = order
@@ -171,11 +179,14 @@ class SimExchange:
             order = self.get(access_key, uuid, identifier)
             if not order.is_open:
                 raise Reject(RejectKind.NOT_CANCELLABLE, "이미 체결되었거나 취소된 주문입니다.")
-            before = _copy(order)
+            before = _copy(order.seen_at(time.monotonic()))
+            order.fill_visible_at = 0.0  # a cancel shows what the order did at once
             self._finish(self._accounts[access_key], order, "cancel")
             return before
 
     def list_orders(self, access_key: str, market: str | None, states: set[str]) -> list[SimOrder]:
+        """Orders by their current state: an order lists (or not) as resting at once, even while
+        a read of it still shows it as just accepted (so a cancel sweep never hits a done order)."""
         with self._lock:
             return [o for o in self._orders.values()
                     if o.access_key == access_key and o.state in states and (market is None or o.market == market)
@@ -193,7 +204,7 @@ class SimExchange:
     def _new_order(self, account: Account, p: OrderParams) -> SimOrder:
         rules = self.rules.get(p.market)
         if rules is None:
-            raise Reject(RejectKind.UNKNOWN_MARKET, f"market {p.market} does not exist", p.side)
+            raise Reject(RejectKind.UNKNOWN_MARKET, f"다음 마켓에 없는 종목입니다: {p.market}", p.side)
         if p.identifier:
             key = (account.access_key, p.identifier)
             if key in self._burned_ids:
@@ -209,6 +220,9 @@ class SimExchange:
                 raise Reject(RejectKind.INVALID_VOLUME, f"volume {p.volume} has too many decimals", p.side)
             if MONEY.multiply(p.price, p.volume) < rules.min_total:
                 raise Reject(RejectKind.UNDER_MIN, f"order value below {rules.min_total} KRW", p.side)
+            if MONEY.multiply(p.price, p.volume) > MAX_TOTAL_KRW:
+                raise Reject(RejectKind.OVER_MAX, f"최대 주문 가능 금액 {MAX_TOTAL_KRW} KRW 보다 작은 주문을 "
+                             "입력해 주세요.", p.side)
             reason = rules.check_limit_order(p.price, p.volume)
             if reason:
                 raise Reject(RejectKind.BAD_PARAMS, reason, p.side)

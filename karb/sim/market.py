@@ -13,9 +13,11 @@ levels per side are resized each update, and every price sits on the venue's tic
 (``karb.sim.grid`` from ``karb.rules``). Levels are ``(price, size)`` tuples in a list per side,
 so an event's ladders are plain ``tuple(list)`` copies.
 
-Updates arrive per (venue, market) as Poisson processes at the market's ``update_hz``.
-``events()`` yields them in sim-time order; the stream is a pure function of ``SimConfig`` (seed
-included) and the market list, unless our own fills (``take``) or ``dislocate`` change it.
+Every (venue, market) book is first yielded once at sim time 0 (the opening books, so a
+venue has a book for every market the moment it serves); updates then arrive per (venue,
+market) as Poisson processes at the market's ``update_hz``. ``events()`` yields them in
+sim-time order; the stream is a pure function of ``SimConfig`` (seed included) and the market
+list, unless our own fills (``take``) or ``dislocate`` change it.
 
 Threads: ``events()`` runs on the market thread; ``take`` and ``dislocate`` may be called from
 any thread (they only append to a deque / swap a dict entry).
@@ -141,8 +143,11 @@ class MarketGenerator:
 
     # --- market thread ----------------------------------------------------------------------
     def events(self) -> Iterator[BookEvent]:
-        """Yield book updates forever, in sim-time order (ties broken by stream index)."""
+        """Yield every book at t=0, then updates forever, in sim-time order (ties broken by
+        stream index)."""
         books = self._books
+        for book in books:
+            yield self._update(book, 0)
         heap = [(int(b.rng.expovariate(b.params.update_hz) * NS), i) for i, b in enumerate(books)]
         heapq.heapify(heap)
         heapreplace, update = heapq.heapreplace, self._update

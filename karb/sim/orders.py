@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import decimal
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from karb.model import Side
@@ -27,6 +27,7 @@ class RejectKind(enum.Enum):
     INVALID_PRICE = "invalid_price"  # not on the tick
     INVALID_VOLUME = "invalid_volume"  # too many decimals
     UNDER_MIN = "under_min_total"
+    OVER_MAX = "over_max_total"  # above the venue's per-order maximum (1,000,000,000 KRW)
     INSUFFICIENT = "insufficient_funds"
     DUPLICATE_ID = "duplicate_identifier"
     NOT_FOUND = "order_not_found"
@@ -77,16 +78,31 @@ class SimOrder:
     cancel_type: str | None = None
     created_ns: int = 0  # wall clock, ns (``created_at`` has the venues' one-second resolution)
     visible_at: float = 0.0  # monotonic; before it, look-ups answer "not found" (slow_registration)
+    accepted_locked: Decimal = ZERO  # what placement locked (shown while fills are not visible)
+    fill_visible_at: float = 0.0  # monotonic; before it, reads show the order as just accepted
+    not_ready_until: float = 0.0  # monotonic; before it, Bithumb reads answer order_not_ready
 
     @property
     def remaining_volume(self) -> Decimal:
+        """The unfilled volume, kept after a cancel as the venues do (a cancelled order of 1
+        that filled 0.4 shows ``remaining_volume`` 0.6); 0 once fully filled."""
         if self.volume is None:
             return ZERO
-        return self.volume - self.executed_volume if self.state == "wait" else ZERO
+        return self.volume - self.executed_volume
 
     @property
     def is_open(self) -> bool:
         return self.state == "wait"
+
+    def seen_at(self, now: float) -> "SimOrder":
+        """The order as a read at monotonic ``now`` shows it: before ``fill_visible_at``, as
+        accepted, else as it is."""
+        return self if now >= self.fill_visible_at else self.accepted()
+
+    def accepted(self) -> "SimOrder":
+        """The order as just accepted: state wait, nothing executed, the placement's lock."""
+        return replace(self, state="wait", executed_volume=ZERO, executed_funds=ZERO, paid_fee=ZERO,
+                       locked=self.accepted_locked, trades=[])
 
 
 class Account:

@@ -5,6 +5,8 @@ under the venue's publish lock the exchange records the book (and fills resting 
 crosses), then every hub of that venue queues the frame to its subscribers. Frame timestamps
 are ``start_ms + t_ns // 1e6``, so the bytes depend only on the stream and ``start_ms``.
 If publishing falls behind schedule the thread publishes without waiting and counts the lag.
+``ready`` is set once every expected (venue, market) book has been published once: the sim
+serves only from then on, so nobody reads an empty book.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ class MarketThread:
     """Owns the event iterator; ``on_tick(sim_ns)`` runs scheduled work (faults) on this thread."""
 
     def __init__(self, events: Iterator[BookEvent], outlets: dict[Venue, VenueOutlets], start_ms: int,
-                 speed: float = 1.0, on_tick: Callable[[int], None] | None = None):
+                 speed: float = 1.0, on_tick: Callable[[int], None] | None = None,
+                 expected: set[tuple[Venue, str]] | None = None):
         self._events = events
         self._outlets = outlets
         self.start_ms = start_ms
@@ -50,6 +53,10 @@ class MarketThread:
         self._on_tick = on_tick
         self._stop = threading.Event()
         self.started = threading.Event()
+        self.ready = threading.Event()
+        self._unpublished = set(expected or ())
+        if not self._unpublished:
+            self.ready.set()
         self.stats = PublishStats()
         self._thread = threading.Thread(target=self._run, name="sim-market", daemon=True)
 
@@ -74,6 +81,14 @@ class MarketThread:
                 hub.publish(event.market, event.bids, event.asks, ts_ms, old)
         self.stats.published += 1
         self.stats.sim_ns = event.t_ns
+        if self._unpublished:
+            self._unpublished.discard((event.venue, event.market))
+            if not self._unpublished:
+                self.ready.set()
+
+    def missing(self) -> set[tuple[Venue, str]]:
+        """The (venue, market) books not published yet (empty once ``ready``)."""
+        return set(self._unpublished)
 
     def _run(self) -> None:
         origin = time.monotonic()

@@ -60,6 +60,7 @@ class Response:
     status: int
     body: object  # JSON-serialisable, or bytes sent as is
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json; charset=utf-8"
 
 
 class RateWindows:
@@ -215,7 +216,7 @@ def is_bad_json(request: Request) -> bool:
 def _write(handler: BaseHTTPRequestHandler, response: Response) -> None:
     body = response.body if isinstance(response.body, bytes) else orjson.dumps(response.body)
     handler.send_response(response.status)
-    handler.send_header("Content-Type", "application/json; charset=utf-8")
+    handler.send_header("Content-Type", response.content_type)
     handler.send_header("Content-Length", str(len(body)))
     for name, value in response.headers.items():
         handler.send_header(name, value)

@@ -23,8 +23,10 @@ from karb.sim.rest import RateWindows, Request, Response, is_bad_json
 
 Handler = Callable[[Request, "Account | None"], Response]
 
-# Upbit request groups and per-second limits (spec §3.1; quotation limits per IP).
-GROUP_LIMITS = {"market": 10, "ticker": 10, "orderbook": 10, "default": 30, "order": 8}
+# Upbit request groups and per-second limits (spec §3.1; quotation limits per IP). The order
+# group is 12/s since 2026-08-21 (8/s before; docs.upbit.com changelog order-rate-limit-update).
+GROUP_LIMITS = {"market": 10, "ticker": 10, "orderbook": 10, "default": 30, "order": 12}
+TOO_MANY = b"Too many API requests."  # Upbit's 429 body: plain text, not JSON
 _AUTH_NAMES = {"missing": "jwt_verification", "malformed": "jwt_verification", "bad_signature": "jwt_verification",
                "bad_key": "invalid_access_key", "nonce_used": "nonce_used", "bad_query_hash": "invalid_query_payload",
                "expired": "expired_jwt"}
@@ -107,9 +109,11 @@ class UpbitApi:
         remaining = self.rates.hit(group, account.access_key if account else request.client_ip, limit)
         headers = {"Remaining-Req": f"group={group}; min=1800; sec={max(0, remaining)}"} if self.rate_header else {}
         if remaining < 0 and self.sim.enforce_rate_limits:
-            return Response(429, {"error": {"name": "too_many_requests", "message": "Too many API requests."}},
-                            headers)
+            return self.too_many(headers)
         return Response(200, None, headers)
+
+    def too_many(self, headers: dict[str, str]) -> Response:
+        return Response(429, TOO_MANY, headers, "text/plain; charset=utf-8")
 
     # --- errors ----------------------------------------------------------------------------
     def error(self, status: int, name: str, message: str) -> Response:
@@ -120,9 +124,9 @@ class UpbitApi:
 
     def fault_response(self, request: Request, status: int) -> Response:
         if status == 429:
-            headers = {"Remaining-Req": "group=default; min=1800; sec=0"} if self.rate_header else {}
-            return Response(429, {"error": {"name": "too_many_requests", "message": "Too many API requests."}},
-                            headers)
+            return self.too_many({"Remaining-Req": "group=default; min=1800; sec=0"} if self.rate_header else {})
+        if status == 403:  # the documented 403: a market or the system in maintenance
+            return self.error(403, "market_offline", "시스템 점검 중입니다. 점검이 완료된 후에 다시 시도해주세요.")
         return self.error(status, "server_error", f"simulated HTTP {status}")
 
     def reject(self, reject: Reject) -> Response:
@@ -133,7 +137,8 @@ class UpbitApi:
         if kind in (RejectKind.BAD_ORDER, RejectKind.REJECTED):
             return self.error(400, f"create_{side}_error", reject.message)
         names = {RejectKind.INVALID_PRICE: f"invalid_price_{side}", RejectKind.UNDER_MIN: f"under_min_total_{side}",
-                 RejectKind.INSUFFICIENT: f"insufficient_funds_{side}"}
+                 RejectKind.INSUFFICIENT: f"insufficient_funds_{side}", RejectKind.OVER_MAX: f"over_krw_funds_{side}",
+                 RejectKind.UNKNOWN_MARKET: "notfoundmarket"}
         return self.error(400, names.get(kind, "validation_error"), reject.message)
 
     # --- public ------------------------------------------------------------------------------
@@ -267,8 +272,11 @@ class UpbitApi:
 
 
     def place_order(self, request: Request, account: Account) -> Response:
+        """The answer shows the order as accepted (docs' example: ``state: wait``,
+        ``trades_count: 0``); its fills show on ``GET /v1/order`` after ``fill_visible_ms``."""
         order = self.exchange.place(account.access_key, self.order_params(request), self.partial_is_done)
-        return Response(201, self.render_order(order, with_trades=False))
+        shown = order.accepted() if self.exchange.config.fill_visible_ms > 0 else order
+        return Response(201, self.render_order(shown, with_trades=False))
 
     def _lookup_args(self, request: Request) -> tuple[str | None, str | None]:
         uuid = request.get("uuid") or request.get("order_id")
@@ -279,7 +287,13 @@ class UpbitApi:
 
     def get_order(self, request: Request, account: Account) -> Response:
         uuid, identifier = self._lookup_args(request)
-        return Response(200, self.render_order(self.exchange.get(account.access_key, uuid, identifier), True))
+        order = self.exchange.get(account.access_key, uuid, identifier)
+        now = time.monotonic()
+        return self.not_ready(order, now) or Response(200, self.render_order(order.seen_at(now), True))
+
+    def not_ready(self, order: SimOrder, now: float) -> Response | None:
+        """Bithumb answers reads of a just-placed order with 422 ``order_not_ready``."""
+        return None
 
     def cancel_order(self, request: Request, account: Account) -> Response:
         uuid, identifier = self._lookup_args(request)
@@ -308,6 +322,7 @@ class UpbitApi:
         return self._list(request, account, {"done", "cancel"})
 
     def orders_by_ids(self, request: Request, account: Account) -> Response:
+        now = time.monotonic()
         found = []
         for uuid in request.getlist("uuids"):
             try:
@@ -319,7 +334,7 @@ class UpbitApi:
                 found.append(self.exchange.get(account.access_key, identifier=identifier))
             except Reject:
                 continue
-        return Response(200, [self.render_order(o, with_trades=False) for o in found])
+        return Response(200, [self.render_order(o.seen_at(now), with_trades=False) for o in found])
 
     # --- rendering ---------------------------------------------------------------------------
     def render_order(self, order: SimOrder, with_trades: bool) -> dict:

@@ -3,19 +3,27 @@
 Differences from ``UpbitClient`` handled here: JWT with a ``timestamp`` claim; placement on
 ``POST /v2/orders`` with ``order_type`` / ``client_order_id`` and an ids-only answer; cancel on
 ``DELETE /v2/order`` followed by a read of the order; ``GET /v1/order`` takes ``uuid`` or
-``client_order_id``; open orders from ``GET /v2/orders/pending`` [U: answer assumed to be a
-list of order objects, unpaginated]; no tick-size endpoint (fees and minimum from
+``client_order_id``; open orders from ``GET /v2/orders/pending``, in either shape the venue
+has used (a bare list, or since 2026-07-09 ``next_key`` cursor pages, followed to the end;
+see ``parse.parse_pending_page``); no tick-size endpoint (fees and minimum from
 ``/v1/orders/chance`` only). Threading and error rules are the Upbit client's.
+
+Reading an order right after placing it may answer ``422 order_not_ready`` (the venue is still
+registering it): order reads retry that for up to ``NOT_READY_WAIT_S``, so a cancel whose
+read-back comes too soon is not reported as failed.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Callable
 
+from loguru import logger
+
 from karb.exchanges.bithumb import constants as C
 from karb.exchanges.bithumb.auth import BithumbAuth, now_ms
-from karb.exchanges.bithumb.parse import parse_place_ack
-from karb.exchanges.errors import OrderStateUnknown
+from karb.exchanges.bithumb.parse import parse_pending_page, parse_place_ack
+from karb.exchanges.errors import OrderNotReady, OrderStateUnknown, UnknownVenueError
 from karb.exchanges.ratelimit import Group
 from karb.exchanges.upbit import parse
 from karb.exchanges.upbit.client import UpbitClient
@@ -29,9 +37,13 @@ class BithumbClient(UpbitClient):
 
     venue = Venue.BITHUMB
 
+    NOT_READY_WAIT_S = 2.0  # how long an order read keeps retrying 422 order_not_ready
+    NOT_READY_FIRST_PAUSE_S = 0.02  # then doubling, at most 0.2 s between reads
+
     def __init__(self, config, credentials: Credentials | None = None, *,
                  clock_ms: Callable[[], int] = now_ms, **kwargs):
         self._clock_ms = clock_ms
+        self._pause = kwargs.get("sleep") or time.sleep
         super().__init__(config, credentials, **kwargs)
 
     def _make_auth(self, credentials: Credentials, nonce_factory: Callable[[], str]):
@@ -62,18 +74,56 @@ class BithumbClient(UpbitClient):
                                     request.client_id) from exc
 
     def get_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
+        """``GET /v1/order``; ``422 order_not_ready`` is retried for up to ``NOT_READY_WAIT_S``,
+        then raised (``OrderNotReady``: the order exists, read it again later)."""
         query = self._one_id(order_id, client_id, "uuid", "client_order_id")
-        return self._parsed(parse.parse_order, self.venue, self._private("GET", C.PATH_ORDER, query))
+        deadline = time.monotonic() + self.NOT_READY_WAIT_S
+        pause = self.NOT_READY_FIRST_PAUSE_S
+        while True:
+            try:
+                body = self._private("GET", C.PATH_ORDER, query)
+                return self._parsed(parse.parse_order, self.venue, body)
+            except OrderNotReady:
+                if time.monotonic() + pause > deadline:
+                    raise
+            self._pause(pause)
+            pause = min(pause * 2, 0.2)
 
     def cancel_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
-        """DELETE ``/v2/order`` (answers ids only), then read the order back."""
+        """DELETE ``/v2/order`` (answers ids only), then read the order back (retrying
+        ``order_not_ready``: an accepted cancel is never reported failed for a read too soon)."""
         query = self._one_id(order_id, client_id, "order_id", "client_order_id")
         answer = self._private("DELETE", C.PATH_CANCEL, query, group=Group.ORDER, priority=True,
                                idempotent=False, client_id=client_id)
         venue_id = self._parsed(lambda a: str(a["order_id"]), answer)
-        return self.get_order(order_id=venue_id)
+        try:
+            return self.get_order(order_id=venue_id)
+        except OrderNotReady as exc:
+            raise OrderNotReady(self.venue, f"cancel of {venue_id} accepted; the order is still "
+                                f"not readable after {self.NOT_READY_WAIT_S:g} s: {exc.venue_message}",
+                                exc.code, exc.status) from exc
 
     def get_open_orders(self, market: str | None = None) -> list:
-        query = [("market", market)] if market else []
-        body = self._private("GET", C.PATH_PENDING, query)
-        return self._parsed(lambda b: [parse.parse_order(self.venue, o) for o in b], body)
+        """``wait`` / ``watch`` orders: every page of ``/v2/orders/pending``, following
+        ``next_key`` to the end. A shape not understood, a cursor that repeats or more than
+        ``PENDING_MAX_PAGES`` pages raise ``UnknownVenueError`` (never a silent short list)."""
+        orders: list[OrderResult] = []
+        seen: set[str] = set()
+        next_key: str | None = None
+        for _ in range(C.PENDING_MAX_PAGES):
+            query = [("market", market)] if market else []
+            query.append(("limit", str(C.PENDING_LIMIT)))
+            if next_key is not None:
+                query.append(("next_key", next_key))
+            body = self._private("GET", C.PATH_PENDING, query)
+            items, next_key = self._parsed(parse_pending_page, body)
+            orders += self._parsed(lambda b: [parse.parse_order(self.venue, o) for o in b], items)
+            if next_key is None:
+                return orders
+            if next_key in seen:
+                raise UnknownVenueError(self.venue, f"pending orders cursor {next_key!r} repeated",
+                                        "bad_cursor")
+            seen.add(next_key)
+            logger.debug("bithumb pending orders: {} so far, next page {}", len(orders), next_key)
+        raise UnknownVenueError(self.venue, f"pending orders still paging after "
+                                f"{C.PENDING_MAX_PAGES} pages of {C.PENDING_LIMIT}", "bad_cursor")

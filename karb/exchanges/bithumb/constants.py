@@ -17,7 +17,9 @@ PATH_CHANCE: Final = "/v1/orders/chance"
 PATH_ORDER: Final = "/v1/order"  # GET one order (uuid | client_order_id) with trades
 PATH_PLACE: Final = "/v2/orders"  # POST, body uses order_type / client_order_id
 PATH_CANCEL: Final = "/v2/order"  # DELETE (order_id | client_order_id)
-PATH_PENDING: Final = "/v2/orders/pending"  # [U] response assumed a list of order objects
+PATH_PENDING: Final = "/v2/orders/pending"  # wait/watch orders; next_key cursor pages (2026-07-09)
+PENDING_LIMIT: Final = 100  # the documented page maximum
+PENDING_MAX_PAGES: Final = 100  # 10,000 resting orders: beyond that something is wrong
 
 # --- legacy ------------------------------------------------------------------------------------
 LEGACY_OK: Final = "0000"

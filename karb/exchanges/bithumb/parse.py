@@ -52,6 +52,37 @@ def parse_place_ack(request: OrderRequest, body: dict) -> OrderResult:
     )
 
 
+PENDING_LIST_KEYS = ("orders", "data")  # [U] the list's key in a cursor page (not in the stored docs)
+
+
+def parse_pending_page(body: Any) -> tuple[list, str | None]:
+    """One ``GET /v2/orders/pending`` answer -> (order objects, next cursor or None).
+
+    Two shapes: the bare list of order objects the endpoint first answered, and the cursor
+    page of the 2026-07-09 update (apidocs.bithumb.com changelog "주문 조회 기능 고도화": page
+    size ≤ 100, ``next_key`` cursor; the v2.1.5 TWAP list documents the page fields
+    ``has_next`` and ``next_key`` and the request parameters ``next_key`` / ``limit``)::
+
+        {"orders": [{...order...}, ...], "has_next": true, "next_key": "opaque-cursor"}
+
+    Anything else raises ``ValueError`` (the client makes it ``UnknownVenueError``), so a
+    caller never mistakes an unreadable answer for "no open orders".
+    """
+    if isinstance(body, list):
+        return body, None
+    if not isinstance(body, dict):
+        raise ValueError(f"pending orders answer is a {type(body).__name__}")
+    lists = [key for key in PENDING_LIST_KEYS if isinstance(body.get(key), list)]
+    if len(lists) != 1 or "has_next" not in body or not isinstance(body["has_next"], bool):
+        raise ValueError(f"pending orders page not understood (keys {sorted(body)})")
+    next_key = body.get("next_key")
+    if body["has_next"]:
+        if not isinstance(next_key, str) or not next_key:
+            raise ValueError("pending orders page says has_next without a next_key")
+        return body[lists[0]], next_key
+    return body[lists[0]], None
+
+
 # --- legacy errors ----------------------------------------------------------------------------
 
 def legacy_classify(code: str, message: str, http_status: int = 200) -> VenueError:

@@ -1,6 +1,9 @@
 """Upbit REST client: the ``VenueClient`` protocol over ``RestTransport`` with JWT auth.
 
 Every method may be called from any thread (each thread gets its own keep-alive session).
+A placement's answer is usually only an acknowledgement: Upbit answers ``state: wait`` with
+``trades_count: 0`` (the docs' example) even for an IOC that fills at once; the fill shows later
+on ``GET /v1/order``, which ``karb.placement`` polls.
 Reads are retried by the transport; placements and cancels never are. A ``ReadTimeout`` on a
 placement raises ``OrderStateUnknown(client_id)``: look the order up with
 ``get_order(client_id=...)`` before sending anything again (Upbit never accepts an
