@@ -17,7 +17,7 @@ import time
 import websocket
 from loguru import logger
 
-from feeds.protocol import BookProtocol, FrameError
+from feeds.protocol import BookProtocol, FrameError, StreamRejected
 
 _CLOSE = websocket.ABNF.OPCODE_CLOSE
 _SAMPLE_CHARS = 200
@@ -36,13 +36,15 @@ class FeedConnection:
         is drawn uniformly from [delay/2, delay]; a connection that delivered data resets it
     connect_timeout_s : TCP + TLS + upgrade handshake limit
     recorder : optional ``FrameRecorder``; gets every data frame with its receive time
+    headers : optional callable returning extra upgrade-request headers, called on every
+        connect (a private stream's fresh ``Authorization``); never logged
     """
 
     def __init__(self, url: str, protocol: BookProtocol, *, watchdog_s: float = 60.0,
                  ping_interval_s: float = 30.0, backoff_initial_s: float = 0.5,
                  backoff_max_s: float = 30.0, connect_timeout_s: float = 5.0,
                  recorder=None, warn_every_s: float = 10.0, name: str | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, headers=None) -> None:
         self.url = url
         self.protocol = protocol
         self.venue = protocol.venue
@@ -53,6 +55,7 @@ class FeedConnection:
         self._connect_timeout_s = connect_timeout_s
         self._poll_s = min(0.1, watchdog_s / 4, ping_interval_s / 2)
         self._recorder = recorder
+        self._headers = headers
         self._warn_every_ns = int(warn_every_s * 1e9)
         self._rng = rng or random.Random()
         self._log = logger.bind(venue=self.venue)
@@ -137,8 +140,10 @@ class FeedConnection:
                 delivered = False
                 reason = "stopped"
                 try:
+                    extra = self._headers() if self._headers is not None else None
                     ws = websocket.create_connection(
-                        self.url, timeout=self._connect_timeout_s, skip_utf8_validation=True)
+                        self.url, timeout=self._connect_timeout_s, skip_utf8_validation=True,
+                        header=extra)
                 except (websocket.WebSocketException, OSError) as exc:
                     reason = f"connect failed: {exc}"
                 else:
@@ -198,6 +203,9 @@ class FeedConnection:
                     recorder.record(now, self.venue, data)
                 try:
                     handle(data, now)
+                except StreamRejected as exc:  # e.g. bad credentials: back off, do not hammer
+                    self._bad_frame(data, exc.reason, exc.markets, now)
+                    return False, f"rejected by venue: {exc.reason}"
                 except FrameError as exc:
                     self._bad_frame(data, exc.reason, exc.markets, now)
                 except Exception as exc:  # a decoder bug must not end the feed: count, resync

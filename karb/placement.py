@@ -2,8 +2,15 @@
 
 ``Placer.run`` is called on a leg thread. The rules, by outcome of ``place_order``:
 
-* an answer: apply it, then poll ``get_order`` (doubling from ``poll_interval_ms``) until the
-  leg is final or ``fill_timeout_s`` passes; then ask for a cancel and look once more;
+* an answer: apply it, then follow the leg until it is final or ``fill_timeout_s`` passes;
+  then ask for a cancel and look once more (REST). Following uses the venue's private order
+  stream first (``karb.order_stream``) when it is up: the leg thread waits for the order's
+  next event instead of sleeping, applies what the stream says once its executions add up,
+  and asks REST ``get_order`` when no event came within ``stream_fallback_ms``, when the
+  stream's account of the order is incomplete, or when the stream went down or reconnected
+  meanwhile. Without a stream (or while it is down) it polls ``get_order``, doubling from
+  ``poll_interval_ms``. A stream event older than what the leg knows is skipped, never
+  applied (executed amounts only grow; a final leg stays final);
 * ``InvalidOrder`` / ``InsufficientFunds`` / ``RateLimited`` / ``VenueUnavailable`` /
   ``AuthError`` / a 4xx ``UnknownVenueError``: the venue says it was not placed: REJECTED;
 * ``OrderStateUnknown``, a 5xx or status-less ``UnknownVenueError``, or any other exception:
@@ -29,6 +36,7 @@ from karb.exchanges.errors import (AuthError, InsufficientFunds, InvalidOrder, O
 from karb.journal import Journal
 from karb.legs import IllegalTransition, Leg, LegState
 from karb.model import OrderResult, Venue
+from karb.order_stream import OrderStreams
 
 NOT_PLACED = (InvalidOrder, InsufficientFunds, RateLimited, VenueUnavailable, AuthError)
 
@@ -36,13 +44,15 @@ NOT_PLACED = (InvalidOrder, InsufficientFunds, RateLimited, VenueUnavailable, Au
 class Placer:
     def __init__(self, clients: dict[Venue, VenueClient], journal: Journal,
                  config: ExecutionConfig, clock: Clock,
-                 pause: Callable[[float], None] = time.sleep):
+                 pause: Callable[[float], None] = time.sleep, streams: OrderStreams | None = None):
         self.clients = clients
+        self.streams = streams
         self.journal = journal
         self.config = config
         self.clock = clock
         self.pause = pause  # injectable so tests of the polling need no real waiting
         self.lookups = 0
+        self.stream_applied = self.rest_refreshes = 0
 
     def run(self, signal_id: str, leg: Leg, priority: bool = False) -> Leg:
         """Send ``leg`` (state NEW), follow it, journal it; return it. Leg thread only."""
@@ -112,9 +122,24 @@ class Placer:
     def _follow(self, signal_id: str, client: VenueClient, leg: Leg) -> None:
         deadline = self.clock.monotonic_ns() + int(self.config.fill_timeout_s * NS_PER_S)
         delay = self.config.poll_interval_ms / 1000
+        venue = leg.request.venue
+        streams = self.streams if self.streams is not None and venue in self.streams.venues else None
+        mark = streams.mark(venue, leg.order_id, leg.client_id) if streams else (0, 0)
+        if streams is not None and streams.is_up(venue):
+            self._from_stream(signal_id, leg)  # events that came before the REST answer
         while not leg.final and self.clock.monotonic_ns() < deadline:
-            self.pause(delay)
-            delay = min(delay * 2, 0.5)
+            if streams is not None and streams.is_up(venue):
+                left_s = (deadline - self.clock.monotonic_ns()) / NS_PER_S
+                wait_s = max(0.0, min(self.config.stream_fallback_ms / 1000, left_s))
+                news = streams.wait(venue, leg.order_id, leg.client_id, mark, wait_s)
+                mark = streams.mark(venue, leg.order_id, leg.client_id)
+                if news and self._from_stream(signal_id, leg):
+                    continue
+                if not news and self.clock.monotonic_ns() >= deadline:
+                    break  # the cancel and last look below ask REST
+            else:
+                self.pause(delay)
+                delay = min(delay * 2, 0.5)
             self._refresh(signal_id, client, leg)
         if not leg.final:
             try:
@@ -123,7 +148,23 @@ class Placer:
                 logger.warning("cancelling {} failed: {}", leg.client_id, exc)
             self._refresh(signal_id, client, leg)
 
+    def _from_stream(self, signal_id: str, leg: Leg) -> bool:
+        """Apply the stream's complete account of ``leg`` if it says more than the leg knows.
+        Return False when the stream has nothing usable (the caller asks REST)."""
+        assert self.streams is not None
+        result = self.streams.result(leg.request.venue, leg.order_id, leg.client_id,
+                                     leg.request.order_type)
+        if result is None or (leg.client_id and result.client_id not in (None, leg.client_id)):
+            return False
+        if leg.final or result.executed_volume < leg.executed_volume:
+            self.streams.stale += 1
+            return True  # stale: the leg already knows more; nothing to do
+        self.stream_applied += 1
+        self.apply(signal_id, leg, result)
+        return True
+
     def _refresh(self, signal_id: str, client: VenueClient, leg: Leg) -> None:
+        self.rest_refreshes += 1
         try:
             result = client.get_order(order_id=leg.order_id) if leg.order_id else \
                 client.get_order(client_id=leg.client_id)

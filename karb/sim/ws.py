@@ -142,7 +142,9 @@ class WsHub:
         """websockets handler thread of one connection (renamed ``sim-<name>-ws-conn``)."""
         threading.current_thread().name = f"sim-{self.name}-ws-conn"
         conn.recv_events_thread.name = f"sim-{self.name}-ws-recv"
-        client = Client(conn)
+        client = self._new_client(conn)
+        if client is None:
+            return
         sender = threading.Thread(target=self._send_loop, args=(client,), name=f"sim-{self.name}-ws-send",
                                   daemon=True)
         sender.start()
@@ -157,6 +159,10 @@ class WsHub:
             client.alive = False
             client.out.put(None)
             sender.join(timeout=2.0)
+
+    def _new_client(self, conn: ServerConnection) -> Client | None:
+        """The connection's client state; None refuses it (a private hub's bad token)."""
+        return Client(conn)
 
     def _recv_loop(self, client: Client) -> None:
         conn = client.conn
