@@ -7,8 +7,8 @@
 journal and per kill-file directory), runs the start-up checks, loads balances and market
 rules from the venues, starts the journal and rebuilds the risk state from it (today's PnL and
 peak, residuals, an active halt), reads the kill switch and starts its thread, then starts the
-feeds and the executor, which recovers what a previous run left open (``karb.recovery``), and
-only then the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a
+feeds, the private order/asset streams (``karb.order_stream``; not in dry-run) and the
+executor, which recovers what a previous run left open (``karb.recovery``), and only then the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a
 halt within a second), rules refresh and monitor. So neither a kill file nor a halt present at
 start lets a first strategy pass trade. ``Engine.stop()`` stops them in reverse within about
 five seconds: no new signals, in-flight legs finished, open orders cancelled, journal flushed,
@@ -41,6 +41,7 @@ from karb.journal import Journal, JournalError
 from karb.market_data import MarketData
 from karb.model import Balance, Venue, base_currency
 from karb.monitor import Monitor
+from karb.order_stream import OrderStreams
 from karb.recovery import recovery_of
 from karb.risk import Risk
 from karb.rules import RulesBook
@@ -104,13 +105,21 @@ class Engine:
                 v: DryRunVenue(v, self.board, self.rules, self.clock) for v in Venue}
         else:
             self.order_clients = clients
-        self.executor = Executor(self.order_clients, self.rules, self.risk, self.journal, config, self.clock)
+        self.streams: OrderStreams | None = None
+        if mode != "dry_run":  # private streams: first source of fills and balances
+            signers = {v: c.stream_token for v, c in clients.items() if hasattr(c, "stream_token")}
+            self.streams = OrderStreams.from_config(config, signers) if signers else None
+            if self.streams is not None and not self.streams.venues:
+                self.streams = None
+        self.executor = Executor(self.order_clients, self.rules, self.risk, self.journal, config, self.clock,
+                                 streams=self.streams)
         for client in self.order_clients.values():
             if hasattr(client, "on_order_id"):  # legacy Bithumb: persist its id map at once
                 client.on_order_id = self._journal_order_id
         self.strategy = Strategy(self.board, self.rules, self.risk, self.inventory, config, self.clock,
                                  on_signal=self.executor.submit)
-        self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock)
+        self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock,
+                                        streams=self.streams)
         self.executor.add_listener(self.balance_sync.request_refresh)
         self.monitor = Monitor(config.monitor, self.snapshot, out=out, panel=panel,
                                residual_tolerance_krw=config.execution.residual_tolerance_krw)
@@ -146,6 +155,8 @@ class Engine:
         self.risk.rebuild(self.journal)
         self._run_part(self.risk.kill.start, self.risk.kill.stop)  # engaged before any pass
         self._run_part(self.market_data.start, self.market_data.stop)
+        if self.streams is not None:  # up before the first leg, so legs can follow it
+            self._run_part(self.streams.start, self.streams.stop)
         self._run_part(self.executor.start, self._stop_executor)  # recovers leftovers first
         self._run_part(self._resume_thread.start, self._stop_resume_thread)
         self._run_part(self.strategy.start, self.strategy.stop)

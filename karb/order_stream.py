@@ -71,6 +71,7 @@ class OrderStreams:
         self._connections: dict[Venue, FeedConnection] = {}
         self.events = {v: 0 for v in venues}
         self.stale = 0
+        self._stopping = False
 
     # --- wiring ------------------------------------------------------------------------------
     @classmethod
@@ -98,6 +99,7 @@ class OrderStreams:
             connection.start()
 
     def stop(self, timeout_s: float = 2.0) -> None:
+        self._stopping = True
         for connection in self._connections.values():
             connection.request_stop()
         for connection in self._connections.values():
@@ -159,7 +161,7 @@ class OrderStreams:
             self._up[venue] = up
             self._epoch[venue] += 1
             self._cond.notify_all()
-        if changed:
+        if changed and not self._stopping:
             (logger.info if up else logger.warning)(
                 "{} private stream {}{}", venue.value, "up" if up else "down",
                 "" if up else f" ({reason}); fills and balances from REST until it is back")
