@@ -62,7 +62,9 @@ class VenueConfig:
     # The private myOrder/myAsset WebSocket: first source of fills and balances (REST stays
     # the fallback and the check). Upbit, and Bithumb with api v2; ignored for legacy keys.
     private_stream: bool = True
-    private_ws_url: str | None = field(default=None, metadata={"schemes": ("ws", "wss")})  # None: the venue's
+    # None: the private path on ws_url's host (/websocket/v1/private Upbit, /websocket/v2/private
+    # Bithumb); with a legacy pubwss ws_url, Bithumb's documented host.
+    private_ws_url: str | None = field(default=None, metadata={"schemes": ("ws", "wss")})
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
 
 

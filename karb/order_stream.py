@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from urllib.parse import urlsplit, urlunsplit
 from decimal import Decimal
 from typing import Callable
 
@@ -36,17 +37,28 @@ ZERO = Decimal(0)
 _STATUS = {**STATES, "trade": OrderStatus.OPEN}
 
 
-def private_url(config: Config, venue: Venue) -> str:
+def private_url(config: Config, venue: Venue) -> str | None:
+    """``venues.<v>.private_ws_url``, else the private path on the public WebSocket's host
+    (both venues serve it there: ``/websocket/v1`` -> Upbit ``/websocket/v1/private``,
+    Bithumb ``/websocket/v2/private``). Never a host the config does not name, except
+    Bithumb's documented one when the public feed is the legacy ``pubwss``; None if unknown."""
     vcfg = config.venues[venue]
     if vcfg.private_ws_url:
         return vcfg.private_ws_url
-    return UPBIT_PRIVATE_URL if venue is Venue.UPBIT else BITHUMB_PRIVATE_URL
+    parts = urlsplit(vcfg.ws_url)
+    if parts.path.rstrip("/") == "/websocket/v1":
+        path = urlsplit(UPBIT_PRIVATE_URL if venue is Venue.UPBIT else BITHUMB_PRIVATE_URL).path
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    if venue is Venue.BITHUMB and parts.hostname == "pubwss.bithumb.com":
+        return BITHUMB_PRIVATE_URL
+    return None
 
 
 def stream_enabled(config: Config, venue: Venue) -> bool:
     """On when configured and the venue speaks it (Bithumb legacy keys have no JWT stream)."""
     vcfg = config.venues[venue]
-    return vcfg.private_stream and (venue is Venue.UPBIT or vcfg.api == "v2")
+    return (vcfg.private_stream and (venue is Venue.UPBIT or vcfg.api == "v2")
+            and private_url(config, venue) is not None)
 
 
 class _Order:
@@ -78,6 +90,12 @@ class OrderStreams:
     def from_config(cls, config: Config, signers: dict[Venue, Callable[[], str]]) -> "OrderStreams":
         """Streams for the venues that have one on and a signer (``() -> JWT``)."""
         venues = [v for v in Venue if stream_enabled(config, v) and v in signers]
+        for venue in Venue:
+            vcfg = config.venues[venue]
+            if venue not in venues and vcfg.private_stream and (venue is Venue.UPBIT or vcfg.api == "v2"):
+                logger.warning("{}: no private stream (no URL known for ws_url {}; set venues.{}."
+                               "private_ws_url); fills and balances from REST", venue.value,
+                               vcfg.ws_url, venue.value)
         streams = cls(venues)
         feed = config.feed
         for venue in venues:
@@ -85,8 +103,10 @@ class OrderStreams:
                                              "upbit" if venue is Venue.UPBIT else "bithumb",
                                              list(config.markets))
             sign = signers[venue]
+            url = private_url(config, venue)
+            assert url is not None  # stream_enabled
             streams._connections[venue] = FeedConnection(
-                private_url(config, venue), protocol, watchdog_s=feed.watchdog_s,
+                url, protocol, watchdog_s=feed.watchdog_s,
                 ping_interval_s=feed.ping_interval_s, backoff_initial_s=feed.backoff_initial_s,
                 backoff_max_s=feed.backoff_max_s,
                 connect_timeout_s=config.venues[venue].connect_timeout_s,

@@ -86,25 +86,23 @@ class SimCluster:
             exchange = self._exchanges[venue]
             lock = threading.Lock()
             hubs = [self._hub(venue.value, "upbit", venue, lock)]
-            servers = [WsServer(hubs[0], host, vcfg.ws_port, WS_PATH)]
+            private_path = UPBIT_PRIVATE_PATH if venue is Venue.UPBIT else BITHUMB_PRIVATE_PATH
+            private = PrivateHub(f"{venue.value}-private", venue.value, exchange, self._faults[venue],
+                                 self.sim.idle_timeout_s, self.sim.bithumb_ts_window_ms)
+            self._private_hubs[venue] = private
+            servers = [WsServer(hubs[0], host, vcfg.ws_port, WS_PATH, {private_path: private})]
             if venue is Venue.BITHUMB:
                 hubs.append(self._hub("bithumb-legacy", "legacy", venue, lock))
                 servers.append(WsServer(hubs[1], host, vcfg.legacy_ws_port, LEGACY_WS_PATH))
             self._outlets[venue] = VenueOutlets(exchange, hubs, lock)
-            private_path = UPBIT_PRIVATE_PATH if venue is Venue.UPBIT else BITHUMB_PRIVATE_PATH
-            private = WsServer(PrivateHub(f"{venue.value}-private", venue.value, exchange, self._faults[venue],
-                                          self.sim.idle_timeout_s, self.sim.bithumb_ts_window_ms),
-                               host, vcfg.private_ws_port, private_path)
-            self._private_hubs[venue] = private.hub
             rest = RestServer(venue, exchange, self._faults[venue], self.sim, host, vcfg.rest_port,
                               self._stop)
             self._rest[venue] = rest
             self._ws.extend(servers)
-            self._ws.append(private)
             self._endpoints[venue] = SimEndpoints(
                 f"http://{host}:{rest.port}", f"ws://{host}:{servers[0].port}{WS_PATH}",
                 f"ws://{host}:{servers[1].port}{LEGACY_WS_PATH}" if len(servers) > 1 else None,
-                f"ws://{host}:{private.port}{private_path}",
+                f"ws://{host}:{servers[0].port}{private_path}",
             )
         self._control = ControlServer(self, host, self.sim.control_port)
         if self.start_ms is None:

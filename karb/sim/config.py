@@ -57,7 +57,6 @@ class SimVenueConfig:
     rest_port: int = 0
     ws_port: int = 0
     legacy_ws_port: int = 0  # Bithumb legacy pubwss only
-    private_ws_port: int = 0  # myOrder / myAsset (Upbit /websocket/v1/private, Bithumb /websocket/v2/private)
 
 
 @dataclass(frozen=True)

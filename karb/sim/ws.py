@@ -341,13 +341,15 @@ def _parse_upbit_request(request: object, markets: set[str]):
 
 
 class WsServer:
-    """One listening WebSocket endpoint on ``host:port`` serving ``path`` through ``hub``."""
+    """One listening WebSocket endpoint on ``host:port`` serving ``path`` through ``hub``, and
+    any ``more`` paths through theirs (a venue's private stream shares its public host)."""
 
-    def __init__(self, hub: WsHub, host: str, port: int, path: str):
+    def __init__(self, hub: WsHub, host: str, port: int, path: str, more: dict[str, WsHub] | None = None):
         self.hub = hub
         self.path = path
+        self.routes = {path: hub, **(more or {})}
         self._server: Server = serve(
-            hub.handle, host, port, process_request=self._check_path, ping_interval=None,
+            self._handle, host, port, process_request=self._check_path, ping_interval=None,
             create_connection=TrackingConnection, server_header=None, close_timeout=1.0,
         )
         self.port = self._server.socket.getsockname()[1]
@@ -355,9 +357,12 @@ class WsServer:
                                         daemon=True)
 
     def _check_path(self, conn: ServerConnection, request):
-        if request.path.split("?", 1)[0] != self.path:
+        if request.path.split("?", 1)[0] not in self.routes:
             return conn.respond(404, "Not Found\n")
         return None
+
+    def _handle(self, conn: ServerConnection) -> None:
+        self.routes[conn.request.path.split("?", 1)[0]].handle(conn)
 
     def start(self) -> "WsServer":
         self._thread.start()
