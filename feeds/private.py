@@ -33,7 +33,10 @@ The sink (all calls from the stream's thread)::
 
     sink.on_order(event: OrderEvent) -> None
     sink.on_asset(event: AssetEvent) -> None
-    sink.on_stream(up: bool, reason: str) -> None   # connected+subscribed / gone
+    sink.on_stream(up: bool, reason: str) -> None
+        up: the venue answered on this connection (its first frame that is not an error,
+        usually the ``{"status":"UP"}`` to the ``PING`` sent after subscribing); down: the
+        connection is gone (events may have been missed while it was).
 """
 from __future__ import annotations
 
@@ -219,15 +222,19 @@ class PrivateStreamProtocol:
         self.markets = list(markets or [])
         self.fmt = fmt
         self.orders = self.assets = 0
+        self._up = False
 
     def subscribe_messages(self) -> list[str]:
         return [subscribe_request(self.markets, self.fmt), "PING"]
 
     def on_connected(self, now_ns: int) -> None:
-        self.sink.on_stream(True, "connected")
+        self._up = False  # up once the venue answers: an accepted token, not just a socket
 
     def handle(self, data: bytes, recv_ns: int) -> None:
         event = decode(data, self.venue, self.flavour, recv_ns)
+        if not self._up:
+            self._up = True
+            self.sink.on_stream(True, "subscribed")
         if isinstance(event, OrderEvent):
             self.orders += 1
             self.sink.on_order(event)
