@@ -216,6 +216,11 @@ class OrderStreams:
             return (self._epoch.get(venue, 0) == mark[0] and self._up.get(venue, False)
                     and record is not None and record.seq > mark[1])
 
+    def seen(self, venue: Venue, order_id: str | None, client_id: str | None) -> bool:
+        """Has the stream told anything about this order?"""
+        with self._cond:
+            return self._find(venue, order_id, client_id) is not None
+
     def result(self, venue: Venue, order_id: str | None, client_id: str | None,
                order_type: OrderType) -> OrderResult | None:
         """What the stream says of one order, as a complete ``OrderResult``, or None."""
@@ -229,10 +234,11 @@ class OrderStreams:
         orders = self._orders.get(venue)
         if orders is None:
             return None
-        key = order_id or self._by_client[venue].get(client_id or "")
-        if key is None and client_id:
+        record = orders.get(order_id) if order_id else None
+        if record is None and client_id:
             key = self._by_client[venue].get(client_id)
-        return orders.get(key) if key else None
+            record = orders.get(key) if key else None
+        return record
 
 
 class _Sink:

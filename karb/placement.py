@@ -125,8 +125,9 @@ class Placer:
         venue = leg.request.venue
         streams = self.streams if self.streams is not None and venue in self.streams.venues else None
         mark = streams.mark(venue, leg.order_id, leg.client_id) if streams else (0, 0)
-        if streams is not None and streams.is_up(venue):
-            self._from_stream(signal_id, leg)  # events that came before the REST answer
+        if streams is not None and streams.is_up(venue):  # events that came before the REST answer
+            if not self._from_stream(signal_id, leg) and streams.seen(venue, leg.order_id, leg.client_id):
+                self._refresh(signal_id, client, leg)  # the stream's account is incomplete: ask now
         while not leg.final and self.clock.monotonic_ns() < deadline:
             if streams is not None and streams.is_up(venue):
                 left_s = (deadline - self.clock.monotonic_ns()) / NS_PER_S
