@@ -3,7 +3,8 @@ reconnect with exponential backoff and jitter.
 
 The thread owns the socket (websocket-client, synchronous) and the venue protocol object; the
 only cross-thread traffic is ``stop()`` and reading counters. Keepalive is a WebSocket ping
-frame every ``ping_interval_s`` (Upbit and Bithumb drop a connection idle for ~120 s). The
+frame every ``ping_interval_s`` (Upbit and Bithumb drop a connection idle for ~120 s), plus the
+protocol's ``ping_text`` if it has one (a private stream's ``PING``, answered with data). The
 watchdog counts data frames only: a server that answers pings but sends no data is stalled.
 A frame the protocol cannot use is counted, logged (one warning with a sample per
 ``warn_every_s``) and dropped; nothing a frame contains can end the thread.
@@ -139,14 +140,8 @@ class FeedConnection:
                 self.state = "connecting"
                 delivered = False
                 reason = "stopped"
-                try:
-                    extra = self._headers() if self._headers is not None else None
-                    ws = websocket.create_connection(
-                        self.url, timeout=self._connect_timeout_s, skip_utf8_validation=True,
-                        header=extra)
-                except (websocket.WebSocketException, OSError) as exc:
-                    reason = f"connect failed: {exc}"
-                else:
+                ws, reason = self._connect()
+                if ws is not None:
                     self._ws = ws
                     try:
                         delivered, reason = self._serve(ws)
@@ -170,6 +165,18 @@ class FeedConnection:
             self.state = "stopped"
             self.protocol.close()
 
+    def _connect(self) -> tuple[websocket.WebSocket | None, str]:
+        """Open the socket (upgrade headers built fresh). Return (socket or None, why not)."""
+        try:
+            extra = self._headers() if self._headers is not None else None
+        except Exception as exc:  # e.g. no keys to sign with: a failed connect, retried
+            return None, f"cannot build the request headers: {type(exc).__name__}"
+        try:
+            return websocket.create_connection(self.url, timeout=self._connect_timeout_s,
+                                               skip_utf8_validation=True, header=extra), ""
+        except (websocket.WebSocketException, OSError) as exc:
+            return None, f"connect failed: {exc}"
+
     def _serve(self, ws: websocket.WebSocket) -> tuple[bool, str]:
         """Subscribe and read frames until stop, close or watchdog. Return (delivered, why)."""
         protocol = self.protocol
@@ -185,6 +192,7 @@ class FeedConnection:
         next_ping += self._ping_ns
         recorder = self._recorder
         handle = protocol.handle
+        ping_text = getattr(protocol, "ping_text", None)
         while not self._stop.is_set():
             try:
                 opcode, data = ws.recv_data()
@@ -214,6 +222,8 @@ class FeedConnection:
                 return delivered, f"watchdog: no data for {(now - last_data) / 1e9:.1f} s"
             if now >= next_ping:
                 ws.ping()
+                if ping_text:
+                    ws.send(ping_text)  # answered with data: feeds the watchdog of a quiet stream
                 next_ping = now + self._ping_ns
             protocol.poll(now)
         return delivered, "stopped"

@@ -212,6 +212,8 @@ class PrivateStreamProtocol:
     ``flavour``: ``"upbit"`` (v1 field names) or ``"bithumb"`` (v2 field names).
     """
 
+    ping_text = "PING"  # re-sent every ping interval: {"status":"UP"} keeps the watchdog fed
+
     def __init__(self, sink, venue: str, flavour: str, markets: list[str] | None = None,
                  fmt: str = "DEFAULT") -> None:
         if flavour not in ("upbit", "bithumb"):

@@ -233,8 +233,11 @@ def test_stream_threads_connect_see_fills_and_reconnect_after_a_drop(cluster):
         assert {"feed-upbit-private", "feed-bithumb-private"} <= names
         wait_until(lambda: all(streams.is_up(v) for v in Venue), 5, message="streams up")
         placed = clients[Venue.BITHUMB].place_order(_cross(cluster, Venue.BITHUMB, Side.SELL, "ps-r-1"))
-        wait_until(lambda: streams.result(Venue.BITHUMB, placed.order_id, None, OrderType.LIMIT), 3,
-                   message="the fill on the stream")
+        def final():
+            result = streams.result(Venue.BITHUMB, placed.order_id, None, OrderType.LIMIT)
+            return result is not None and result.status is not OrderStatus.OPEN
+
+        wait_until(final, 3, message="the fill on the stream")
         result = streams.result(Venue.BITHUMB, None, "ps-r-1", OrderType.LIMIT)
         rest = clients[Venue.BITHUMB].get_order(order_id=placed.order_id)
         assert (result.status, result.executed_volume, result.executed_funds, result.fills) == (
