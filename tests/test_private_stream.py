@@ -119,6 +119,18 @@ def test_private_url_follows_ws_url_and_never_guesses_another_host():
     assert private_url(config, Venue.UPBIT) is None
 
 
+def test_streams_are_built_only_where_on_supported_and_locatable():
+    config = load_config(SIM_YAML)
+    legacy = dataclasses.replace(config.venues.bithumb, api="legacy")
+    odd = dataclasses.replace(config.venues.upbit, ws_url="ws://127.0.0.1:9/feed")
+    sign = {v: (lambda: "token") for v in Venue}
+    assert OrderStreams.from_config(config, sign).venues == [Venue.UPBIT, Venue.BITHUMB]
+    for venues in (dataclasses.replace(config.venues, bithumb=legacy, upbit=odd),
+                   dataclasses.replace(config.venues, **{v.value: dataclasses.replace(
+                       config.venues[v], private_stream=False) for v in Venue})):
+        assert OrderStreams.from_config(dataclasses.replace(config, venues=venues), sign).venues == []
+
+
 # --- the sim's endpoints ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
