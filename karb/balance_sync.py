@@ -17,11 +17,13 @@ faster than that, drift waits for a quiet moment).
 
 With a private stream (``karb.order_stream``) the venue's balances come first from its
 ``myAsset`` events: each REST answer is a baseline that later events overlay, currency by
-currency, and a sync reads that view instead of asking REST. REST is still asked (the check)
-when the view is older than ``monitor.balance_rest_check_s``, when the stream is down or has
-reconnected since the baseline (events may have been missed), and when an event arrived while
-the REST answer was in flight (the answer may predate it). Either way the same drift report
-and the same adoption guards apply.
+currency, and a sync reads that view instead of asking REST. A view that agrees with the
+ledger costs no request; one that differs is never adopted itself: REST is asked at once and
+only its answer is compared, reported and adopted (a missed or stale event cannot rewrite the
+ledger). REST is also asked when the view is older than ``monitor.balance_rest_check_s``, when
+the stream is down or has reconnected since the baseline (events may have been missed), and
+when an event arrived while the REST answer was in flight (the answer may predate it). The
+adoption guards are the same either way.
 """
 from __future__ import annotations
 
@@ -87,15 +89,25 @@ class BalanceSync:
                 view.update(balances)
         self._wake.set()
 
-    def _balances(self, venue: Venue) -> tuple[dict[str, Balance], str]:
-        """The venue's balances: the stream's view when it can be trusted, else REST."""
+    def _drift(self, venue: Venue, balances: dict[str, Balance]) -> dict[str, Decimal]:
+        drift = {}
+        for currency in sorted(set(self.currencies) | set(balances)):
+            theirs = balances[currency].free if currency in balances else ZERO
+            diff = theirs - self.ledger.free(venue, currency)
+            if diff:
+                drift[currency] = diff
+        return drift
+
+    def _balances(self, venue: Venue, rest: bool = False) -> tuple[dict[str, Balance], str]:
+        """The venue's balances: the stream's view when it can be trusted (and ``rest`` is
+        not asked for), else REST."""
         streams = self.streams
         up = streams is not None and venue in streams.venues and streams.is_up(venue)
         epoch = streams.mark(venue, None, None)[0] if up else None
         now = self.clock.monotonic_ns()
         with self._lock:
             view = self._view.get(venue)
-            if (up and view is not None and self._view_epoch.get(venue) == epoch
+            if (not rest and up and view is not None and self._view_epoch.get(venue) == epoch
                     and now - self._view_rest_ns.get(venue, 0) < self.rest_check_ns):
                 self.stream_syncs += 1
                 return dict(view), "stream"
@@ -172,13 +184,11 @@ class BalanceSync:
         version = self.ledger.version
         settling = self._settling(version)
         balances, source = self._balances(venue)
+        drift = self._drift(venue, balances)
+        if drift and source == "stream" and not settling:  # only REST's word is adopted as drift
+            balances, source = self._balances(venue, rest=True)
+            drift = self._drift(venue, balances)
         self.journal.record_balances(venue.value, balances, source)
-        drift = {}
-        for currency in sorted(set(self.currencies) | set(balances)):
-            theirs = balances[currency].free if currency in balances else ZERO
-            diff = theirs - self.ledger.free(venue, currency)
-            if diff:
-                drift[currency] = diff
         adopted = not settling and self.ledger.load(venue, balances, if_version=version)
         with self._lock:
             self.last_sync_ns[venue.value] = self.clock.monotonic_ns()

@@ -49,16 +49,35 @@ def asset(streams, **amounts):
     streams.on_asset(UP, AssetEvent("upbit", {c: (D(str(v)), D(0)) for c, v in amounts.items()}, 1, 0))
 
 
-def test_sync_reads_the_stream_view_after_one_rest_baseline_and_adopts_its_numbers(parts):
+def test_sync_reads_the_stream_view_after_one_rest_baseline_without_a_request(parts):
     sync, risk, venues, streams, journal, clock = parts
     assert sync.sync(UP) and venues[UP].fetches == 1
-    asset(streams, KRW="1000050")  # e.g. a deposit: only the stream has told so far
+    asset(streams, KRW="1000000", BTC="0.5")  # an event that agrees with the ledger
     assert sync.sync(UP) and venues[UP].fetches == 1
-    assert risk.ledger.free(UP, "KRW") == D(1000050) and risk.ledger.free(UP, "BTC") == D("0.5")
-    assert sync.stats()["drift"]["upbit"] == {"KRW": D(50)}
+    assert sync.stats()["drift"]["upbit"] == {}
     journal.flush()
     assert [r["source"] for r in journal.query("SELECT DISTINCT source FROM balances ORDER BY id")] == [
         "sync", "stream"]
+
+
+def test_drift_seen_on_the_stream_is_confirmed_by_rest_before_it_is_adopted(parts):
+    sync, risk, venues, streams, journal, clock = parts
+    sync.sync(UP)
+    venues[UP].balances = balances(KRW="1000050", BTC="0.5")  # a deposit
+    asset(streams, KRW="1000050")
+    assert sync.sync(UP) and venues[UP].fetches == 2
+    assert risk.ledger.free(UP, "KRW") == D(1000050) and sync.stats()["drift"]["upbit"] == {"KRW": D(50)}
+
+
+def test_a_stale_or_wrong_stream_view_never_rewrites_the_ledger(parts):
+    sync, risk, venues, streams, journal, clock = parts
+    sync.sync(UP)
+    asset(streams, KRW="12")  # a stream that lies (or an event from long ago)
+    assert sync.sync(UP) and venues[UP].fetches == 2  # REST asked, and REST agrees with the ledger
+    assert risk.ledger.free(UP, "KRW") == D(1_000_000) and sync.stats()["drift"]["upbit"] == {}
+    journal.flush()
+    assert journal.query("SELECT * FROM incidents") == []
+    assert sync.sync(UP) and venues[UP].fetches == 2  # the view now holds REST's answer
 
 
 def test_rest_is_still_asked_when_the_view_is_older_than_the_check_interval(parts):
@@ -71,6 +90,8 @@ def test_rest_is_still_asked_when_the_view_is_older_than_the_check_interval(part
     venues[UP].balances = balances(KRW=999_000, BTC="0.5")  # something the stream missed
     assert sync.sync(UP) and venues[UP].fetches == 2
     assert risk.ledger.free(UP, "KRW") == D(999_000)
+    clock.advance(1)
+    assert sync.sync(UP) and venues[UP].fetches == 2
 
 
 def test_a_reconnect_or_a_down_stream_sends_sync_back_to_rest(parts):
