@@ -45,8 +45,6 @@ from karb.placement import Placer  # noqa: E402
 from karb.sim.cluster import SimCluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-import os
-DEBUG = os.environ.get("BENCH_DEBUG")
 MARKET = "KRW-BTC"
 VOLUME = Decimal("0.001")
 UNLIMITED = {"public_per_s": 100000, "private_per_s": 100000, "order_per_s": 100000}
@@ -103,7 +101,6 @@ def main() -> None:
                         before = placer.rest_refreshes
                         placer.run("bench", leg)
                         filled = [ns for state, ns in leg.history if state is LegState.FILLED]
-                        if DEBUG: print(mode, venue.value, [(s.value, (ns - leg.sent_ns) // 1000) for s, ns in leg.history[1:]])
                         if filled:
                             seen.setdefault((mode, venue), []).append((filled[0] - leg.sent_ns) / 1e6)
                         calls[(mode, venue)] = calls.get((mode, venue), 0) + placer.rest_refreshes - before
