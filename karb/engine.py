@@ -241,7 +241,10 @@ class Engine:
     def snapshot(self) -> EngineSnapshot:
         now_ns = time.monotonic_ns()
         feeds = {}
-        for venue, s in self.market_data.stats().items():
+        stats = dict(self.market_data.stats())
+        if self.streams is not None:
+            stats.update(self.streams.feed_stats())
+        for venue, s in stats.items():
             feeds[venue] = FeedStatus(
                 state=s["state"], messages=s["messages"], msgs_per_s=s.get("msgs_per_s", 0.0),
                 reconnects=s["reconnects"], decode_errors=s["decode_errors"],

@@ -135,6 +135,12 @@ class OrderStreams:
     def venues(self) -> list[Venue]:
         return list(self._up)
 
+    def feed_stats(self) -> dict[str, dict]:
+        """Each stream's connection counters (``FeedConnection.stats``), keyed ``<venue>-private``:
+        the status line, metrics and the feed-down alert show them beside the public feeds."""
+        return {f"{venue.value}-private": connection.stats()
+                for venue, connection in self._connections.items()}
+
     def stats(self) -> dict:
         with self._cond:
             out = {v.value: {"up": self._up[v], "events": self.events[v], "epoch": self._epoch[v]}

@@ -15,7 +15,9 @@
   ``AuthError`` / a 4xx ``UnknownVenueError``: the venue says it was not placed: REJECTED;
 * ``OrderStateUnknown``, a 5xx or status-less ``UnknownVenueError``, or any other exception:
   the order may exist. The leg goes UNKNOWN and is looked up by its client id up to
-  ``lookup_attempts`` times. It is never re-sent; if it cannot be found it stays UNKNOWN, an
+  ``lookup_attempts`` times (the private stream's account of that client id, when it has a
+  complete one, answers before REST is asked; the stream's silence is never taken as "not
+  placed"). It is never re-sent; if it cannot be found it stays UNKNOWN, an
   incident is journalled, and the executor's ``leg-resolver`` keeps looking (``karb.resolver``).
 
 A leg not final when ``run`` returns may still fill: nothing may be retried or flattened
@@ -107,6 +109,9 @@ class Placer:
     def _lookup(self, client: VenueClient, leg: Leg) -> OrderResult | None:
         delay = self.config.poll_interval_ms / 1000
         for attempt in range(self.config.lookup_attempts):
+            found = self._stream_account(leg)  # the stream's word that it exists, if it has one
+            if found is not None:
+                return found
             self.lookups += 1
             try:
                 return client.get_order(client_id=leg.client_id)
@@ -148,6 +153,15 @@ class Placer:
             except VenueError as exc:
                 logger.warning("cancelling {} failed: {}", leg.client_id, exc)
             self._refresh(signal_id, client, leg)
+
+    def _stream_account(self, leg: Leg) -> OrderResult | None:
+        """The private stream's complete account of ``leg``'s order by its client id, or None.
+        Only ever evidence that the order exists: its absence proves nothing."""
+        streams = self.streams
+        if streams is None or leg.request.venue not in streams.venues:
+            return None
+        result = streams.result(leg.request.venue, leg.order_id, leg.client_id, leg.request.order_type)
+        return result if result is not None and result.client_id == leg.client_id else None
 
     def _from_stream(self, signal_id: str, leg: Leg) -> bool:
         """Apply the stream's complete account of ``leg`` if it says more than the leg knows.

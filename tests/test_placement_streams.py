@@ -194,6 +194,39 @@ def test_events_out_of_order_keep_the_newest_account(rig):
     assert streams.stale >= 2
 
 
+class LostAnswerVenue(CountingVenue):
+    """Places (and fills) the order, then the answer is lost; look-ups fail meanwhile."""
+
+    def __init__(self, venue, streams=None):
+        super().__init__(venue)
+        self.streams = streams
+        self.script = ["timeout"]
+        self.down.set()
+
+    def place_order(self, request, priority=False):
+        try:
+            return super().place_order(request, priority)
+        finally:
+            if self.streams is not None:  # the stream heard of it all the same
+                for e in fill_events(self.orders[request.client_id], request.client_id):
+                    self.streams.on_order(UP, e)
+
+
+@pytest.mark.parametrize("stream_told", [True, False])
+def test_answer_lost_order_is_found_by_its_streams_account_never_concluded_absent(rig, stream_told):
+    placer, _, streams, journal = rig
+    streams.on_stream(UP, True, "test")
+    venue = LostAnswerVenue(UP, streams if stream_told else None)
+    placer.clients = {UP: venue}
+    placer.config = dataclasses.replace(placer.config, lookup_attempts=2, poll_interval_ms=1)
+    done = placer.run("s1", leg())
+    if stream_told:
+        assert done.state is LegState.FILLED and done.executed_volume == D("0.01")
+    else:  # silence proves nothing: still possibly placed, looked up by the leg-resolver
+        assert done.state is LegState.UNKNOWN
+    assert venue.placed_count("L1") == 1 and len(venue.placements) == 1
+
+
 # --- against the sim ---------------------------------------------------------------------------
 
 SIM_YAML = Path(__file__).resolve().parent.parent / "config" / "sim.yaml"

@@ -241,6 +241,7 @@ def test_stream_threads_connect_see_fills_and_reconnect_after_a_drop(cluster):
     streams, clients = _streams(cluster)
     streams.start()
     try:
+        assert set(streams.feed_stats()) == {"upbit-private", "bithumb-private"}
         names = {t.name for t in threading.enumerate()}
         assert {"feed-upbit-private", "feed-bithumb-private"} <= names
         wait_until(lambda: all(streams.is_up(v) for v in Venue), 5, message="streams up")
@@ -276,5 +277,26 @@ def test_stream_with_rejected_keys_never_comes_up_and_backs_off(cluster):
         assert streams.stats()["upbit"]["state"] in ("backoff", "connecting", "connected")
     finally:
         streams.stop()
+        for client in clients.values():
+            client.close()
+
+
+def test_engine_follows_legs_and_balances_by_its_streams_and_shows_them(cluster, tmp_path):
+    from karb.config import JournalConfig
+    from karb.engine import Engine
+
+    config = _config(cluster)
+    config = dataclasses.replace(config, journal=JournalConfig(str(tmp_path / "j.sqlite")),
+                                 risk=dataclasses.replace(config.risk, kill_switch_file=str(tmp_path / "KILL")),
+                                 monitor=dataclasses.replace(config.monitor, metrics_port=0))
+    clients = {v: make_client(v, config, cluster.credentials(v)) for v in Venue}
+    try:
+        engine = Engine(config, clients, "sim")
+        assert engine.streams is not None and engine.streams.venues == [Venue.UPBIT, Venue.BITHUMB]
+        assert engine.executor.placer.streams is engine.streams
+        assert engine.balance_sync.streams is engine.streams
+        assert {"upbit", "bithumb", "upbit-private", "bithumb-private"} == set(engine.snapshot().feeds)
+        assert Engine(config, clients, "dry_run").streams is None  # paper fills: nothing to follow
+    finally:
         for client in clients.values():
             client.close()
