@@ -37,7 +37,7 @@ from karb.exchanges.errors import (AuthError, InsufficientFunds, InvalidOrder, O
                                    RateLimited, UnknownVenueError, VenueError, VenueUnavailable)
 from karb.journal import Journal
 from karb.legs import IllegalTransition, Leg, LegState
-from karb.model import OrderResult, Venue
+from karb.model import OrderResult, OrderStatus, Venue
 from karb.order_stream import OrderStreams
 
 NOT_PLACED = (InvalidOrder, InsufficientFunds, RateLimited, VenueUnavailable, AuthError)
@@ -66,6 +66,7 @@ class Placer:
         if result is not None:
             self.apply(signal_id, leg, result)
             self._follow(signal_id, client, leg)
+            self._add_stream_fills(leg)
         self.journal.record_order(signal_id, leg)
         if leg.fills:
             self.journal.record_fills(leg)
@@ -162,6 +163,17 @@ class Placer:
             return None
         result = streams.result(leg.request.venue, leg.order_id, leg.client_id, leg.request.order_type)
         return result if result is not None and result.client_id == leg.client_id else None
+
+    def _add_stream_fills(self, leg: Leg) -> None:
+        """A leg final from an answer that listed no executions (Upbit's placement answer)
+        takes them from the stream, if it already has the same final account; its state and
+        amounts stay exactly as the venue answered."""
+        if not leg.final or not leg.executed_volume or leg.fills:
+            return
+        found = self._stream_account(leg)
+        if (found is not None and found.status is not OrderStatus.OPEN
+                and (found.executed_volume, found.executed_funds) == (leg.executed_volume, leg.executed_funds)):
+            leg.fills = found.fills
 
     def _from_stream(self, signal_id: str, leg: Leg) -> bool:
         """Apply the stream's complete account of ``leg`` if it says more than the leg knows.

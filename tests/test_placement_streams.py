@@ -105,6 +105,20 @@ def test_fill_seen_on_the_stream_while_the_leg_waits(rig):
     assert done.state is LegState.FILLED and venue.lookups == 0
 
 
+def test_leg_final_from_an_answer_without_executions_takes_them_from_the_stream(rig):
+    placer, venue, streams, journal = rig
+    streams.on_stream(UP, True, "test")
+
+    venue.on_placed = lambda result: [streams.on_order(UP, e) for e in fill_events(result, "L1")]
+    original = venue.place_order  # answers FILLED, as Upbit's POST does, without its trades
+    venue.place_order = lambda request, priority=False: dataclasses.replace(original(request, priority), fills=())
+    done = placer.run("s1", leg())
+    assert done.state is LegState.FILLED and venue.lookups == 0
+    assert [(f.trade_id, f.volume) for f in done.fills] == [("t1", D("0.01"))]
+    journal.flush()
+    assert [r["trade_id"] for r in journal.query("SELECT trade_id FROM fills")] == ["t1"]
+
+
 def test_stream_down_falls_back_to_rest_polling(rig):
     placer, venue, streams, journal = rig  # never up
     venue.script = ["ack"]
