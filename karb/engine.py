@@ -8,8 +8,9 @@ journal and per kill-file directory), runs the start-up checks, loads balances a
 rules from the venues, starts the journal and rebuilds the risk state from it (today's PnL and
 peak, residuals, an active halt), reads the kill switch and starts its thread, then starts the
 feeds, the private order/asset streams (``karb.order_stream``; not in dry-run) and the
-executor, which recovers what a previous run left open (``karb.recovery``), and only then the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a
-halt within a second), rules refresh and monitor. So neither a kill file nor a halt present at
+executor, which recovers what a previous run left open (``karb.recovery``), and only then
+the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a halt within
+a second), rules refresh and monitor. So neither a kill file nor a halt present at
 start lets a first strategy pass trade. ``Engine.stop()`` stops them in reverse within about
 five seconds: no new signals, in-flight legs finished, open orders cancelled, journal flushed,
 locks released. ``summary()`` is the text printed at exit.
