@@ -281,6 +281,28 @@ def test_stream_with_rejected_keys_never_comes_up_and_backs_off(cluster):
             client.close()
 
 
+def test_quiet_stream_is_kept_alive_by_ping_text_and_unsignable_connects_are_retried(cluster):
+    config = _config(cluster)
+    config = dataclasses.replace(config, feed=dataclasses.replace(config.feed, ping_interval_s=0.1))
+    client = make_client(Venue.UPBIT, config, cluster.credentials(Venue.UPBIT))
+
+    def no_keys():
+        raise RuntimeError("no keys loaded")
+
+    streams = OrderStreams.from_config(config, {Venue.UPBIT: client.stream_token, Venue.BITHUMB: no_keys})
+    streams.start()
+    try:
+        # nothing trades: only the {"status":"UP"} answers to the PINGs arrive, and they count
+        wait_until(lambda: streams.stats()["upbit"]["messages"] >= 4, 5, message="UP answers")
+        assert streams.is_up(Venue.UPBIT) and streams.stats()["upbit"]["reconnects"] == 0
+        wait_until(lambda: streams.stats()["bithumb"]["reconnects"] >= 2, 5, message="retries")
+        assert not streams.is_up(Venue.BITHUMB)
+        assert {t.name for t in threading.enumerate()} >= {"feed-bithumb-private"}  # still trying
+    finally:
+        streams.stop()
+        client.close()
+
+
 def test_engine_follows_legs_and_balances_by_its_streams_and_shows_them(cluster, tmp_path):
     from karb.config import JournalConfig
     from karb.engine import Engine
