@@ -266,9 +266,20 @@ def test_stream_threads_connect_see_fills_and_reconnect_after_a_drop(cluster):
             client.close()
 
 
-def test_stream_with_rejected_keys_never_comes_up_and_backs_off(cluster):
-    bad = UpbitAuth(cluster.credentials(Venue.UPBIT).access_key, "wrong-secret")
-    streams, clients = _streams(cluster, signers={Venue.UPBIT: bad.token})
+def test_stream_with_rejected_keys_never_comes_up_backs_off_and_logs_no_secret(cluster):
+    from loguru import logger
+
+    secret = "wrong-secret-0123456789"
+    bad = UpbitAuth(cluster.credentials(Venue.UPBIT).access_key, secret)
+    tokens: list[str] = []
+
+    def sign():
+        tokens.append(bad.token())
+        return tokens[-1]
+
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG")
+    streams, clients = _streams(cluster, signers={Venue.UPBIT: sign})
     assert streams.venues == [Venue.UPBIT]
     streams.start()
     try:
@@ -277,8 +288,12 @@ def test_stream_with_rejected_keys_never_comes_up_and_backs_off(cluster):
         assert streams.stats()["upbit"]["state"] in ("backoff", "connecting", "connected")
     finally:
         streams.stop()
+        logger.remove(sink)
         for client in clients.values():
             client.close()
+    text = "\n".join(lines)
+    assert "INVALID_AUTH" in text  # the venue's refusal is reported...
+    assert secret not in text and not any(t in text or t.split(".")[2] in text for t in tokens)  # ...not the keys
 
 
 def test_quiet_stream_is_kept_alive_by_ping_text_and_unsignable_connects_are_retried(cluster):
