@@ -25,6 +25,9 @@ Bodies, DEFAULT format (numbers are JSON numbers; read exactly, as ``Decimal``):
   ``trades_count`` removed; ``trade_amount`` added. [U] the name of a trade's fee.
 * ``myAsset`` (both; Bithumb v2 unchanged from v1): ``type, asset_uuid, assets[{currency,
   balance, locked}], asset_timestamp, timestamp, stream_type``; ``balance`` is the free amount.
+  Upbit warns that an account's very first ``myAsset`` subscription may stay silent for some
+  minutes (docs.upbit.com/kr/reference/websocket-myasset): balances must never depend on it
+  alone (``karb.balance_sync`` keeps REST as the baseline and the check).
 * ``{"error":{"name":"INVALID_AUTH"|...,"message"}}``: the request or the token was refused.
   [U] whether Upbit refuses a bad token at the upgrade (HTTP 401) or with this frame and a
   close; both end the connection and back off.
