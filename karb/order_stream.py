@@ -92,7 +92,8 @@ class OrderStreams:
         venues = [v for v in Venue if stream_enabled(config, v) and v in signers]
         for venue in Venue:
             vcfg = config.venues[venue]
-            if venue not in venues and vcfg.private_stream and (venue is Venue.UPBIT or vcfg.api == "v2"):
+            if (vcfg.private_stream and (venue is Venue.UPBIT or vcfg.api == "v2")
+                    and private_url(config, venue) is None):
                 logger.warning("{}: no private stream (no URL known for ws_url {}; set venues.{}."
                                "private_ws_url); fills and balances from REST", venue.value,
                                vcfg.ws_url, venue.value)
