@@ -8,7 +8,11 @@ with backoff) driving one venue *protocol* object that knows the wire format:
 * ``BithumbLegacyBookProtocol`` (feeds.bithumb): Bithumb pubwss ``orderbookdepth`` deltas,
   synchronised with REST snapshots (``LegacySnapshotFetcher``).
 
-Decoded updates go to a *sink* the caller supplies. The sink interface (all calls come from the
+* ``PrivateStreamProtocol`` (feeds.private): the private ``myOrder`` / ``myAsset`` streams of
+  Upbit and Bithumb 2.0; it hands typed ``OrderEvent`` / ``AssetEvent`` to its own sink (see
+  that module). The JWT comes from the caller through ``FeedConnection(headers=...)``.
+
+Decoded book updates go to a *sink* the caller supplies. The sink interface (all calls come from the
 feed thread; prices and sizes are floats, levels best first)::
 
     sink.on_snapshot(market, bids, asks, exch_ts_ms, recv_ns) -> bool
@@ -32,13 +36,15 @@ frame arrived; ``exch_ts_ms`` the venue's timestamp in milliseconds.
 """
 from feeds.bithumb import BithumbLegacyBookProtocol, LegacySnapshotFetcher
 from feeds.connection import FeedConnection
-from feeds.protocol import FrameError
+from feeds.private import AssetEvent, OrderEvent, PrivateStreamProtocol
+from feeds.protocol import FrameError, StreamRejected
 from feeds.recorder import (FrameRecorder, HourlyRecorder, RecordingError, RecordingTruncated,
                             read_recording, read_recordings)
 from feeds.upbit import UpbitBookProtocol
 
 __all__ = [
-    "BithumbLegacyBookProtocol", "FeedConnection", "FrameError", "FrameRecorder", "HourlyRecorder",
-    "LegacySnapshotFetcher", "RecordingError", "RecordingTruncated", "UpbitBookProtocol",
+    "AssetEvent", "BithumbLegacyBookProtocol", "FeedConnection", "FrameError", "FrameRecorder",
+    "HourlyRecorder", "LegacySnapshotFetcher", "OrderEvent", "PrivateStreamProtocol",
+    "RecordingError", "RecordingTruncated", "StreamRejected", "UpbitBookProtocol",
     "read_recording", "read_recordings",
 ]

@@ -3,7 +3,8 @@ reconnect with exponential backoff and jitter.
 
 The thread owns the socket (websocket-client, synchronous) and the venue protocol object; the
 only cross-thread traffic is ``stop()`` and reading counters. Keepalive is a WebSocket ping
-frame every ``ping_interval_s`` (Upbit and Bithumb drop a connection idle for ~120 s). The
+frame every ``ping_interval_s`` (Upbit and Bithumb drop a connection idle for ~120 s), plus the
+protocol's ``ping_text`` if it has one (a private stream's ``PING``, answered with data). The
 watchdog counts data frames only: a server that answers pings but sends no data is stalled.
 A frame the protocol cannot use is counted, logged (one warning with a sample per
 ``warn_every_s``) and dropped; nothing a frame contains can end the thread.
@@ -17,7 +18,7 @@ import time
 import websocket
 from loguru import logger
 
-from feeds.protocol import BookProtocol, FrameError
+from feeds.protocol import BookProtocol, FrameError, StreamRejected
 
 _CLOSE = websocket.ABNF.OPCODE_CLOSE
 _SAMPLE_CHARS = 200
@@ -36,13 +37,15 @@ class FeedConnection:
         is drawn uniformly from [delay/2, delay]; a connection that delivered data resets it
     connect_timeout_s : TCP + TLS + upgrade handshake limit
     recorder : optional ``FrameRecorder``; gets every data frame with its receive time
+    headers : optional callable returning extra upgrade-request headers, called on every
+        connect (a private stream's fresh ``Authorization``); never logged
     """
 
     def __init__(self, url: str, protocol: BookProtocol, *, watchdog_s: float = 60.0,
                  ping_interval_s: float = 30.0, backoff_initial_s: float = 0.5,
                  backoff_max_s: float = 30.0, connect_timeout_s: float = 5.0,
                  recorder=None, warn_every_s: float = 10.0, name: str | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, headers=None) -> None:
         self.url = url
         self.protocol = protocol
         self.venue = protocol.venue
@@ -53,6 +56,7 @@ class FeedConnection:
         self._connect_timeout_s = connect_timeout_s
         self._poll_s = min(0.1, watchdog_s / 4, ping_interval_s / 2)
         self._recorder = recorder
+        self._headers = headers
         self._warn_every_ns = int(warn_every_s * 1e9)
         self._rng = rng or random.Random()
         self._log = logger.bind(venue=self.venue)
@@ -136,12 +140,8 @@ class FeedConnection:
                 self.state = "connecting"
                 delivered = False
                 reason = "stopped"
-                try:
-                    ws = websocket.create_connection(
-                        self.url, timeout=self._connect_timeout_s, skip_utf8_validation=True)
-                except (websocket.WebSocketException, OSError) as exc:
-                    reason = f"connect failed: {exc}"
-                else:
+                ws, reason = self._connect()
+                if ws is not None:
                     self._ws = ws
                     try:
                         delivered, reason = self._serve(ws)
@@ -165,6 +165,18 @@ class FeedConnection:
             self.state = "stopped"
             self.protocol.close()
 
+    def _connect(self) -> tuple[websocket.WebSocket | None, str]:
+        """Open the socket (upgrade headers built fresh). Return (socket or None, why not)."""
+        try:
+            extra = self._headers() if self._headers is not None else None
+        except Exception as exc:  # e.g. no keys to sign with: a failed connect, retried
+            return None, f"cannot build the request headers: {type(exc).__name__}"
+        try:
+            return websocket.create_connection(self.url, timeout=self._connect_timeout_s,
+                                               skip_utf8_validation=True, header=extra), ""
+        except (websocket.WebSocketException, OSError) as exc:
+            return None, f"connect failed: {exc}"
+
     def _serve(self, ws: websocket.WebSocket) -> tuple[bool, str]:
         """Subscribe and read frames until stop, close or watchdog. Return (delivered, why)."""
         protocol = self.protocol
@@ -180,6 +192,7 @@ class FeedConnection:
         next_ping += self._ping_ns
         recorder = self._recorder
         handle = protocol.handle
+        ping_text = getattr(protocol, "ping_text", None)
         while not self._stop.is_set():
             try:
                 opcode, data = ws.recv_data()
@@ -198,6 +211,9 @@ class FeedConnection:
                     recorder.record(now, self.venue, data)
                 try:
                     handle(data, now)
+                except StreamRejected as exc:  # e.g. bad credentials: back off, do not hammer
+                    self._bad_frame(data, exc.reason, exc.markets, now)
+                    return False, f"rejected by venue: {exc.reason}"
                 except FrameError as exc:
                     self._bad_frame(data, exc.reason, exc.markets, now)
                 except Exception as exc:  # a decoder bug must not end the feed: count, resync
@@ -206,6 +222,8 @@ class FeedConnection:
                 return delivered, f"watchdog: no data for {(now - last_data) / 1e9:.1f} s"
             if now >= next_ping:
                 ws.ping()
+                if ping_text:
+                    ws.send(ping_text)  # answered with data: feeds the watchdog of a quiet stream
                 next_ping = now + self._ping_ns
             protocol.poll(now)
         return delivered, "stopped"

@@ -28,6 +28,11 @@ class FrameError(ValueError):
         self.markets = markets
 
 
+class StreamRejected(FrameError):
+    """The venue refused the connection itself (bad credentials, a bad subscription): the
+    connection is closed and retried with growing backoff, as if it had delivered nothing."""
+
+
 def check_not_ahead(exch_ts_ms: int, markets: tuple[str, ...]) -> None:
     """Raise ``FrameError`` for ``markets`` if ``exch_ts_ms`` is implausibly far ahead."""
     ahead = ahead_ms(exch_ts_ms)

@@ -14,6 +14,16 @@ can still show the pre-trade numbers. The venue's numbers are therefore not adop
 sync, so the period counts from no earlier than the trade itself); such a sync is counted as
 skipped and the thread syncs again as soon as the period is over (while trades keep coming
 faster than that, drift waits for a quiet moment).
+
+With a private stream (``karb.order_stream``) the venue's balances come first from its
+``myAsset`` events: each REST answer is a baseline that later events overlay, currency by
+currency, and a sync reads that view instead of asking REST. A view that agrees with the
+ledger costs no request; one that differs is never adopted itself: REST is asked at once and
+only its answer is compared, reported and adopted (a missed or stale event cannot rewrite the
+ledger). REST is also asked when the view is older than ``monitor.balance_rest_check_s``, when
+the stream is down or has reconnected since the baseline (events may have been missed), and
+when an event arrived while the REST answer was in flight (the answer may predate it). The
+adoption guards are the same either way.
 """
 from __future__ import annotations
 
@@ -26,7 +36,8 @@ from karb.clock import Clock
 from karb.config import Config
 from karb.exchanges.base import VenueClient
 from karb.journal import Journal
-from karb.model import Venue, base_currency
+from karb.model import Balance, Venue, base_currency
+from karb.order_stream import OrderStreams
 from karb.risk import Risk
 from karb.threads import stop_thread
 
@@ -36,7 +47,7 @@ SETTLE_S = 2.0  # how long after a trade touched the ledger a venue balance is n
 
 class BalanceSync:
     def __init__(self, clients: dict[Venue, VenueClient], risk: Risk, journal: Journal,
-                 config: Config, clock: Clock):
+                 config: Config, clock: Clock, streams: OrderStreams | None = None):
         self.clients = clients
         self.ledger = risk.ledger
         self.journal = journal
@@ -52,6 +63,15 @@ class BalanceSync:
         self.last_sync_ns: dict[str, int] = {}
         self._seen_version: int | None = None  # the ledger version at the last sync
         self._changed_ns: int | None = None  # when a sync first saw the version move
+        self.streams = streams
+        self.rest_check_ns = int(config.monitor.balance_rest_check_s * 1e9)
+        self._view: dict[Venue, dict[str, Balance]] = {}  # REST baseline + myAsset overlay
+        self._view_epoch: dict[Venue, int] = {}
+        self._view_rest_ns: dict[Venue, int] = {}
+        self._asset_events: dict[Venue, int] = {}
+        self.stream_syncs = self.rest_fetches = 0
+        if streams is not None:
+            streams.add_asset_listener(self.on_asset)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="balance-sync", daemon=True)
@@ -60,6 +80,51 @@ class BalanceSync:
     def stop(self, timeout: float = 2.0) -> None:
         stop_thread(self._thread, timeout, self._stop, self._wake)
 
+    def on_asset(self, venue: Venue, balances: dict[str, Balance], _ts_ms: int = 0) -> None:
+        """A ``myAsset`` event (stream thread): overlay the view, sync soon."""
+        with self._lock:
+            self._asset_events[venue] = self._asset_events.get(venue, 0) + 1
+            view = self._view.get(venue)
+            if view is not None:
+                view.update(balances)
+        self._wake.set()
+
+    def _drift(self, venue: Venue, balances: dict[str, Balance]) -> dict[str, Decimal]:
+        drift = {}
+        for currency in sorted(set(self.currencies) | set(balances)):
+            theirs = balances[currency].free if currency in balances else ZERO
+            diff = theirs - self.ledger.free(venue, currency)
+            if diff:
+                drift[currency] = diff
+        return drift
+
+    def _balances(self, venue: Venue, rest: bool = False) -> tuple[dict[str, Balance], str]:
+        """The venue's balances: the stream's view when it can be trusted (and ``rest`` is
+        not asked for), else REST."""
+        streams = self.streams
+        up = streams is not None and venue in streams.venues and streams.is_up(venue)
+        epoch = streams.mark(venue, None, None)[0] if up else None
+        now = self.clock.monotonic_ns()
+        with self._lock:
+            view = self._view.get(venue)
+            if (not rest and up and view is not None and self._view_epoch.get(venue) == epoch
+                    and now - self._view_rest_ns.get(venue, 0) < self.rest_check_ns):
+                self.stream_syncs += 1
+                return dict(view), "stream"
+            events_before = self._asset_events.get(venue, 0)
+        balances = self.clients[venue].get_balances()
+        with self._lock:
+            self.rest_fetches += 1
+            if not up:
+                self._view.pop(venue, None)
+            elif self._asset_events.get(venue, 0) == events_before:
+                self._view[venue] = dict(balances)
+                self._view_epoch[venue] = epoch
+                self._view_rest_ns[venue] = now
+            else:  # an event raced the answer: which is newer is unknown; ask REST next time
+                self._view.pop(venue, None)
+        return balances, "sync"
+
     def request_refresh(self, *_args) -> None:
         """Sync soon (any thread; accepts and ignores a listener's arguments)."""
         self._wake.set()
@@ -67,6 +132,7 @@ class BalanceSync:
     def stats(self) -> dict:
         with self._lock:
             return {"syncs": self.syncs, "errors": self.errors, "skipped": self.skipped,
+                    "stream_syncs": self.stream_syncs, "rest_fetches": self.rest_fetches,
                     "drift": {v: dict(d) for v, d in self.drift.items()},
                     "last_sync_ns": dict(self.last_sync_ns)}
 
@@ -117,14 +183,12 @@ class BalanceSync:
         """Fetch, compare and adopt one venue's balances. Return whether they were adopted."""
         version = self.ledger.version
         settling = self._settling(version)
-        balances = self.clients[venue].get_balances()
-        self.journal.record_balances(venue.value, balances, "sync")
-        drift = {}
-        for currency in sorted(set(self.currencies) | set(balances)):
-            theirs = balances[currency].free if currency in balances else ZERO
-            diff = theirs - self.ledger.free(venue, currency)
-            if diff:
-                drift[currency] = diff
+        balances, source = self._balances(venue)
+        drift = self._drift(venue, balances)
+        if drift and source == "stream" and not settling:  # only REST's word is adopted as drift
+            balances, source = self._balances(venue, rest=True)
+            drift = self._drift(venue, balances)
+        self.journal.record_balances(venue.value, balances, source)
         adopted = not settling and self.ledger.load(venue, balances, if_version=version)
         with self._lock:
             self.last_sync_ns[venue.value] = self.clock.monotonic_ns()

@@ -61,6 +61,12 @@ class VenueConfig:
     ws_levels: int = field(default=15, metadata=POSITIVE)
     ws_format: Literal["DEFAULT", "SIMPLE"] = "DEFAULT"
     proxy: str | None = None  # e.g. http://10.0.0.5:3128; the environment's proxy vars are ignored
+    # The private myOrder/myAsset WebSocket: first source of fills and balances (REST stays
+    # the fallback and the check). Upbit, and Bithumb with api v2; ignored for legacy keys.
+    private_stream: bool = True
+    # None: the private path on ws_url's host (/websocket/v1/private Upbit, /websocket/v2/private
+    # Bithumb); with a legacy pubwss ws_url, Bithumb's documented host.
+    private_ws_url: str | None = field(default=None, metadata={"schemes": ("ws", "wss")})
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
 
 
@@ -148,6 +154,9 @@ class ExecutionConfig:
     keepalive_s: float = 30.0
     fill_timeout_s: float = field(default=5.0, metadata=POSITIVE)  # follow a leg to a final state
     poll_interval_ms: int = field(default=20, metadata=POSITIVE)  # first poll / lookup backoff
+    # With a private stream up, a leg waits for its order's events; without one for this long
+    # it asks REST (and again after every further silence of this length).
+    stream_fallback_ms: int = field(default=500, metadata=POSITIVE)
     # A leg still not final after its fill timeout is possible exposure: the leg-resolver keeps
     # looking it up this long (backoff) before it halts trading for a human to look.
     resolve_timeout_s: float = field(default=300.0, metadata=POSITIVE)
@@ -181,6 +190,9 @@ class MonitorConfig:
                                   metadata={"schemes": ("http", "https")})  # or a self-hosted Bot API
     feed_down_alert_s: float = field(default=60.0, metadata=POSITIVE)
     balance_sync_s: float = field(default=30.0, metadata=POSITIVE)
+    # With a private stream up, syncs read its myAsset balances; REST is still asked at least
+    # this often (the check; also whenever the stream was down since the last REST answer).
+    balance_rest_check_s: float = field(default=60.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,15 @@
 journal and per kill-file directory), runs the start-up checks, loads balances and market
 rules from the venues, starts the journal and rebuilds the risk state from it (today's PnL and
 peak, residuals, an active halt), reads the kill switch and starts its thread, then starts the
-feeds and the executor, which recovers what a previous run left open (``karb.recovery``), and
-only then the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a
-halt within a second), rules refresh (daily; after start-up it also checks each market's own
-fee, one look-up every 2 s) and monitor. So neither a kill file nor a halt present at start
-lets a first strategy pass trade. The ``alerts`` thread starts right after the locks and stops
-last, so the start-up notice and the shutdown notice (each with the summary) reach the
-notifiers (``karb.notifiers``: secrets from the environment or the key file).
-``Engine.stop()`` stops them in reverse within about
+feeds, the private order/asset streams (``karb.order_stream``; not in dry-run) and the
+executor, which recovers what a previous run left open (``karb.recovery``), and only then
+the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a halt within
+a second), rules refresh (daily; after start-up it also checks each market's own fee, one
+look-up every 2 s) and monitor. So neither a kill file nor a halt present at start lets a
+first strategy pass trade. The ``alerts`` thread starts right after the locks and stops last,
+so the start-up notice and the shutdown notice (each with the summary) reach the notifiers
+(``karb.notifiers``: secrets from the environment or the key file). ``Engine.stop()`` stops
+them in reverse within about
 five seconds: no new signals, in-flight legs finished, open orders cancelled, journal flushed,
 locks released. ``summary()`` is the text printed at exit.
 
@@ -48,6 +49,7 @@ from karb.market_data import MarketData
 from karb.model import Balance, Venue, base_currency
 from karb.monitor import Monitor
 from karb.notifiers import from_environment
+from karb.order_stream import OrderStreams
 from karb.recovery import recovery_of
 from karb.risk import Risk
 from karb.rules import MarketInfo, RulesBook, describe_fees
@@ -115,7 +117,14 @@ class Engine:
                 v: DryRunVenue(v, self.board, self.rules, self.clock) for v in Venue}
         else:
             self.order_clients = clients
-        self.executor = Executor(self.order_clients, self.rules, self.risk, self.journal, config, self.clock)
+        self.streams: OrderStreams | None = None
+        if mode != "dry_run":  # private streams: first source of fills and balances
+            signers = {v: c.stream_token for v, c in clients.items() if hasattr(c, "stream_token")}
+            self.streams = OrderStreams.from_config(config, signers) if signers else None
+            if self.streams is not None and not self.streams.venues:
+                self.streams = None
+        self.executor = Executor(self.order_clients, self.rules, self.risk, self.journal, config, self.clock,
+                                 streams=self.streams)
         for client in self.order_clients.values():
             if hasattr(client, "on_order_id"):  # legacy Bithumb: persist its id map at once
                 client.on_order_id = self._journal_order_id
@@ -130,7 +139,8 @@ class Engine:
                                  on_signal=self.executor.submit,
                                  read_book=lambda venue, market: clients[venue].get_orderbook(market),
                                  on_alert=self.alerter.notify)
-        self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock)
+        self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock,
+                                        streams=self.streams)
         self.executor.add_listener(self.balance_sync.request_refresh)
         self.monitor = Monitor(config.monitor, self.snapshot, out=out, panel=panel,
                                alerter=self.alerter)
@@ -168,6 +178,8 @@ class Engine:
         self.risk.rebuild(self.journal)
         self._run_part(self.risk.kill.start, self.risk.kill.stop)  # engaged before any pass
         self._run_part(self.market_data.start, self.market_data.stop)
+        if self.streams is not None:  # up before the first leg, so legs can follow it
+            self._run_part(self.streams.start, self.streams.stop)
         self._run_part(self.executor.start, self._stop_executor)  # recovers leftovers first
         self._run_part(self._resume_thread.start, self._stop_resume_thread)
         self._run_part(self.strategy.start, self.strategy.stop)
@@ -303,7 +315,10 @@ class Engine:
     def snapshot(self) -> EngineSnapshot:
         now_ns = time.monotonic_ns()
         feeds = {}
-        for venue, s in self.market_data.stats().items():
+        stats = dict(self.market_data.stats())
+        if self.streams is not None:
+            stats.update(self.streams.feed_stats())
+        for venue, s in stats.items():
             feeds[venue] = FeedStatus(
                 state=s["state"], messages=s["messages"], msgs_per_s=s.get("msgs_per_s", 0.0),
                 reconnects=s["reconnects"], decode_errors=s["decode_errors"],

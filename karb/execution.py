@@ -45,6 +45,7 @@ from karb.journal import Journal, JournalError
 from karb.ledger import Reservation
 from karb.legs import Leg, LegState
 from karb.model import OrderRequest, OrderType, Side, Signal, TimeInForce, Venue
+from karb.order_stream import OrderStreams
 from karb.placement import Placer
 from karb.resolver import LegResolver
 from karb.risk import Risk, TradeOutcome
@@ -168,7 +169,7 @@ class Trade:
 
 class Executor:
     def __init__(self, clients: dict[Venue, VenueClient], rules: RulesBook, risk: Risk,
-                 journal: Journal, config: Config, clock: Clock):
+                 journal: Journal, config: Config, clock: Clock, streams: OrderStreams | None = None):
         self.clients = clients
         self.rules = rules
         self.risk = risk
@@ -176,7 +177,7 @@ class Executor:
         self.config = config
         self.settings = config.execution
         self.clock = clock
-        self.placer = Placer(clients, journal, self.settings, clock)
+        self.placer = Placer(clients, journal, self.settings, clock, streams=streams)
         self.unwinder = Unwinder(self.placer, rules, risk.ledger, journal, config, halt=risk.halt)
         self.resolver = LegResolver(clients, self.placer, journal, self.settings, clock,
                                     on_progress=self._book_progress, on_resolved=self._complete,
@@ -489,7 +490,9 @@ class Executor:
             counts = {"trades": self.trades, "successes": self.successes,
                       "failures": self.failures, "refused": self.refused,
                       "in_flight": len(self._in_flight), "reconciled": self.reconciled,
-                      "lookups": self.placer.lookups}
+                      "lookups": self.placer.lookups,
+                      "stream_applied": self.placer.stream_applied,
+                      "rest_refreshes": self.placer.rest_refreshes}
             resolving = self.resolver.pending() + list(self._stranded.values())
         legs = self._open_legs(resolving)
         counts.update(unresolved=len(legs), unresolved_orders=[client_id for _, client_id, _, _ in legs],

@@ -2,13 +2,22 @@
 
 ``Placer.run`` is called on a leg thread. The rules, by outcome of ``place_order``:
 
-* an answer: apply it, then poll ``get_order`` (doubling from ``poll_interval_ms``) until the
-  leg is final or ``fill_timeout_s`` passes; then ask for a cancel and look once more;
+* an answer: apply it, then follow the leg until it is final or ``fill_timeout_s`` passes;
+  then ask for a cancel and look once more (REST). Following uses the venue's private order
+  stream first (``karb.order_stream``) when it is up: the leg thread waits for the order's
+  next event instead of sleeping, applies what the stream says once its executions add up,
+  and asks REST ``get_order`` when no event came within ``stream_fallback_ms``, when the
+  stream's account of the order is incomplete, or when the stream went down or reconnected
+  meanwhile. Without a stream (or while it is down) it polls ``get_order``, doubling from
+  ``poll_interval_ms``. A stream event older than what the leg knows is skipped, never
+  applied (executed amounts only grow; a final leg stays final);
 * ``InvalidOrder`` / ``InsufficientFunds`` / ``RateLimited`` / ``VenueUnavailable`` /
   ``AuthError`` / a 4xx ``UnknownVenueError``: the venue says it was not placed: REJECTED;
 * ``OrderStateUnknown``, a 5xx or status-less ``UnknownVenueError``, or any other exception:
   the order may exist. The leg goes UNKNOWN and is looked up by its client id up to
-  ``lookup_attempts`` times. It is never re-sent; if it cannot be found it stays UNKNOWN, an
+  ``lookup_attempts`` times (the private stream's account of that client id, when it has a
+  complete one, answers before REST is asked; the stream's silence is never taken as "not
+  placed"). It is never re-sent; if it cannot be found it stays UNKNOWN, an
   incident is journalled, and the executor's ``leg-resolver`` keeps looking (``karb.resolver``).
 
 A leg not final when ``run`` returns may still fill: nothing may be retried or flattened
@@ -28,7 +37,8 @@ from karb.exchanges.errors import (AuthError, InsufficientFunds, InvalidOrder, O
                                    RateLimited, UnknownVenueError, VenueError, VenueUnavailable)
 from karb.journal import Journal
 from karb.legs import IllegalTransition, Leg, LegState
-from karb.model import OrderResult, Venue
+from karb.model import OrderResult, OrderStatus, Venue
+from karb.order_stream import OrderStreams
 
 NOT_PLACED = (InvalidOrder, InsufficientFunds, RateLimited, VenueUnavailable, AuthError)
 
@@ -36,13 +46,15 @@ NOT_PLACED = (InvalidOrder, InsufficientFunds, RateLimited, VenueUnavailable, Au
 class Placer:
     def __init__(self, clients: dict[Venue, VenueClient], journal: Journal,
                  config: ExecutionConfig, clock: Clock,
-                 pause: Callable[[float], None] = time.sleep):
+                 pause: Callable[[float], None] = time.sleep, streams: OrderStreams | None = None):
         self.clients = clients
+        self.streams = streams
         self.journal = journal
         self.config = config
         self.clock = clock
         self.pause = pause  # injectable so tests of the polling need no real waiting
         self.lookups = 0
+        self.stream_applied = self.rest_refreshes = 0
 
     def run(self, signal_id: str, leg: Leg, priority: bool = False) -> Leg:
         """Send ``leg`` (state NEW), follow it, journal it; return it. Leg thread only."""
@@ -54,6 +66,7 @@ class Placer:
         if result is not None:
             self.apply(signal_id, leg, result)
             self._follow(signal_id, client, leg)
+            self._add_stream_fills(leg)
         self.journal.record_order(signal_id, leg)
         if leg.fills:
             self.journal.record_fills(leg)
@@ -97,6 +110,9 @@ class Placer:
     def _lookup(self, client: VenueClient, leg: Leg) -> OrderResult | None:
         delay = self.config.poll_interval_ms / 1000
         for attempt in range(self.config.lookup_attempts):
+            found = self._stream_account(leg)  # the stream's word that it exists, if it has one
+            if found is not None:
+                return found
             self.lookups += 1
             try:
                 return client.get_order(client_id=leg.client_id)
@@ -112,9 +128,25 @@ class Placer:
     def _follow(self, signal_id: str, client: VenueClient, leg: Leg) -> None:
         deadline = self.clock.monotonic_ns() + int(self.config.fill_timeout_s * NS_PER_S)
         delay = self.config.poll_interval_ms / 1000
+        venue = leg.request.venue
+        streams = self.streams if self.streams is not None and venue in self.streams.venues else None
+        mark = streams.mark(venue, leg.order_id, leg.client_id) if streams else (0, 0)
+        if streams is not None and streams.is_up(venue):  # events that came before the REST answer
+            if not self._from_stream(signal_id, leg) and streams.seen(venue, leg.order_id, leg.client_id):
+                self._refresh(signal_id, client, leg)  # the stream's account is incomplete: ask now
         while not leg.final and self.clock.monotonic_ns() < deadline:
-            self.pause(delay)
-            delay = min(delay * 2, 0.5)
+            if streams is not None and streams.is_up(venue):
+                left_s = (deadline - self.clock.monotonic_ns()) / NS_PER_S
+                wait_s = max(0.0, min(self.config.stream_fallback_ms / 1000, left_s))
+                news = streams.wait(venue, leg.order_id, leg.client_id, mark, wait_s)
+                mark = streams.mark(venue, leg.order_id, leg.client_id)
+                if news and self._from_stream(signal_id, leg):
+                    continue
+                if not news and self.clock.monotonic_ns() >= deadline:
+                    break  # the cancel and last look below ask REST
+            else:
+                self.pause(delay)
+                delay = min(delay * 2, 0.5)
             self._refresh(signal_id, client, leg)
         if not leg.final:
             try:
@@ -123,7 +155,43 @@ class Placer:
                 logger.warning("cancelling {} failed: {}", leg.client_id, exc)
             self._refresh(signal_id, client, leg)
 
+    def _stream_account(self, leg: Leg) -> OrderResult | None:
+        """The private stream's complete account of ``leg``'s order by its client id, or None.
+        Only ever evidence that the order exists: its absence proves nothing."""
+        streams = self.streams
+        if streams is None or leg.request.venue not in streams.venues:
+            return None
+        result = streams.result(leg.request.venue, leg.order_id, leg.client_id, leg.request.order_type)
+        return result if result is not None and result.client_id == leg.client_id else None
+
+    def _add_stream_fills(self, leg: Leg) -> None:
+        """A leg final from an answer that listed no executions (Upbit's placement answer)
+        takes them from the stream, if it already has the same final account; its state and
+        amounts stay exactly as the venue answered."""
+        if not leg.final or not leg.executed_volume or leg.fills:
+            return
+        found = self._stream_account(leg)
+        if (found is not None and found.status is not OrderStatus.OPEN
+                and (found.executed_volume, found.executed_funds) == (leg.executed_volume, leg.executed_funds)):
+            leg.fills = found.fills
+
+    def _from_stream(self, signal_id: str, leg: Leg) -> bool:
+        """Apply the stream's complete account of ``leg`` if it says more than the leg knows.
+        Return False when the stream has nothing usable (the caller asks REST)."""
+        assert self.streams is not None
+        result = self.streams.result(leg.request.venue, leg.order_id, leg.client_id,
+                                     leg.request.order_type)
+        if result is None or (leg.client_id and result.client_id not in (None, leg.client_id)):
+            return False
+        if leg.final or result.executed_volume < leg.executed_volume:
+            self.streams.stale += 1
+            return True  # stale: the leg already knows more; nothing to do
+        self.stream_applied += 1
+        self.apply(signal_id, leg, result)
+        return True
+
     def _refresh(self, signal_id: str, client: VenueClient, leg: Leg) -> None:
+        self.rest_refreshes += 1
         try:
             result = client.get_order(order_id=leg.order_id) if leg.order_id else \
                 client.get_order(client_id=leg.client_id)

@@ -98,6 +98,7 @@ def test_run_live_against_sim_trades_stops_on_sigterm_and_journal_matches_sim_ac
     assert code == 0, "\n".join(err.lines[-30:])
     assert stop_s < 5.0
     assert err.find("Signal upbit_sell KRW-BTC") and err.find("Signal bithumb_sell KRW-XRP")
+    assert err.find("upbit private stream up") and err.find("bithumb private stream up")  # fills first from it
     summary = "\n".join(out.lines)
     assert "K-Arb summary (live" in summary and "success rate" in summary and "residual exposure" in summary
 

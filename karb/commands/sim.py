@@ -41,6 +41,7 @@ def describe(cluster: SimCluster) -> list[str]:
         lines.append(f"  ws_url      {ep.ws_url}")
         if ep.legacy_ws_url:
             lines.append(f"  legacy_ws   {ep.legacy_ws_url}")
+        lines.append(f"  private_ws  {ep.private_ws_url}  (myOrder/myAsset, JWT)")
         lines.append(f"  access_key  {creds.access_key}")
         lines.append(f"  secret_key  {creds.secret_key}")
     lines.append(f"control: {cluster.control_url()}  (POST /faults/<venue>/<action>, /dislocate; "
@@ -55,6 +56,7 @@ def info(cluster: SimCluster) -> dict:
     for venue in Venue:
         ep, creds = cluster.endpoints(venue), cluster.credentials(venue)
         venues[venue.value] = {"rest_url": ep.rest_url, "ws_url": ep.ws_url, "legacy_ws_url": ep.legacy_ws_url,
+                               "private_ws_url": ep.private_ws_url,
                                "access_key": creds.access_key, "secret_key": creds.secret_key}
     return {"venues": venues, "control_url": cluster.control_url(), "markets": cluster.markets,
             "pid": os.getpid()}

@@ -33,6 +33,7 @@ from karb.sim.faults import VenueFaults
 from karb.sim.market import MarketGenerator
 from karb.sim.publisher import MarketThread, PublishStats, VenueOutlets
 from karb.sim.ws import WsHub, WsServer
+from karb.sim.ws_private import BITHUMB_PRIVATE_PATH, UPBIT_PRIVATE_PATH, PrivateHub
 
 WS_PATH = "/websocket/v1"
 LEGACY_WS_PATH = "/pub/ws"
@@ -45,6 +46,7 @@ class SimEndpoints:
     rest_url: str
     ws_url: str
     legacy_ws_url: str | None = None
+    private_ws_url: str | None = None
 
 
 class SimCluster:
@@ -69,6 +71,7 @@ class SimCluster:
             self._exchanges[venue].add_account(creds.access_key, creds.secret_key, self.start_balances(venue))
         self._outlets: dict[Venue, VenueOutlets] = {}
         self._ws: list[WsServer] = []
+        self._private_hubs: dict[Venue, PrivateHub] = {}
         self._rest: dict[Venue, object] = {}
         self._control = None
         self._endpoints: dict[Venue, SimEndpoints] = {}
@@ -91,7 +94,11 @@ class SimCluster:
             exchange = self._exchanges[venue]
             lock = threading.Lock()
             hubs = [self._hub(venue.value, "upbit", venue, lock)]
-            servers = [WsServer(hubs[0], host, vcfg.ws_port, WS_PATH)]
+            private_path = UPBIT_PRIVATE_PATH if venue is Venue.UPBIT else BITHUMB_PRIVATE_PATH
+            private = PrivateHub(f"{venue.value}-private", venue.value, exchange, self._faults[venue],
+                                 self.sim.idle_timeout_s, self.sim.bithumb_ts_window_ms)
+            self._private_hubs[venue] = private
+            servers = [WsServer(hubs[0], host, vcfg.ws_port, WS_PATH, {private_path: private})]
             if venue is Venue.BITHUMB:
                 hubs.append(self._hub("bithumb-legacy", "legacy", venue, lock))
                 servers.append(WsServer(hubs[1], host, vcfg.legacy_ws_port, LEGACY_WS_PATH))
@@ -103,6 +110,7 @@ class SimCluster:
             self._endpoints[venue] = SimEndpoints(
                 f"http://{host}:{rest.port}", f"ws://{host}:{servers[0].port}{WS_PATH}",
                 f"ws://{host}:{servers[1].port}{LEGACY_WS_PATH}" if len(servers) > 1 else None,
+                f"ws://{host}:{servers[0].port}{private_path}",
             )
         self._control = ControlServer(self, host, self.sim.control_port)
         if self.start_ms is None:
@@ -152,14 +160,16 @@ class SimCluster:
         return f"http://{self.sim.host}:{self._control.port}"
 
     def apply_to(self, config: Config) -> Config:
-        """``config`` with ``venues.*.rest_url`` / ``ws_url`` pointing at this sim."""
+        """``config`` with ``venues.*.rest_url`` / ``ws_url`` / ``private_ws_url`` pointing at
+        this sim."""
         venues = config.venues
         changes = {}
         for venue in Venue:
             ep = self._endpoints[venue]
             vcfg = venues[venue]
             ws_url = ep.legacy_ws_url if (venue is Venue.BITHUMB and vcfg.ws_api == "legacy") else ep.ws_url
-            changes[venue.value] = dataclasses.replace(vcfg, rest_url=ep.rest_url, ws_url=ws_url)
+            changes[venue.value] = dataclasses.replace(vcfg, rest_url=ep.rest_url, ws_url=ws_url,
+                                                       private_ws_url=ep.private_ws_url)
         return dataclasses.replace(config, venues=dataclasses.replace(venues, **changes))
 
     def credentials(self, venue: Venue) -> Credentials:
@@ -173,6 +183,9 @@ class SimCluster:
 
     def hubs(self, venue: Venue) -> list[WsHub]:
         return self._outlets[venue].hubs
+
+    def private_hub(self, venue: Venue) -> PrivateHub:
+        return self._private_hubs[venue]
 
     def dislocate(self, market: str, cheap_venue: Venue, bps: float, seconds: float) -> None:
         """Hold ``cheap_venue``'s asks ~``bps`` below the other venue's bids for ``seconds``."""

@@ -15,6 +15,11 @@ executed) until ``fill_visible_ms`` after placement, as the venues' answers do
 Threads: REST handler threads call ``place`` / ``cancel`` / lookups; the market thread calls
 ``on_book``. All state is guarded by ``self._lock``; the simulated order latency is waited out
 *before* taking it.
+
+Listeners (``add_listener``; the private WebSocket) are called under the lock, in the order
+things happen: ``("order", access_key, (order, trade or None))`` when an order is registered,
+on each execution and when it ends; ``("asset", access_key, {currency: (free, locked)})`` after
+each change of an account. They must only queue (never block, never call back in).
 """
 from __future__ import annotations
 
@@ -85,6 +90,21 @@ class SimExchange:
         self._live: dict[str, tuple[list[list[int]], list[list[int]]]] = {}
         self._ids = itertools.count(3152350309)
         self._attempts: Counter[tuple[str, str]] = Counter()  # (key, identifier) -> placements tried
+        self._listeners: list[Callable[[str, str, object], None]] = []
+
+    def add_listener(self, listener: Callable[[str, str, object], None]) -> None:
+        """Be told of every order event and balance change (module docstring)."""
+        self._listeners.append(listener)
+
+    def _emit_order(self, order: SimOrder, trade: SimTrade | None = None) -> None:
+        for listener in self._listeners:
+            listener("order", order.access_key, (order, trade))
+
+    def _emit_assets(self, account: Account, order: SimOrder) -> None:
+        if self._listeners:
+            changed = {c: (account.free(c), account.locked(c)) for c in ("KRW", base_currency(order.market))}
+            for listener in self._listeners:
+                listener("asset", account.access_key, changed)
 
     # --- accounts ------------------------------------------------------------------------
     def add_account(self, access_key: str, secret_key: str, balances: dict[str, Decimal]) -> Account:
@@ -163,6 +183,8 @@ class SimExchange:
             self._orders[order.uuid] = order
             if order.identifier:
                 self._by_identifier[(access_key, order.identifier)] = order
+            self._emit_order(order)
+            self._emit_assets(account, order)
             self._execute(account, order, partial_is_done)
             return order
 
@@ -324,6 +346,8 @@ class SimExchange:
         order.executed_funds = MONEY.add(order.executed_funds, funds)
         order.paid_fee = MONEY.add(order.paid_fee, fee)
         order.trades.append(SimTrade(price, volume, funds, fee, maker, now_kst(), str(uuidlib.uuid4())))
+        self._emit_order(order, order.trades[-1])
+        self._emit_assets(account, order)
 
     def _finish(self, account: Account, order: SimOrder, state: str) -> None:
         if order.locked:
@@ -334,6 +358,8 @@ class SimExchange:
         resting = self._open.get(order.market)
         if resting and order in resting:
             resting.remove(order)
+        self._emit_order(order)
+        self._emit_assets(account, order)
 
     def _match_resting(self, market: str) -> None:
         bids, asks = self._live[market]

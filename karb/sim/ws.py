@@ -142,7 +142,9 @@ class WsHub:
         """websockets handler thread of one connection (renamed ``sim-<name>-ws-conn``)."""
         threading.current_thread().name = f"sim-{self.name}-ws-conn"
         conn.recv_events_thread.name = f"sim-{self.name}-ws-recv"
-        client = Client(conn)
+        client = self._new_client(conn)
+        if client is None:
+            return
         sender = threading.Thread(target=self._send_loop, args=(client,), name=f"sim-{self.name}-ws-send",
                                   daemon=True)
         sender.start()
@@ -157,6 +159,10 @@ class WsHub:
             client.alive = False
             client.out.put(None)
             sender.join(timeout=2.0)
+
+    def _new_client(self, conn: ServerConnection) -> Client | None:
+        """The connection's client state; None refuses it (a private hub's bad token)."""
+        return Client(conn)
 
     def _recv_loop(self, client: Client) -> None:
         conn = client.conn
@@ -335,13 +341,15 @@ def _parse_upbit_request(request: object, markets: set[str]):
 
 
 class WsServer:
-    """One listening WebSocket endpoint on ``host:port`` serving ``path`` through ``hub``."""
+    """One listening WebSocket endpoint on ``host:port`` serving ``path`` through ``hub``, and
+    any ``more`` paths through theirs (a venue's private stream shares its public host)."""
 
-    def __init__(self, hub: WsHub, host: str, port: int, path: str):
+    def __init__(self, hub: WsHub, host: str, port: int, path: str, more: dict[str, WsHub] | None = None):
         self.hub = hub
         self.path = path
+        self.routes = {path: hub, **(more or {})}
         self._server: Server = serve(
-            hub.handle, host, port, process_request=self._check_path, ping_interval=None,
+            self._handle, host, port, process_request=self._check_path, ping_interval=None,
             create_connection=TrackingConnection, server_header=None, close_timeout=1.0,
         )
         self.port = self._server.socket.getsockname()[1]
@@ -349,9 +357,12 @@ class WsServer:
                                         daemon=True)
 
     def _check_path(self, conn: ServerConnection, request):
-        if request.path.split("?", 1)[0] != self.path:
+        if request.path.split("?", 1)[0] not in self.routes:
             return conn.respond(404, "Not Found\n")
         return None
+
+    def _handle(self, conn: ServerConnection) -> None:
+        self.routes[conn.request.path.split("?", 1)[0]].handle(conn)
 
     def start(self) -> "WsServer":
         self._thread.start()

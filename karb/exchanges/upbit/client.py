@@ -44,6 +44,13 @@ class UpbitClient:
     def _make_auth(self, credentials: Credentials, nonce_factory: Callable[[], str]):
         return UpbitAuth(credentials.access_key, credentials.secret_key, nonce_factory)
 
+    def stream_token(self) -> str:
+        """A fresh JWT for the private WebSocket's upgrade request (no parameters, so no
+        ``query_hash``); Bithumb's signer adds its ``timestamp``. Never log it."""
+        if self._auth is None:
+            raise AuthError(self.venue, "no API keys loaded: no private stream", "no_credentials")
+        return self._auth.token()
+
     # --- plumbing -------------------------------------------------------------------------
     def _public(self, path: str, query=()) -> Any:
         return self._http.request("GET", path, group=Group.PUBLIC, query=query)
