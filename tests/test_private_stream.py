@@ -191,12 +191,12 @@ def test_sim_pushes_every_state_change_with_the_ids_and_amounts_rest_reports(clu
         ws.send('[{"ticket":"t"},{"type":"myOrder","codes":["KRW-BTC"]},{"type":"myAsset"}]')
         request = _cross(cluster, venue, Side.BUY, f"ps-{venue.value}-1")
         placed = client.place_order(request)
-        rest = client.get_order(order_id=placed.order_id)
         flavour = "upbit" if venue is Venue.UPBIT else "bithumb"
         orders, assets = [], []
         while not orders or orders[-1].state not in ("done", "cancel"):
             event = decode(ws.recv_data()[1], venue.value, flavour)
             (orders if isinstance(event, OrderEvent) else assets).append(event)
+        rest = client.get_order(order_id=placed.order_id)  # the stream is never ahead of a read
         assert [e.state for e in orders] == ["wait"] + ["trade"] * len(rest.fills) + ["done"]
         assert {e.order_id for e in orders} == {rest.order_id}
         assert {e.client_id for e in orders} == {request.client_id}

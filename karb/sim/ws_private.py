@@ -11,7 +11,11 @@ Events come from ``SimExchange`` listeners, under the exchange's lock, so they f
 order's real sequence: ``wait`` when the order is registered, one ``trade`` per execution
 (``price``/``volume`` of that execution, cumulative ``executed_*``), then ``done``/``cancel``;
 a ``myAsset`` with the currencies an order locked, paid or received. The same ids and amounts
-as the REST answers. Numbers are JSON numbers written from the exact ``Decimal`` digits. Only
+as the REST answers, at the same moment: an order whose fill reads do not show it yet
+(``fill_visible_ms``, Upbit's "acknowledged, fill later") has its later events held until its
+fills show on REST too, so the stream is never ahead of what a read of the order says (the
+matching engine publishes both views of one execution). Numbers are JSON numbers written from
+the exact ``Decimal`` digits. Only
 the DEFAULT format is produced. Requests replace the connection's subscriptions, as on the
 public socket; ``myAsset`` with ``codes`` is ``WRONG_FORMAT`` (Upbit's documented rule).
 """
@@ -59,6 +63,8 @@ class PrivateHub(WsHub):
         self.ts_window_ms = ts_window_ms if flavour == "bithumb" else None
         self._by_key: dict[str, tuple[PrivateClient, ...]] = {}
         self._keys_lock = threading.Lock()  # never held while taking the exchange's lock
+        self._held: dict[str, list] = {}  # order uuid -> [(client, frame)] until its fills show
+        self._held_lock = threading.Lock()
         self.events = 0
         exchange.add_listener(self._on_exchange)
 
@@ -106,6 +112,8 @@ class PrivateHub(WsHub):
             order, trade = data
             frame = (self._upbit_order if self.private_flavour == "upbit" else self._bithumb_order)(order, trade)
             wanted = [c for c in clients if c.orders is not None and (not c.orders or order.market in c.orders)]
+            if self._hold(order, trade, [(c, frame) for c in wanted]):
+                return
         else:
             frame = _render({"type": "myAsset", "asset_uuid": str(uuidlib.uuid4()),
                              "assets": [{"currency": c, "balance": free, "locked": locked}
@@ -113,6 +121,30 @@ class PrivateHub(WsHub):
                              "asset_timestamp": _now_ms(), "timestamp": _now_ms(), "stream_type": "REALTIME"})
             wanted = [c for c in clients if c.assets]
         for client in wanted:
+            self.events += 1
+            self._enqueue(client, frame)
+
+    def _hold(self, order: SimOrder, trade: SimTrade | None, frames: list) -> bool:
+        """Hold an order's events after its registration while reads still show it as just
+        accepted; one timer per order releases them in order when its fills show."""
+        delay = order.fill_visible_at - time.monotonic()
+        with self._held_lock:
+            held = self._held.get(order.uuid)
+            if held is not None:
+                held.extend(frames)
+                return True
+            if delay <= 0 or (trade is None and order.state == "wait" and not order.trades):
+                return False
+            self._held[order.uuid] = list(frames)
+        timer = threading.Timer(delay, self._release, args=(order.uuid,))
+        timer.name, timer.daemon = f"sim-{self.name}-ws-hold", True
+        timer.start()
+        return True
+
+    def _release(self, uuid: str) -> None:
+        with self._held_lock:
+            frames = self._held.pop(uuid, [])
+        for client, frame in frames:
             self.events += 1
             self._enqueue(client, frame)
 
