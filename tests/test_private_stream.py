@@ -189,6 +189,9 @@ def test_sim_pushes_every_state_change_with_the_ids_and_amounts_rest_reports(clu
                                      header={"Authorization": f"Bearer {client.stream_token()}"})
     try:
         ws.send('[{"ticket":"t"},{"type":"myOrder","codes":["KRW-BTC"]},{"type":"myAsset"}]')
+        hub = cluster.private_hub(venue)  # the venue sends no ack: order only once it subscribed
+        assert wait_until(lambda: any(c.orders is not None and c.assets
+                                      for clients in hub._by_key.values() for c in clients))
         request = _cross(cluster, venue, Side.BUY, f"ps-{venue.value}-1")
         placed = client.place_order(request)
         flavour = "upbit" if venue is Venue.UPBIT else "bithumb"
