@@ -269,3 +269,25 @@ def test_karb_run_live_with_an_open_keys_file_exits_3_naming_it_even_with_keys_i
     err = [line for line in capsys.readouterr().err.splitlines() if "keys" in line]
     assert err == [f"keys error: keys_file {path} is readable by others (mode 644); "
                    f"run: chmod 600 {path}"]
+
+
+@pytest.mark.integration
+def test_karb_run_sim_with_an_open_keys_file_runs_and_says_why_alerts_skip_it(tmp_path, capsys):
+    from pathlib import Path
+
+    from karb.cli import EXIT_OK, main
+
+    path = _open_keys_file(tmp_path)
+    root = Path(__file__).resolve().parent.parent
+    data = yaml.safe_load((root / "config" / "sim.yaml").read_text(encoding="utf-8"))
+    data.update({"keys_file": str(path), "journal": {"path": str(tmp_path / "j.sqlite")},
+                 "log": {"level": "INFO", "file": None},
+                 "risk": {**data.get("risk", {}), "kill_switch_file": str(tmp_path / "KILL")},
+                 "monitor": {**data.get("monitor", {}), "metrics_port": 0}})
+    config = tmp_path / "karb.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["run", "--sim", "--no-panel", "--config", str(config), "--duration", "1"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "keys error" not in err
+    (warned,) = [line for line in err.splitlines() if "alert secrets from keys_file not loaded" in line]
+    assert "WARNING" in warned and f"chmod 600 {path}" in warned
