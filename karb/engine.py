@@ -53,7 +53,7 @@ from karb.order_stream import OrderStreams
 from karb.recovery import recovery_of
 from karb.risk import Risk
 from karb.rules import MarketInfo, RulesBook, describe_fees
-from karb.secrets import load_alert_secrets
+from karb.secrets import SecretsError, load_alert_secrets
 from karb.startup import check_clocks, check_keys, check_markets
 from karb.status import EngineSnapshot, FeedStatus, MarketStatus
 from karb.strategy import Strategy
@@ -86,6 +86,20 @@ class _ErrorWatch:
             return self._grew_ns is not None and now_ns - self._grew_ns <= self._clear_ns
 
 
+def _alert_secrets(keys_file: str | None, mode: str) -> dict[str, str]:
+    """The key file's alert secrets. A live run refuses a missing or open key file (it holds
+    the trading keys too); a dry run or sim run needs no keys, so it warns and alerts go to
+    what the environment names."""
+    try:
+        return load_alert_secrets(keys_file)
+    except SecretsError as exc:
+        if mode == "live":
+            raise
+        logger.warning("alert secrets from keys_file not loaded ({}); alerts use the environment "
+                       "only", exc)
+        return {}
+
+
 class Engine:
     """One run of the engine. Build, ``start()``, wait, ``stop()``; ``snapshot()`` any time."""
 
@@ -102,6 +116,7 @@ class Engine:
         self._stopped = False
         self._started_fully = False  # start() ran to the end: a shutdown notice is due at stop
         self._stops: list = []  # stop callables of the parts started, in start order
+        alert_secrets = _alert_secrets(config.keys_file, mode)  # before anything is built
         self.lock = InstanceLock(lock_paths(config))
 
         fees = {v: (config.venues[v].taker_fee, config.venues[v].maker_fee) for v in Venue}
@@ -132,8 +147,7 @@ class Engine:
         self.alerter = Alerter(m.webhook_url, m.low_balance_krw, m.feed_down_alert_s,
                                residual_tolerance_krw=config.execution.residual_tolerance_krw,
                                low_balance=m.low_balance,
-                               notifiers=from_environment(os.environ, m.telegram_api_url,
-                                                          load_alert_secrets(config.keys_file)))
+                               notifiers=from_environment(os.environ, m.telegram_api_url, alert_secrets))
         # the sanity guard's second look reads REST books from the venues, also in dry-run
         self.strategy = Strategy(self.board, self.rules, self.risk, self.inventory, config, self.clock,
                                  on_signal=self.executor.submit,
@@ -251,17 +265,25 @@ class Engine:
         self._rules_thread.join(timeout_s)
 
     # --- market rules ------------------------------------------------------------------------
-    def _refresh_rules(self) -> None:
+    def _refresh_rules(self, own_fees: dict[tuple[Venue, str], MarketInfo] | None = None) -> None:
+        """Read every venue's market rules, then publish each venue's in one swap: its answer
+        with ``own_fees`` (markets found to charge their own fee) laid over it. Nothing is
+        published while a venue is being read, so no reader ever plans such a market at the
+        venue-wide fee; a venue that cannot be read keeps the rules it has."""
+        read: dict[Venue, list[MarketInfo]] = {}
         for venue, client in self.venue_clients.items():
             fallback = self.config.venues[venue].taker_fee
             try:
-                infos = client.get_market_info(self.config.markets)
-                self.rules.update(venue, infos)
-                logger.info("{}", describe_fees(venue, infos, fallback))
+                read[venue] = client.get_market_info(self.config.markets)
             except VenueError as exc:
                 logger.warning("{} market rules unavailable ({}); using the tick table and the config "
                                "fallback fee: taker {} (venues.{}.taker_fee)", venue.value, exc,
                                fallback, venue.value)
+                continue
+            logger.info("{}", describe_fees(venue, read[venue], fallback))
+        for venue, infos in read.items():
+            own = [info for (v, _market), info in (own_fees or {}).items() if v is venue]
+            self.rules.update(venue, infos + own)  # in order: the own fee wins
 
     def _refresh_rules_daily(self) -> None:
         self._check_market_fees()
@@ -269,9 +291,7 @@ class Engine:
             self._daily_rules_pass()
 
     def _daily_rules_pass(self) -> None:
-        self._refresh_rules()
-        for (venue, _market), info in list(self._own_fees.items()):  # kept until checked again
-            self.rules.update(venue, [info])
+        self._refresh_rules(dict(self._own_fees))  # own fees kept until checked again
         self._check_market_fees()
 
     def _check_market_fees(self) -> None:
