@@ -155,7 +155,8 @@ def _signer(cluster, venue, **kwargs):
 
 def _cross(cluster, venue, side, client_id, volume="0.001"):
     bids, asks = cluster.exchange(venue).book("KRW-BTC")
-    price = asks[0][0] if side is Side.BUY else bids[0][0]
+    # the deepest level: the book may move before the order arrives; it still fills from the top
+    price = asks[-1][0] if side is Side.BUY else bids[-1][0]
     return OrderRequest(venue, "KRW-BTC", side, OrderType.LIMIT, price=price, volume=D(volume),
                         tif=TimeInForce.IOC, client_id=client_id)
 
