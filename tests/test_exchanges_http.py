@@ -350,3 +350,60 @@ def test_session_ignores_environment_proxies_and_uses_configured_proxy(monkeypat
     finally:
         plain.close()
         proxied.close()
+
+
+# --- review 3: a 418 block, and long closures with priority calls ------------------------------
+
+def test_an_upbit_418_block_is_not_retried_into_and_closes_every_group():
+    """spec §Upbit rate limits: continuing after a 429 gets a 418, "IP/account blocked, duration
+    grows with repeat offences". The read must not be retried into the block, and no other
+    group (a cancel) may send while the account is blocked: each call would extend the block of
+    the very account that has to cancel and unwind."""
+    clock, sleep = FakeClock(), RecordingSleep()
+    config = venue_config(retry_reads=3)
+    transport = RestTransport(Venue.UPBIT, config, RateLimiter(config.rate_limits, clock, clock.wait),
+                              jwt_api_error, sleep)
+    blocked = {"error": {"name": "too_many_requests", "message": "blocked"}}
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(f"{BASE}/v1/ticker", status=418, json=blocked)
+        mock.delete(f"{BASE}/v1/order", status=418, json=blocked)
+        with pytest.raises(RateLimited):
+            transport.request("GET", "/v1/ticker", group=Group.PUBLIC)
+        reads_sent = len(mock.calls)
+        before = clock.now
+        with pytest.raises(RateLimited):
+            transport.request("DELETE", "/v1/order", group=Group.PRIVATE, priority=True,
+                              idempotent=False, client_id="c1")
+        cancel_went_out_after_s = clock.now - before
+        cancels_sent = sum(1 for call in mock.calls if call.request.method == "DELETE")
+    transport.close()
+    assert reads_sent == 1, f"the read was sent {reads_sent} times into a 418 block"
+    # failing fast without sending is right too: the cancel never reached the blocked account
+    assert cancels_sent == 0 or cancel_went_out_after_s > 0, \
+        "a cancel went out at once while the account was blocked"
+
+
+def test_a_long_retry_after_does_not_park_a_priority_cancel_for_an_hour():
+    """A 429 on an ordinary balance read carries ``Retry-After: 3600`` (a CDN in front of the
+    venue, or a wrong header). The next priority cancel (Upbit counts cancels in PRIVATE) must
+    fail as RateLimited at once (known not sent, so the leg is known unresolved and shutdown
+    can finish) rather than wait the hour inside the limiter."""
+    clock, sleep = FakeClock(), RecordingSleep()
+    config = venue_config(retry_reads=0)
+    transport = RestTransport(Venue.UPBIT, config, RateLimiter(config.rate_limits, clock, clock.wait),
+                              jwt_api_error, sleep)
+    with responses.RequestsMock() as mock:
+        mock.get(f"{BASE}/v1/accounts", status=429, body="Too many API requests.",
+                 headers={"Retry-After": "3600"})
+        mock.delete(f"{BASE}/v1/order", json={"uuid": "u1", "state": "wait"})
+        with pytest.raises(RateLimited):
+            transport.request("GET", "/v1/accounts", group=Group.PRIVATE)
+        before = clock.now
+        try:
+            transport.request("DELETE", "/v1/order", group=Group.PRIVATE, priority=True,
+                              idempotent=False, client_id="c1")
+        except RateLimited:
+            pass  # failing fast is fine: the caller knows the cancel did not go out
+        parked_s = clock.now - before
+    transport.close()
+    assert parked_s <= 10, f"the priority cancel waited {parked_s:.0f} s inside the rate limiter"
