@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal as D
 from urllib.parse import unquote
 
@@ -14,7 +15,9 @@ from karb.exchanges.errors import (
     AuthError, InsufficientFunds, InvalidOrder, OrderNotFound, OrderStateUnknown, RateLimited,
     UnknownVenueError, VenueUnavailable,
 )
-from karb.exchanges.http import RestTransport, jwt_api_error, render_query, wire_query
+from karb.exchanges.http import (
+    MAX_WAIT_S, WINDOW_CLOSED, RestTransport, block_time_of, jwt_api_error, render_query, wire_query,
+)
 from karb.exchanges.ratelimit import WINDOW_MARGIN_S, Group, RateLimiter
 from karb.model import Venue
 from tests.conftest import load_json
@@ -407,3 +410,74 @@ def test_a_long_retry_after_does_not_park_a_priority_cancel_for_an_hour():
         parked_s = clock.now - before
     transport.close()
     assert parked_s <= 10, f"the priority cancel waited {parked_s:.0f} s inside the rate limiter"
+
+
+@pytest.mark.parametrize("message, seconds", [
+    ("blocked", None), ("IP blocked for 30s", 30.0), ("차단 시간: 120초", 120.0),
+    ("blocked 10 minutes", 600.0), ("5분 후 다시 시도", 300.0), ("retry in 1.5 seconds", 1.5),
+])
+def test_block_time_of_reads_the_418_messages_stated_block(message, seconds):
+    assert block_time_of(message) == seconds
+
+
+@responses.activate
+def test_a_418_closes_every_group_for_the_block_its_body_states(transport, clock):
+    responses.get(URL, status=418, json=error_body("too_many_requests", "IP blocked for 90s"))
+
+    with pytest.raises(RateLimited) as err:
+        read(transport)
+
+    assert err.value.status == 418 and err.value.retry_after_s == 90.0
+    assert all(transport.limiter.closed_for(g) == pytest.approx(90.0) for g in Group)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_an_order_during_a_418_block_fails_at_once_as_rate_limited_and_is_never_sent(transport,
+                                                                                     clock):
+    transport.limiter.ban(Group.PUBLIC)
+    responses.post(URL, json={"uuid": "u1"})
+    start = clock.now
+
+    with pytest.raises(RateLimited) as err:
+        write(transport)
+
+    assert err.value.code == WINDOW_CLOSED and err.value.retry_after_s == pytest.approx(60.0)
+    assert len(responses.calls) == 0 and clock.now == start  # nothing sent: "not placed" holds
+
+
+@responses.activate
+def test_a_read_whose_retry_after_is_past_its_bound_fails_without_retrying(transport, clock, sleep):
+    responses.get(URL, status=429, body="Too many API requests.", headers={"Retry-After": "30"})
+    start = clock.now
+
+    with pytest.raises(RateLimited) as err:
+        read(transport)
+
+    assert err.value.code == WINDOW_CLOSED and len(responses.calls) == 1
+    assert clock.now == start and sleep.calls == []
+
+
+def test_close_cuts_a_wait_for_a_slot_short_and_nothing_is_sent():
+    config = venue_config(retry_reads=3)
+    limiter = RateLimiter(config.rate_limits)
+    transport = RestTransport(Venue.UPBIT, config, limiter, jwt_api_error)
+    held = [limiter.acquire(Group.ORDER, priority=True) for _ in range(limiter.windows[Group.ORDER].limit)]
+    failed = []
+
+    def placer():
+        try:
+            transport.request("POST", "/v1/x", group=Group.ORDER, idempotent=False, json_body={})
+        except VenueUnavailable as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=placer, name="test-close-placer")
+    thread.start()
+    started = time.monotonic()
+    transport.close()
+    thread.join(5)
+
+    assert not thread.is_alive() and failed and failed[0].code == "not_sent"
+    assert time.monotonic() - started < MAX_WAIT_S
+    for ticket in held:
+        limiter.release(Group.ORDER, ticket)
