@@ -29,6 +29,7 @@ FIRED_KEPT = 1000  # the alerts kept in ``Alerter.fired`` (the log has them all)
 class Alert:
     kind: str  # low_balance | order_failures | feed_down | residual_exposure | circuit_open
     #            | journal_error | recorder_failed | halted | unresolved_orders | market_skipped
+    #            | rate_limit_ban
     #            notices: startup | shutdown | sanity_confirmed | sanity_refuted
     key: str  # what it is about (venue, asset...), so two feeds alert separately
     message: str
@@ -72,6 +73,11 @@ def evaluate(s: EngineSnapshot, low_balance_krw: Decimal, feed_down_s: float,
     if s.unresolved:
         alerts.append(Alert("unresolved_orders", "all", f"{len(s.unresolved)} orders may still fill "
                             f"and are being looked up: {', '.join(s.unresolved[:5])}"))
+    for venue, ban in s.rate_limit_bans.items():
+        if ban.blocked_for_s > 0:
+            alerts.append(Alert("rate_limit_ban", venue, f"{venue} BLOCKED our requests (HTTP 418, "
+                                f"{ban.bans} blocks so far): every {venue} request fails for "
+                                f"{ban.blocked_for_s:.0f}s more, cancels and look-ups included"))
     if s.circuit == "open":
         alerts.append(Alert("circuit_open", "all", "circuit breaker OPEN: trading paused"))
     if s.journal_failing:

@@ -374,6 +374,7 @@ class Engine:
             residual_krw={a: v for a, v in risk["residual_krw"].items() if risk["residual"].get(a)},
             unresolved=[f"{cid} on {venue} ({state})" for cid, venue, state in execs["unresolved_legs"]],
             latencies_us=execs.get("latency_us", {}), rate_limits=self._rate_limits(),
+            rate_limit_bans=self._rate_limit_bans(),
             circuit=risk["circuit"],
             trading_state=risk["state"], halt_reason=risk["kill_reason"] or risk["halt_reason"],
             transfers=[str(t) for t in self.inventory.transfers(assets)],
@@ -390,6 +391,11 @@ class Engine:
             if limiter is not None:
                 out[venue.value] = {group.value: stats for group, stats in limiter.stats().items()}
         return out
+
+    def _rate_limit_bans(self) -> dict:
+        """Each venue's HTTP 418 blocks (clients without a limiter skipped)."""
+        limiters = {v: getattr(c, "limiter", None) for v, c in self.venue_clients.items()}
+        return {v.value: limiter.ban_stats() for v, limiter in limiters.items() if limiter is not None}
 
     def summary(self) -> str:
         s = self.snapshot()

@@ -142,6 +142,14 @@ def _rate_limit_metrics(w: _Writer, s: EngineSnapshot) -> None:
         w.metric("karb_ratelimit_venue_corrections_total", "counter",
                  "Remaining-Req answers that said fewer calls were left than we counted.",
                  st.venue_corrections, venue=venue, group=group)
+    bans = sorted(s.rate_limit_bans.items())
+    for venue, ban in bans:
+        w.metric("karb_ratelimit_blocked_seconds", "gauge",
+                 "Seconds the venue's HTTP 418 block still closes all its request groups.",
+                 ban.blocked_for_s, venue=venue)
+    for venue, ban in bans:
+        w.metric("karb_ratelimit_bans_total", "counter", "HTTP 418 blocks the venue answered.",
+                 ban.bans, venue=venue)
 
 
 class MetricsServer:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from karb.exchanges.ratelimit import WindowStats
+    from karb.exchanges.ratelimit import BanStats, WindowStats
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class EngineSnapshot:
     unresolved: list[str] = field(default_factory=list)  # orders that may still fill, being resolved
     latencies_us: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (p50, p99)
     rate_limits: dict[str, dict[str, WindowStats]] = field(default_factory=dict)  # venue -> group -> use
+    rate_limit_bans: dict[str, BanStats] = field(default_factory=dict)  # venue -> its 418 blocks
     circuit: str = "closed"
     trading_state: str = "active"
     halt_reason: str | None = None
@@ -132,6 +133,10 @@ def render_panel(s: EngineSnapshot, width: int = 100) -> str:
     if s.unresolved:
         lines.extend(_wrap("UNRESOLVED (may still fill) ", s.unresolved, width))
     lines.extend(f"rebalance: {t}" for t in s.transfers)
+    for venue, ban in sorted(s.rate_limit_bans.items()):
+        if ban.blocked_for_s > 0:
+            lines.append(f"{venue.upper()} BLOCKED US (HTTP 418) for {ban.blocked_for_s:.0f}s more: "
+                         "its cancels, look-ups and orders fail")
     if s.journal_failing:
         lines.append(f"JOURNAL REFUSING WRITES ({s.journal_errors} failed): new trades refused")
     if s.recorder_error:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal as D
 from urllib.parse import unquote
 
@@ -14,7 +15,9 @@ from karb.exchanges.errors import (
     AuthError, InsufficientFunds, InvalidOrder, OrderNotFound, OrderStateUnknown, RateLimited,
     UnknownVenueError, VenueUnavailable,
 )
-from karb.exchanges.http import RestTransport, jwt_api_error, render_query, wire_query
+from karb.exchanges.http import (
+    MAX_WAIT_S, WINDOW_CLOSED, RestTransport, block_time_of, jwt_api_error, render_query, wire_query,
+)
 from karb.exchanges.ratelimit import WINDOW_MARGIN_S, Group, RateLimiter
 from karb.model import Venue
 from tests.conftest import load_json
@@ -350,3 +353,131 @@ def test_session_ignores_environment_proxies_and_uses_configured_proxy(monkeypat
     finally:
         plain.close()
         proxied.close()
+
+
+# --- review 3: a 418 block, and long closures with priority calls ------------------------------
+
+def test_an_upbit_418_block_is_not_retried_into_and_closes_every_group():
+    """spec §Upbit rate limits: continuing after a 429 gets a 418, "IP/account blocked, duration
+    grows with repeat offences". The read must not be retried into the block, and no other
+    group (a cancel) may send while the account is blocked: each call would extend the block of
+    the very account that has to cancel and unwind."""
+    clock, sleep = FakeClock(), RecordingSleep()
+    config = venue_config(retry_reads=3)
+    transport = RestTransport(Venue.UPBIT, config, RateLimiter(config.rate_limits, clock, clock.wait),
+                              jwt_api_error, sleep)
+    blocked = {"error": {"name": "too_many_requests", "message": "blocked"}}
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(f"{BASE}/v1/ticker", status=418, json=blocked)
+        mock.delete(f"{BASE}/v1/order", status=418, json=blocked)
+        with pytest.raises(RateLimited):
+            transport.request("GET", "/v1/ticker", group=Group.PUBLIC)
+        reads_sent = len(mock.calls)
+        before = clock.now
+        with pytest.raises(RateLimited):
+            transport.request("DELETE", "/v1/order", group=Group.PRIVATE, priority=True,
+                              idempotent=False, client_id="c1")
+        cancel_went_out_after_s = clock.now - before
+        cancels_sent = sum(1 for call in mock.calls if call.request.method == "DELETE")
+    transport.close()
+    assert reads_sent == 1, f"the read was sent {reads_sent} times into a 418 block"
+    # failing fast without sending is right too: the cancel never reached the blocked account
+    assert cancels_sent == 0 or cancel_went_out_after_s > 0, \
+        "a cancel went out at once while the account was blocked"
+
+
+def test_a_long_retry_after_does_not_park_a_priority_cancel_for_an_hour():
+    """A 429 on an ordinary balance read carries ``Retry-After: 3600`` (a CDN in front of the
+    venue, or a wrong header). The next priority cancel (Upbit counts cancels in PRIVATE) must
+    fail as RateLimited at once (known not sent, so the leg is known unresolved and shutdown
+    can finish) rather than wait the hour inside the limiter."""
+    clock, sleep = FakeClock(), RecordingSleep()
+    config = venue_config(retry_reads=0)
+    transport = RestTransport(Venue.UPBIT, config, RateLimiter(config.rate_limits, clock, clock.wait),
+                              jwt_api_error, sleep)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:  # may fail fast
+        mock.get(f"{BASE}/v1/accounts", status=429, body="Too many API requests.",
+                 headers={"Retry-After": "3600"})
+        mock.delete(f"{BASE}/v1/order", json={"uuid": "u1", "state": "wait"})
+        with pytest.raises(RateLimited):
+            transport.request("GET", "/v1/accounts", group=Group.PRIVATE)
+        before = clock.now
+        try:
+            transport.request("DELETE", "/v1/order", group=Group.PRIVATE, priority=True,
+                              idempotent=False, client_id="c1")
+        except RateLimited:
+            pass  # failing fast is fine: the caller knows the cancel did not go out
+        parked_s = clock.now - before
+    transport.close()
+    assert parked_s <= 10, f"the priority cancel waited {parked_s:.0f} s inside the rate limiter"
+
+
+@pytest.mark.parametrize("message, seconds", [
+    ("blocked", None), ("IP blocked for 30s", 30.0), ("차단 시간: 120초", 120.0),
+    ("blocked 10 minutes", 600.0), ("5분 후 다시 시도", 300.0), ("retry in 1.5 seconds", 1.5),
+])
+def test_block_time_of_reads_the_418_messages_stated_block(message, seconds):
+    assert block_time_of(message) == seconds
+
+
+@responses.activate
+def test_a_418_closes_every_group_for_the_block_its_body_states(transport, clock):
+    responses.get(URL, status=418, json=error_body("too_many_requests", "IP blocked for 90s"))
+
+    with pytest.raises(RateLimited) as err:
+        read(transport)
+
+    assert err.value.status == 418 and err.value.retry_after_s == 90.0
+    assert all(transport.limiter.closed_for(g) == pytest.approx(90.0) for g in Group)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_an_order_during_a_418_block_fails_at_once_as_rate_limited_and_is_never_sent(transport,
+                                                                                     clock):
+    transport.limiter.ban(Group.PUBLIC)
+    responses.post(URL, json={"uuid": "u1"})
+    start = clock.now
+
+    with pytest.raises(RateLimited) as err:
+        write(transport)
+
+    assert err.value.code == WINDOW_CLOSED and err.value.retry_after_s == pytest.approx(60.0)
+    assert len(responses.calls) == 0 and clock.now == start  # nothing sent: "not placed" holds
+
+
+@responses.activate
+def test_a_read_whose_retry_after_is_past_its_bound_fails_without_retrying(transport, clock, sleep):
+    responses.get(URL, status=429, body="Too many API requests.", headers={"Retry-After": "30"})
+    start = clock.now
+
+    with pytest.raises(RateLimited) as err:
+        read(transport)
+
+    assert err.value.code == WINDOW_CLOSED and len(responses.calls) == 1
+    assert clock.now == start and sleep.calls == []
+
+
+def test_close_cuts_a_wait_for_a_slot_short_and_nothing_is_sent():
+    config = venue_config(retry_reads=3)
+    limiter = RateLimiter(config.rate_limits)
+    transport = RestTransport(Venue.UPBIT, config, limiter, jwt_api_error)
+    held = [limiter.acquire(Group.ORDER, priority=True) for _ in range(limiter.windows[Group.ORDER].limit)]
+    failed = []
+
+    def placer():
+        try:
+            transport.request("POST", "/v1/x", group=Group.ORDER, idempotent=False, json_body={})
+        except VenueUnavailable as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=placer, name="test-close-placer")
+    thread.start()
+    started = time.monotonic()
+    transport.close()
+    thread.join(5)
+
+    assert not thread.is_alive() and failed and failed[0].code == "not_sent"
+    assert time.monotonic() - started < MAX_WAIT_S
+    for ticket in held:
+        limiter.release(Group.ORDER, ticket)

@@ -10,7 +10,8 @@ import pytest
 
 from karb.config import RateLimitConfig
 from karb.exchanges.ratelimit import (
-    WINDOW_MARGIN_S, Group, RateLimiter, RequestWindow, parse_remaining_req,
+    BAN_DEFAULT_S, BAN_MAX_S, BAN_STREAK_RESET_S, MAX_PAUSE_S, WINDOW_MARGIN_S, Group, RateLimiter,
+    RequestWindow, WindowClosed, parse_remaining_req,
 )
 from tests.exchanges_support import FakeClock
 
@@ -313,3 +314,108 @@ def test_limiter_keeps_the_reserve_in_the_private_and_order_windows():
 
     assert {g: w.reserve for g, w in limiter.windows.items()} == {
         Group.PUBLIC: 0, Group.PRIVATE: 7, Group.ORDER: 2}
+
+
+# --- bounded waits, capped pauses, 418 blocks ----------------------------------------------------
+
+def test_penalise_caps_a_long_retry_after():
+    w, _ = window(10)
+
+    assert w.penalise(retry_after_s=3600) == pytest.approx(MAX_PAUSE_S)
+    assert w.closed_for() == pytest.approx(MAX_PAUSE_S)
+
+
+def test_bounded_acquire_on_a_group_closed_for_longer_raises_at_once_and_takes_no_slot():
+    w, clock = window(10, reserve=2)
+    w.penalise(retry_after_s=30)
+    start = clock.now
+
+    with pytest.raises(WindowClosed) as err:
+        w.acquire(priority=True, max_wait_s=2.0)
+
+    assert clock.now == start and err.value.retry_after_s == pytest.approx(30)
+    assert w.stats().in_flight == 0 and w.stats().requests == 0
+
+
+def test_bounded_acquire_waits_out_a_closure_within_its_bound():
+    w, _ = window(10)
+    w.penalise(retry_after_s=1.5)
+
+    assert w.acquire(priority=True, max_wait_s=2.0).waited_s == pytest.approx(1.5)
+
+
+def test_bounded_acquire_on_in_flight_slots_gives_up_at_its_deadline():
+    w, clock = window(1)
+    w.acquire()  # its answer never comes
+    start = clock.now
+
+    with pytest.raises(WindowClosed):
+        w.acquire(max_wait_s=2.0)
+
+    assert clock.now - start == pytest.approx(2.0)
+    assert w.stats().in_flight == 1
+
+
+def test_an_abort_set_while_waiting_cuts_the_wait_short_on_a_real_clock():
+    w = RequestWindow(1)
+    w.acquire()  # holds the only slot
+    abort, failed = threading.Event(), []
+
+    def waiter():
+        try:
+            w.acquire(max_wait_s=60.0, abort=abort)
+        except WindowClosed as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=waiter, name="test-window-abort")
+    thread.start()
+    time.sleep(0.05)  # let it start waiting; the assertion below does not depend on it
+    started = time.monotonic()
+    abort.set()
+    w.wake()
+    thread.join(5)
+
+    assert not thread.is_alive() and len(failed) == 1
+    assert time.monotonic() - started < 2.0
+
+
+def limiter_on(clock: FakeClock) -> RateLimiter:
+    return RateLimiter(RateLimitConfig(public_per_s=10, private_per_s=30, order_per_s=12),
+                       clock, clock.wait)
+
+
+def test_ban_closes_every_group_of_the_venue_for_the_stated_block():
+    clock = FakeClock()
+    limiter = limiter_on(clock)
+
+    assert limiter.ban(Group.PUBLIC, 30.0) == pytest.approx(30.0)
+
+    assert all(limiter.closed_for(g) == pytest.approx(30.0) for g in Group)
+    assert limiter.ban_stats().blocked_for_s == pytest.approx(30.0)
+    assert limiter.ban_stats().bans == 1
+    assert limiter.stats()[Group.PUBLIC].rate_limited == 1
+    with pytest.raises(WindowClosed):
+        limiter.acquire(Group.ORDER, priority=True, max_wait_s=2.0)
+
+
+def test_ban_without_a_stated_block_defaults_and_doubles_on_each_repeat_then_starts_over():
+    clock = FakeClock()
+    limiter = limiter_on(clock)
+
+    assert limiter.ban(Group.PUBLIC) == pytest.approx(BAN_DEFAULT_S)
+    clock.now += BAN_DEFAULT_S
+    assert limiter.ban(Group.PRIVATE) == pytest.approx(2 * BAN_DEFAULT_S)
+    clock.now += 2 * BAN_DEFAULT_S
+    assert limiter.ban(Group.PRIVATE) == pytest.approx(4 * BAN_DEFAULT_S)
+    clock.now += 4 * BAN_DEFAULT_S + BAN_STREAK_RESET_S + 1  # a long quiet spell
+    assert limiter.ban(Group.PUBLIC) == pytest.approx(BAN_DEFAULT_S)
+    assert limiter.ban_stats().bans == 4
+
+
+def test_ban_never_closes_for_more_than_the_cap():
+    clock = FakeClock()
+    limiter = limiter_on(clock)
+
+    assert limiter.ban(Group.PUBLIC, 10 * BAN_MAX_S) == pytest.approx(BAN_MAX_S)
+    for _ in range(20):
+        assert limiter.ban(Group.PUBLIC) <= BAN_MAX_S

@@ -80,6 +80,26 @@ def test_render_metrics_shows_each_rate_limit_groups_use_waits_and_429s():
     assert value("karb_ratelimit_429", "public") == 0
 
 
+def test_a_418_block_shows_in_metrics_and_the_panel_and_raises_the_rate_limit_ban_alert():
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimitConfig(), clock, clock.wait)
+    limiter.ban(Group.PRIVATE)
+    clock.now += 15
+    s = snapshot(rate_limit_bans={"upbit": limiter.ban_stats()})
+
+    families = {f.name: f for f in text_string_to_metric_families(render_metrics(s))}
+    blocked = families["karb_ratelimit_blocked_seconds"].samples
+    assert [(x.labels, x.value) for x in blocked] == [({"venue": "upbit"}, pytest.approx(45.0))]
+    assert families["karb_ratelimit_bans"].samples[0].value == 1
+    assert "UPBIT BLOCKED US (HTTP 418) for 45s more" in render_panel(s)
+    alerter = Alerter(None, Decimal(0), 60.0)
+    (alert,) = [a for a in alerter.check(s) if a.kind == "rate_limit_ban"]
+    assert alert.key == "upbit" and alert.severity == "critical" and "45s more" in alert.message
+    clock.now += 45  # the block is over: the alert re-arms
+    assert not [a for a in alerter.check(snapshot(rate_limit_bans={"upbit": limiter.ban_stats()}))
+                if a.kind == "rate_limit_ban"]
+
+
 def test_metrics_server_on_loopback_scrapes_cleanly():
     server = MetricsServer("127.0.0.1", 0, lambda: snapshot()).start()
     try:

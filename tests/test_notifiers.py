@@ -18,6 +18,7 @@ from karb.notifiers import (ATTEMPTS, DISCORD_CONTENT_MAX, TELEGRAM_TEXT_MAX, Di
                             Slack, Telegram, deliver, from_environment)
 from karb.schema import ConfigError
 from karb.secrets import SecretsError, load_alert_secrets
+from karb.exchanges.ratelimit import BanStats
 from karb.status import EngineSnapshot, FeedStatus, MarketStatus
 from tests.conftest import wait_until
 
@@ -121,7 +122,8 @@ def bad_snapshot() -> EngineSnapshot:
         unresolved=["abc on upbit (wait)"], circuit="open", trading_state="halted",
         halt_reason="daily realised loss 250000 KRW reached the limit 200000",
         halts={"daily loss": "daily realised loss 250000 KRW reached the limit 200000"},
-        journal_errors=3, journal_failing=True, recorder_error="disk full")
+        journal_errors=3, journal_failing=True, recorder_error="disk full",
+        rate_limit_bans={"upbit": BanStats(blocked_for_s=55.0, bans=1, last_block_s=60.0)})
 
 
 CONDITION_ALERTS = {a.kind: a for a in evaluate(bad_snapshot(), D("100000"), 60.0,
@@ -141,7 +143,8 @@ SERVICES = ("telegram", "slack", "discord", "webhook")
 def test_the_bad_snapshot_raises_every_condition_kind():
     assert set(CONDITION_ALERTS) == {
         "low_balance", "order_failures", "feed_down", "residual_exposure", "halted",
-        "market_skipped", "unresolved_orders", "circuit_open", "journal_error", "recorder_failed"}
+        "market_skipped", "unresolved_orders", "circuit_open", "journal_error", "recorder_failed",
+        "rate_limit_ban"}
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -10,7 +10,13 @@ Every venue client sends through one ``RestTransport``:
   counts from when the venue had counted it) and its ``Remaining-Req`` header fed back;
 * reads (``idempotent=True``) retried ``rate_limits.retry_reads`` times on 429 / 5xx /
   timeouts with exponential backoff (a 429 instead closes the group until the venue's next
-  window, or for ``Retry-After``, and the retry waits for it);
+  window, or for ``Retry-After`` up to ``ratelimit.MAX_PAUSE_S``, and the retry waits for it);
+* a 418 (Upbit: the IP/account is blocked for repeated requests past a 429) is never retried:
+  every group of the venue closes for the block (``RateLimiter.ban``), logged as an ERROR;
+* bounded waits for a slot: ``PRIORITY_MAX_WAIT_S`` for priority calls (cancels, unwinds),
+  ``MAX_WAIT_S`` for the others (never less than one window). A group closed for longer fails
+  the call at once with ``RateLimited`` (code ``window_closed``, nothing sent), and ``close()``
+  cuts a wait short (``VenueUnavailable``, nothing sent);
 * writes (orders, cancels) never retried: ``ConnectTimeout`` or a refused connection means
   "not sent" (``VenueUnavailable``); a ``ReadTimeout`` or any other connection failure, an
   unreadable 2xx body, or a 5xx other than 503, means "may have been applied"
@@ -23,6 +29,7 @@ request (``states[]=wait``), so the hashed string is exactly what the venue sees
 """
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -39,7 +46,7 @@ from karb.exchanges.errors import (
     AuthError, InsufficientFunds, InvalidOrder, OrderNotFound, OrderNotReady, OrderStateUnknown,
     RateLimited, UnknownVenueError, VenueError, VenueUnavailable,
 )
-from karb.exchanges.ratelimit import Group, RateLimiter
+from karb.exchanges.ratelimit import MAX_PAUSE_S, WINDOW_MARGIN_S, Group, RateLimiter, WindowClosed
 from karb.model import Venue
 
 Query = Sequence[tuple[str, "str | Sequence[str]"]]
@@ -49,6 +56,9 @@ ErrorOf = Callable[[Venue, int, Any, str, Any], "VenueError | None"]
 USER_AGENT = "karb/0.1"
 BACKOFF_BASE_S = 0.2
 BACKOFF_MAX_S = 5.0
+PRIORITY_MAX_WAIT_S = 2.0  # a cancel / unwind fails rather than wait longer for a slot
+MAX_WAIT_S = 10.0  # any other call
+WINDOW_CLOSED = "window_closed"  # RateLimited code: the limiter refused to wait, nothing sent
 _SAFE = "-_.~,:"  # left as-is in query keys and values; everything else is percent-encoded
 
 # Error names as each venue documents them. Upbit: docs.upbit.com rest-api-guide and the
@@ -69,6 +79,9 @@ INVALID_ORDER_PREFIXES = ("invalid_price", "invalid_volume", "under_min_total", 
                           "over_krw_funds", "under_price_limit")
 UNAVAILABLE_CODES = frozenset({"market_offline"})  # Upbit 403: market or system maintenance
 NOT_READY_CODES = frozenset({"order_not_ready"})  # Bithumb 422: order still being registered
+# A 418 body gives the block's length in a form neither venue documents [U]: "30s", "10 분"...
+_BLOCK_TIME = re.compile(r"(\d+(?:\.\d+)?)\s*(초|seconds?|secs?|s|분|minutes?|mins?|m)(?![a-z])",
+                         re.IGNORECASE)
 
 
 def render_query(params: Query) -> str:
@@ -109,6 +122,8 @@ def classify(venue: Venue, status: int, code: str, message: str,
     if code == "order_not_found" or status == 404:
         return OrderNotFound(venue, message, code, status)
     if status in (429, 418):
+        if status == 418 and retry_after_s is None:
+            retry_after_s = block_time_of(message)
         return RateLimited(venue, message, code, status, retry_after_s)
     if status == 403:  # permission / security on both venues
         return AuthError(venue, message, code, status)
@@ -117,6 +132,15 @@ def classify(venue: Venue, status: int, code: str, message: str,
     if status == 400:
         return InvalidOrder(venue, message, code, status)
     return UnknownVenueError(venue, message, code, status)
+
+
+def block_time_of(message: str) -> float | None:
+    """Seconds of a block as a 418's message states it ("blocked for 30s", "10분"), or None."""
+    match = _BLOCK_TIME.search(message or "")
+    if match is None:
+        return None
+    unit = match.group(2).lower()
+    return float(match.group(1)) * (60.0 if unit[0] in "m분" else 1.0)
 
 
 def retry_after_of(headers) -> float | None:
@@ -219,6 +243,7 @@ class RestTransport:
 
     def close(self) -> None:
         self._closed.set()
+        self.limiter.wake()  # a call waiting for a slot gives up (nothing sent)
         with self._sessions_lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
@@ -248,7 +273,7 @@ class RestTransport:
                 return self._send_once(method, url, group, headers, data, auth, priority,
                                        idempotent, client_id)
             except (RateLimited, VenueUnavailable) as exc:
-                if attempt + 1 >= attempts:
+                if attempt + 1 >= attempts or not self._retryable(exc):
                     raise
                 if isinstance(exc, RateLimited):
                     # The group is closed until the venue's next window: the next acquire waits.
@@ -262,16 +287,37 @@ class RestTransport:
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _retryable(self, exc: VenueError) -> bool:
+        # A 418 block: retrying only lengthens it. A refused wait: a retry would wait the same.
+        if isinstance(exc, RateLimited):
+            return exc.status != 418 and exc.code != WINDOW_CLOSED
+        return not self._closed.is_set()
+
+    def _acquire(self, group: Group, priority: bool):
+        """A slot of ``group``, or ``RateLimited`` / ``VenueUnavailable``: nothing was sent."""
+        bound = PRIORITY_MAX_WAIT_S if priority else MAX_WAIT_S
+        window = self.limiter.windows[group].window_s + WINDOW_MARGIN_S
+        try:
+            return self.limiter.acquire(group, priority, max(bound, window), self._closed)
+        except WindowClosed as exc:
+            if self._closed.is_set():
+                raise VenueUnavailable(self.venue, "not sent: transport closed", "not_sent") from exc
+            raise RateLimited(self.venue, f"not sent: {group.value} {exc}, closed for "
+                              f"{exc.retry_after_s:.1f}s", WINDOW_CLOSED, 0, exc.retry_after_s) from exc
+
     def _send_once(self, method, url, group, headers, data, auth, priority, idempotent,
                    client_id) -> Any:
+        ticket = self._acquire(group, priority)  # may raise: nothing was sent
         # The slot counts from the answer: the venue counted the call before answering it.
-        with self.limiter.slot(group, priority):
+        try:
             try:
                 response = self.session.request(method, url, headers=headers, data=data, auth=auth,
                                                 timeout=self.timeout, allow_redirects=False)
             except _TRANSPORT_ERRORS as exc:
                 raise self._transport_error(exc, idempotent, client_id) from exc
             self.limiter.observe_headers(group, response.headers)
+        finally:
+            self.limiter.release(group, ticket)
         text = response.text
         try:
             body = orjson.loads(response.content) if response.content else None
@@ -290,9 +336,22 @@ class RestTransport:
                                       client_id)
         if error is not None:
             if isinstance(error, RateLimited):
-                self.limiter.penalise(group, error.retry_after_s)
+                self._rate_limited(group, error)
             raise error
         return body
+
+    def _rate_limited(self, group: Group, error: RateLimited) -> None:
+        if error.status == 418:
+            block_s = self.limiter.ban(group, error.retry_after_s)
+            self._log.error("{} BLOCKED our requests (HTTP 418: {}): every {} request group closed "
+                            "for {:.0f}s (block {} since start); cancels, look-ups and orders fail "
+                            "until then", self.venue.value, error.venue_message or error.code,
+                            self.venue.value, block_s, self.limiter.ban_stats().bans)
+            return
+        self.limiter.penalise(group, error.retry_after_s)
+        if error.retry_after_s is not None and error.retry_after_s > MAX_PAUSE_S:
+            self._log.warning("{} asked Retry-After {:.0f}s on the {} group; closing it for {:.0f}s "
+                              "only", self.venue.value, error.retry_after_s, group.value, MAX_PAUSE_S)
 
     def _transport_error(self, exc: Exception, idempotent: bool, client_id: str | None) -> VenueError:
         kind = type(exc).__name__

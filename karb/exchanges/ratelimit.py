@@ -27,7 +27,14 @@ use, so a burst of ordinary requests never starves a recovery.
 The venue's count wins over ours: when ``Remaining-Req`` says fewer calls are left than we
 believe (another process on the same key, say), the difference is added as "phantom" requests
 stamped now, so the group waits for the next window (``observe_remaining``). A 429 closes the
-group for ``Retry-After`` or, without one, a whole window (``penalise``); never a 0 s retry.
+group for ``Retry-After`` (at most ``MAX_PAUSE_S``) or, without one, a whole window
+(``penalise``); never a 0 s retry. A 418 (Upbit: the IP/account is blocked after requests kept
+coming past a 429) closes every window of the venue (``RateLimiter.ban``) for the time the venue
+gave or, without one, ``BAN_DEFAULT_S`` doubled on each repeat (the venue's block grows too).
+
+Bounded waits: ``acquire(max_wait_s=...)`` raises ``WindowClosed`` (nothing sent) instead of
+waiting longer than the caller can afford, at once when the group is closed for longer, and when
+``abort`` is set (the transport closing; ``wake`` rouses the waiters to see it).
 
 Threads: any thread may call any method; one ``Condition`` per group; waiting threads sleep on
 it until the earliest slot frees (a timed wait to that instant) or a slot is released. The clock
@@ -52,6 +59,10 @@ Waiter = Callable[[threading.Condition, "float | None"], None]
 
 WINDOW_S = 1.0  # the venues count per second
 WINDOW_MARGIN_S = 0.010  # our window is this much longer than the venue's (see the docstring)
+MAX_PAUSE_S = 60.0  # the longest Retry-After a 429 closes a group for (a CDN may say hours)
+BAN_DEFAULT_S = 60.0  # a 418 block whose length the venue did not give, doubled on each repeat
+BAN_MAX_S = 3600.0
+BAN_STREAK_RESET_S = 3600.0  # a 418 this long after the last block ended starts over at the default
 _REMAINING_REQ = re.compile(r"group=([a-z\-]+);\s*min=(\d+);\s*sec=(\d+)")
 
 
@@ -63,6 +74,24 @@ class Group(str, enum.Enum):
 
 def _condition_wait(cond: threading.Condition, timeout: float | None) -> None:
     cond.wait(timeout)
+
+
+class WindowClosed(Exception):
+    """``acquire`` gave up before taking a slot: nothing was sent. ``retry_after_s`` is how long
+    the group stays closed (or the wait it refused)."""
+
+    def __init__(self, reason: str, retry_after_s: float):
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class BanStats:
+    """A venue's 418 blocks, for the snapshot, metrics and the ``rate_limit_ban`` alert."""
+
+    blocked_for_s: float  # seconds the current block still lasts (0: none)
+    bans: int  # 418s the venue answered since start
+    last_block_s: float  # length of the latest block we applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,17 +163,33 @@ class RequestWindow:
         return cls(limit, window, math.floor(max(0.0, reserve_fraction) * limit), **kwargs)
 
     # --- acquiring -------------------------------------------------------------------------
-    def acquire(self, priority: bool = False) -> Ticket:
-        """Take a slot, blocking until one is free; the slot is in flight until ``release``."""
+    def acquire(self, priority: bool = False, max_wait_s: float | None = None,
+                abort: threading.Event | None = None) -> Ticket:
+        """Take a slot, blocking until one is free; the slot is in flight until ``release``.
+
+        With ``max_wait_s``, raise ``WindowClosed`` rather than wait past it (at once when the
+        wait is known to be longer, e.g. the group is closed after a 429 or a 418 block). A set
+        ``abort`` raises ``WindowClosed`` too. Either way no slot was taken."""
         ceiling = self.limit if priority else self.limit - self.reserve
         with self._cond:
             start = now = self._clock()
+            deadline = None if max_wait_s is None else start + max(0.0, max_wait_s)
             while True:
                 self._expire(now)
                 used = self._in_flight + len(self._stamps)
                 if now >= self._blocked_until and used < ceiling:
                     break
-                self._wait(self._cond, self._delay(now, used - ceiling + 1))
+                delay = self._delay(now, used - ceiling + 1)
+                if abort is not None and abort.is_set():
+                    raise WindowClosed("closing", max(0.0, self._blocked_until - now))
+                if deadline is not None:
+                    if delay is not None and now + delay > deadline:
+                        raise WindowClosed(f"no slot within {max_wait_s:.1f}s", delay)
+                    if delay is None:  # only a release frees a slot: wait for it, not past the deadline
+                        if now >= deadline:
+                            raise WindowClosed(f"no slot within {max_wait_s:.1f}s", 0.0)
+                        delay = deadline - now
+                self._wait(self._cond, delay)
                 now = self._clock()
             ticket = Ticket(now - start)
             self._in_flight += 1
@@ -163,6 +208,11 @@ class RequestWindow:
             self._in_flight -= 1
             self._stamps.append(self._clock())
             self._cond.notify_all()  # a waiter waiting on in-flight slots can now time its wait
+
+    def wake(self) -> None:
+        """Rouse every waiter to re-check its ``abort`` event (the transport is closing)."""
+        with self._cond:
+            self._cond.notify_all()
 
     @contextmanager
     def slot(self, priority: bool = False) -> Iterator[Ticket]:
@@ -207,15 +257,28 @@ class RequestWindow:
                 self._stamps.extend([now] * unknown)
 
     def penalise(self, retry_after_s: float | None = None) -> float:
-        """After a 429: close the group for ``retry_after_s`` or, when the venue did not say,
-        a whole window (Upbit answers requests that keep coming after a 429 with a 418 ban).
-        Returns the pause in seconds."""
+        """After a 429: close the group for ``retry_after_s`` (at most ``MAX_PAUSE_S``) or, when
+        the venue did not say, a whole window (Upbit answers requests that keep coming after a
+        429 with a 418 block). Returns the pause in seconds."""
         with self._cond:
-            now = self._clock()
             self._rate_limited += 1
-            pause = max(retry_after_s or 0.0, self._span)
-            self._blocked_until = max(self._blocked_until, now + pause)
-            return self._blocked_until - now
+            pause = min(max(retry_after_s or 0.0, self._span), max(MAX_PAUSE_S, self._span))
+            return self._close(pause)
+
+    def count_rate_limited(self) -> None:
+        with self._cond:
+            self._rate_limited += 1
+
+    def close_for(self, seconds: float) -> float:
+        """Close the group for ``seconds`` (a venue-wide block); returns how long it is closed."""
+        with self._cond:
+            return self._close(seconds)
+
+    def _close(self, pause: float) -> float:
+        now = self._clock()
+        self._blocked_until = max(self._blocked_until, now + pause)
+        self._cond.notify_all()  # a bounded waiter re-checks: its wait may now be too long
+        return self._blocked_until - now
 
     # --- reporting -------------------------------------------------------------------------
     def closed_for(self) -> float:
@@ -251,6 +314,10 @@ class RateLimiter:
     def __init__(self, config: RateLimitConfig, clock: Clock = time.monotonic,
                  wait: Waiter = _condition_wait):
         kw = {"clock": clock, "wait": wait}
+        self._clock = clock
+        self._ban_lock = threading.Lock()
+        self._banned_until = self._last_block_s = 0.0
+        self._bans = self._ban_streak = 0
         self.windows: dict[Group, RequestWindow] = {
             Group.PUBLIC: RequestWindow.per_second(config.public_per_s, 0.0, **kw),
             Group.PRIVATE: RequestWindow.per_second(config.private_per_s, config.reserve_fraction, **kw),
@@ -262,8 +329,47 @@ class RateLimiter:
         answer inside the block (the slot counts from the block's end)."""
         return self.windows[group].slot(priority)
 
+    def acquire(self, group: Group, priority: bool = False, max_wait_s: float | None = None,
+                abort: threading.Event | None = None) -> Ticket:
+        """``RequestWindow.acquire`` of the group's window; hand the ticket to ``release``."""
+        return self.windows[group].acquire(priority, max_wait_s, abort)
+
+    def release(self, group: Group, ticket: Ticket) -> None:
+        self.windows[group].release(ticket)
+
+    def wake(self) -> None:
+        for window in self.windows.values():
+            window.wake()
+
     def penalise(self, group: Group, retry_after_s: float | None = None) -> float:
         return self.windows[group].penalise(retry_after_s)
+
+    def ban(self, group: Group, block_s: float | None = None) -> float:
+        """After a 418 answered a call of ``group``: close every window for ``block_s`` (the
+        venue's figure, at most ``BAN_MAX_S``) or, when the venue gave none, ``BAN_DEFAULT_S``
+        doubled for each block since the last quiet ``BAN_STREAK_RESET_S``. Returns the block
+        length in seconds."""
+        with self._ban_lock:
+            now = self._clock()
+            if now - self._banned_until > BAN_STREAK_RESET_S:
+                self._ban_streak = 0
+            if block_s is not None and block_s > 0:
+                pause = min(block_s, BAN_MAX_S)
+            else:
+                pause = min(BAN_DEFAULT_S * 2 ** min(self._ban_streak, 16), BAN_MAX_S)
+            self._ban_streak += 1
+            self._bans += 1
+            self._last_block_s = pause
+            self._banned_until = max(self._banned_until, now + pause)
+        self.windows[group].count_rate_limited()
+        for window in self.windows.values():
+            window.close_for(pause)
+        return pause
+
+    def ban_stats(self) -> BanStats:
+        with self._ban_lock:
+            left = max(0.0, self._banned_until - self._clock())
+            return BanStats(left, self._bans, self._last_block_s)
 
     def closed_for(self, group: Group) -> float:
         return self.windows[group].closed_for()
