@@ -60,7 +60,8 @@ def new_signal_id() -> str:
 
 class Strategy:
     def __init__(self, board, rules: RulesBook, risk: Risk, inventory: Inventory,
-                 config: Config, clock: Clock, on_signal: OnSignal):
+                 config: Config, clock: Clock, on_signal: OnSignal,
+                 new_id: Callable[[], str] = new_signal_id):
         self.board = board
         self.rules = rules
         self.risk = risk
@@ -69,6 +70,7 @@ class Strategy:
         self.settings = config.strategy
         self.clock = clock
         self.on_signal = on_signal
+        self.new_id = new_id  # a backtest passes a seeded source: same seed, same ids
         self.markets = list(config.markets)
         self._max_age_ns = self.settings.max_book_age_ms * NS_PER_MS
         self._max_skew_ns = self.settings.max_skew_ms * NS_PER_MS
@@ -211,7 +213,7 @@ class Strategy:
                               buy_fee, sell_fee, threshold, now_ns,
                               (views[buy_venue].version, views[sell_venue].version),
                               (views[buy_venue].recv_ns, views[sell_venue].recv_ns),
-                              new_signal_id(), self._exact_cap(market, buy_venue, sell_venue))
+                              self.new_id(), self._exact_cap(market, buy_venue, sell_venue))
             if isinstance(signal, str):
                 self._skip(market, "unfit", signal)
                 continue
