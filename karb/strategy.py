@@ -126,24 +126,33 @@ class Strategy:
             except Exception:  # a bug in one pass must not end the thread
                 logger.exception("strategy pass failed")
 
+    def cooldown_ended(self, since_ns: int, now_ns: int) -> bool:
+        """Whether a market's cooldown ended in ``(since_ns, now_ns]`` (a backtest runs a full
+        pass only when one did, or something else a full pass could see changed)."""
+        return any(since_ns < end <= now_ns for end in self._cooldown_until.values())
+
     # --- evaluation ---------------------------------------------------------------------
-    def evaluate(self, now_ns: int, changed_only: bool = False) -> list[Signal]:
+    def evaluate(self, now_ns: int, changed_only: bool = False,
+                 markets: tuple[str, ...] | None = None) -> list[Signal]:
         """One pass over the markets; return the signals submitted. Strategy thread only.
 
-        ``changed_only`` skips markets whose two book versions are those last evaluated.
+        ``changed_only`` skips markets whose two book versions are those last evaluated;
+        ``markets`` (a backtest that knows which book an event changed) looks at those only.
         """
         submitted = []
         any_fresh = False
         blocked = self.risk.blocked()
-        for market in self.markets:
+        for market in markets or self.markets:
             up = self.board.get(Venue.UPBIT, market).view
             bt = self.board.get(Venue.BITHUMB, market).view
-            problem = self._book_problem(up, bt, now_ns)
-            any_fresh = any_fresh or problem is None
             versions = (up.version, bt.version)
             changed = self._seen.get(market) != versions
             if changed_only and not changed:
+                if not any_fresh:  # risk's stale-data watch needs one fresh market, not all
+                    any_fresh = self._book_problem(up, bt, now_ns) is None
                 continue
+            problem = self._book_problem(up, bt, now_ns)
+            any_fresh = any_fresh or problem is None
             self._seen[market] = versions
             self.evaluations += 1
             if problem:

@@ -326,6 +326,7 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
         t0 = clock.monotonic_ns()
         full_every = config.strategy.wait_timeout_ms * NS_PER_MS
         last_full = t0
+        full_state: tuple = ()
         next_sample = t0
         next_progress = wall0 + bt.progress_s
         total_ns = (end_ns - t0) if end_ns is not None else None
@@ -335,10 +336,15 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
         while stream.step():
             now = clock.monotonic_ns()
             if now - last_full >= full_every:
-                last_full = now
-                evaluate(now, changed_only=False)
+                # the strategy thread's periodic full pass; it can only find something new
+                # when a cooldown ended, a trade moved balances or risk's blocking changed
+                state = (executor.trades, risk.blocked())
+                full = state != full_state or strategy.cooldown_ended(last_full, now)
+                last_full, full_state = now, state
+                evaluate(now, changed_only=not full)
             else:
-                evaluate(now, changed_only=True)
+                market = stream.last_market
+                evaluate(now, changed_only=True, markets=(market,) if market else None)
             if runner._tasks:
                 runner.drain()
             market = stream.last_market
