@@ -449,3 +449,14 @@ def _from_journal(journal: Journal, risk: Risk) -> tuple[dict[str, Any], dict[st
     }
     return summary, {m: {k: (str(v) if isinstance(v, Decimal) else v) for k, v in d.items()}
                      for m, d in sorted(per_market.items())}
+
+
+def sweep_job(base, overrides: dict[str, Any]) -> dict[str, Any]:
+    """One sweep point (``karb.backtest.sweep``'s picklable job): the backtest's summary."""
+    from loguru import logger
+
+    from karb.backtest.sweep import config_for
+
+    logger.remove()
+    config = config_for(base, overrides)
+    return run_backtest(config, BacktestOptions()).summary
