@@ -75,6 +75,8 @@ class Strategy:
         self._max_age_ns = self.settings.max_book_age_ms * NS_PER_MS
         self._max_skew_ns = self.settings.max_skew_ms * NS_PER_MS
         self._cooldown_ns = self.settings.cooldown_ms * NS_PER_MS
+        # inventory skew moves the threshold by at most skew_bps (tilt is within -1..1)
+        self._lowest_threshold = max(self.settings.threshold_bps - config.inventory.skew_bps, 0.0)
         self._max_volume = {m: float(v) for m, v in self.settings.max_volume.items()}
         self._fees: dict[tuple[Venue, str], tuple[object, float]] = {}
         self._seen: dict[str, tuple[int, int]] = {}
@@ -202,9 +204,11 @@ class Strategy:
             direction = f"{sell_venue.value}_sell"
             net = top_net_bps(asks, bids, buy_fee, sell_fee)
             self.last_net_bps[(market, direction)] = net
-            threshold = self.inventory.threshold_bps(market, sell_venue, self.settings.threshold_bps)
-            if net is None or net < threshold:
+            if net is None or net < self._lowest_threshold:
                 continue  # the common case: no edge at the top, nothing deeper can have one
+            threshold = self.inventory.threshold_bps(market, sell_venue, self.settings.threshold_bps)
+            if net < threshold:
+                continue
             if blocked:
                 self._skip(market, "blocked", blocked)
                 continue

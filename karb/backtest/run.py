@@ -33,10 +33,13 @@ stamp is the ``ManualClock``'s.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import sys
 import random
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
@@ -74,6 +77,7 @@ class BacktestOptions:
     out: str | None = None  # journal.sqlite here; else a temporary directory
     oracle: bool = True
     progress: TextIO | None = None  # progress lines; None: quiet
+    parallel: bool = True  # the oracle runs in worker processes
     profile: str | None = None
 
 
@@ -137,26 +141,49 @@ class BacktestResult:
 
 
 def run_backtest(config: Config, options: BacktestOptions) -> BacktestResult:
-    """The backtest of ``config`` (and its oracles unless ``options.oracle`` is False)."""
+    """The backtest of ``config`` (and its oracles unless ``options.oracle`` is False).
+
+    With ``options.parallel`` the two oracle runs go to two worker processes while this one
+    runs the backtest (the machine's cores; a sweep, already one process per point, passes
+    False). The result is the same either way."""
     check(config)
     out = Path(options.out) if options.out else None
+    start = start_balances(config, options)
+    quiet = dataclasses.replace(options, progress=None, out=None)
     with tempfile.TemporaryDirectory(prefix="karb-backtest-") as tmp:
         where = out or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
-        run = _simulate(config, options, where / "journal.sqlite", options.progress, "backtest")
-        oracle = unconstrained = None
+        jobs = []
         if options.oracle:
-            oracle = _simulate(oracle_config(config), options, Path(tmp) / "oracle.sqlite",
-                               options.progress, "oracle", run.start_balances)
-            unconstrained = _simulate(unconstrained_config(oracle_config(config)), options,
-                                      Path(tmp) / "unconstrained.sqlite", options.progress,
-                                      "unconstrained", _scaled(run.start_balances, UNCONSTRAINED))
+            jobs = [(oracle_config(config), quiet, Path(tmp) / "oracle.sqlite", None, "oracle", start),
+                    (unconstrained_config(oracle_config(config)), quiet,
+                     Path(tmp) / "unconstrained.sqlite", None, "unconstrained",
+                     _scaled(start, UNCONSTRAINED))]
+        if jobs and options.parallel:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=len(jobs), mp_context=context,
+                                     initializer=_quiet_worker) as pool:
+                futures = [pool.submit(_simulate, *job) for job in jobs]
+                run = _simulate(config, options, where / "journal.sqlite", options.progress,
+                                "backtest", start)
+                oracle, unconstrained = (f.result() for f in futures)
+        else:
+            run = _simulate(config, options, where / "journal.sqlite", options.progress, "backtest",
+                            start)
+            oracle, unconstrained = (_simulate(*job) for job in jobs) if jobs else (None, None)
     summary = dict(run.summary)
     summary["capture"] = _capture(Decimal(run.summary["pnl_krw"]),
                                   Decimal(oracle.summary["pnl_krw"]) if oracle else None)
     summary["oracle_pnl_krw"] = oracle.summary["pnl_krw"] if oracle else None
     summary["unconstrained_pnl_krw"] = unconstrained.summary["pnl_krw"] if unconstrained else None
     return BacktestResult(config, options, run, oracle, unconstrained, summary)
+
+
+def _quiet_worker() -> None:
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="ERROR")
 
 
 def check(config: Config) -> None:
@@ -236,7 +263,16 @@ class _Stream:
         self._move(t_ns)
 
 
-def _start_balances(config: Config, sim: SimConfig, prices: dict[str, Decimal]) -> dict[str, dict[str, str]]:
+def start_balances(config: Config, options: BacktestOptions) -> dict[str, dict[str, str]]:
+    """Per venue: the sim's ``start_krw`` and ``start_btc``; other coins their market's
+    ``start_coin``, else ``START_COIN_KRW`` worth at the sim's price (a recording: the first
+    mid price it shows)."""
+    sim = config.sim or SimConfig()
+    if options.data:
+        prices = _first_prices(config, options.data)
+    else:
+        prices = {m: (sim.markets.get(m) or SimMarketConfig(price=Decimal(1000))).price
+                  for m in config.markets}
     out = {}
     for venue in Venue:
         vcfg = sim.venues.upbit if venue is Venue.UPBIT else sim.venues.bithumb
@@ -272,7 +308,7 @@ def _first_prices(config: Config, data: str) -> dict[str, Decimal]:
 
 
 def _simulate(config: Config, options: BacktestOptions, journal_path: Path, progress: TextIO | None,
-              label: str, start_balances: dict[str, dict[str, str]] | None = None) -> RunStats:
+              label: str, start_balances: dict[str, dict[str, str]]) -> RunStats:
     sim = config.sim or SimConfig()
     bt = config.backtest
     clock = ManualClock(monotonic_ns=ORIGIN_NS, wall_ns=WALL_ORIGIN_NS)
@@ -283,14 +319,11 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
     if options.data:
         source = RecordingSource(options.data, config, board)
         end_ns = None
-        prices = {} if start_balances else _first_prices(config, options.data)
     else:
         days = options.days if options.days is not None else bt.days
         source = SimSource(sim, config.markets, board, ORIGIN_NS, WALL_ORIGIN_NS)
         end_ns = ORIGIN_NS + int(days * 86400 * NS_PER_S)
-        prices = {m: (sim.markets.get(m) or SimMarketConfig(price=Decimal(1000))).price
-                  for m in config.markets}
-    start = start_balances or _start_balances(config, sim, prices)
+    start = start_balances
     stream = _Stream(source, clock, end_ns)
     if options.data and stream._next is not None:  # a recording's clock starts at its first frame
         clock.advance(ns=max(0, stream._next[0] - clock.monotonic_ns()))
@@ -459,4 +492,4 @@ def sweep_job(base, overrides: dict[str, Any]) -> dict[str, Any]:
 
     logger.remove()
     config = config_for(base, overrides)
-    return run_backtest(config, BacktestOptions()).summary
+    return run_backtest(config, BacktestOptions(parallel=False)).summary

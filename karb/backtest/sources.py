@@ -52,10 +52,12 @@ class SimSource:
         return event.market
 
     def apply(self, event, t_ns: int) -> None:
+        # the columns path is the one the live decoder takes (same checks, same view)
         depth = self._depth
-        self._sinks[event.venue].on_snapshot(
-            event.market, [(p / SCALE, s / SCALE) for p, s in event.bids[:depth]],
-            [(p / SCALE, s / SCALE) for p, s in event.asks[:depth]],
+        bids, asks = event.bids[:depth], event.asks[:depth]
+        self._sinks[event.venue].on_snapshot_columns(
+            event.market, [p / SCALE for p, _ in bids], [s / SCALE for _, s in bids],
+            [p / SCALE for p, _ in asks], [s / SCALE for _, s in asks],
             t_ns // 1_000_000 + self._wall_ms, t_ns)
 
 
