@@ -3,7 +3,9 @@
 ``submit(signal)`` runs on the strategy thread and returns at once: risk approves and reserves
 both legs' worst-case spend, the intent (both legs, sizes, prices, client ids) is committed to
 the journal, and the two legs go to two idle threads of a pre-started pool (``leg-0``,
-``leg-1``, ...), which send them at the same moment. Each leg thread follows its order to a
+``leg-1``, ...), which send them at the same moment. (The pool is the default ``LegRunner``; a
+backtest injects one that runs the legs on its own thread in simulated time, after the intent
+is journalled all the same, with the placer's ``pause`` advancing simulated time.) Each leg thread follows its order to a
 final state (``karb.placement``) and books its fill in the ledger; the thread that finishes
 second completes the trade: the unwind policy if the fills differ (``karb.unwind``), then
 ``risk.finish`` (exact realised PnL, circuit breaker, halts) and the journal's result row. A

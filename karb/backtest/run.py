@@ -124,7 +124,9 @@ class BacktestResult:
 
         return {
             "seed": sim.seed, "profile": getattr(sim, "profile", "demo") if not self.options.data else "recording",
-            "data": self.options.data, "days": r.sim_seconds / 86400, "markets": list(c.markets),
+            "data": self.options.data,
+            "days": r.sim_seconds / 86400 if self.options.data else (
+                self.options.days if self.options.days is not None else c.backtest.days), "markets": list(c.markets),
             "sim_seconds": r.sim_seconds, "wall_seconds": r.wall_seconds,
             "speed": r.sim_seconds / r.wall_seconds if r.wall_seconds else None,
             "events": r.events, "bad_frames": r.bad_frames,
