@@ -406,7 +406,10 @@ class BookBoard:
 
     def get(self, venue: Venue | str, market: str) -> Book:
         """The book of ``market`` on ``venue``. Raises ``KeyError`` for an unknown market."""
-        return self._books[(Venue(venue), market)]
+        try:  # Venue is a str enum: "upbit" and Venue.UPBIT are the same key
+            return self._books[(venue, market)]
+        except KeyError:
+            return self._books[(Venue(venue), market)]
 
     def books(self, venue: Venue | str | None = None) -> list[Book]:
         """All books, or those of one venue."""

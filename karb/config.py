@@ -17,6 +17,7 @@ from typing import Literal
 
 import yaml
 
+from karb.backtest.config import BacktestConfig
 from karb.model import Venue
 from karb.schema import ConfigError, build
 from karb.secrets import ALERT_ENV_NAMES
@@ -210,6 +211,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     sim: SimConfig | None = None
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)
 
 
 def parse_config(data: object) -> Config:

@@ -70,7 +70,7 @@ class DryRunVenue:
                 else f"volume {request.volume} is not a positive multiple of {rules.volume_step}"
         if problem:
             raise InvalidOrder(self.venue, problem, "invalid_order", 400)
-        view = self.board.get(self.venue, request.market).view
+        view = self._view(request.market)
         with self._lock:
             if request.client_id in self._orders:
                 raise InvalidOrder(self.venue, f"identifier {request.client_id} already used",
@@ -105,6 +105,10 @@ class DryRunVenue:
     def get_balances(self) -> dict[str, Balance]:
         with self._lock:
             return {ccy: Balance(ccy, amount) for ccy, amount in self._balances.items()}
+
+    def _view(self, market: str) -> BookView:
+        """The book an order fills against (a backtest's model takes competitors' share off)."""
+        return self.board.get(self.venue, market).view
 
     # --- public data from the books -------------------------------------------------------
     def get_markets(self) -> list[str]:

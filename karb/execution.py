@@ -3,7 +3,9 @@
 ``submit(signal)`` runs on the strategy thread and returns at once: risk approves and reserves
 both legs' worst-case spend, the intent (both legs, sizes, prices, client ids) is committed to
 the journal, and the two legs go to two idle threads of a pre-started pool (``leg-0``,
-``leg-1``, ...), which send them at the same moment. Each leg thread follows its order to a
+``leg-1``, ...), which send them at the same moment. (The pool is the default ``LegRunner``; a
+backtest injects one that runs the legs on its own thread in simulated time, after the intent
+is journalled all the same, with the placer's ``pause`` advancing simulated time.) Each leg thread follows its order to a
 final state (``karb.placement``) and books its fill in the ledger; the thread that finishes
 second completes the trade: the unwind policy if the fills differ (``karb.unwind``), then
 ``risk.finish`` (exact realised PnL, circuit breaker, halts) and the journal's result row. A
@@ -32,7 +34,7 @@ import threading
 import time
 from collections import deque
 from decimal import ROUND_FLOOR, Decimal
-from typing import Callable
+from typing import Callable, Protocol
 
 from loguru import logger
 
@@ -54,6 +56,21 @@ from karb.unwind import Unwinder, filled
 
 STAGES = ("frame_to_signal", "signal_to_sent", "frame_to_sent", "sent_to_acked")
 _STOP = object()
+
+
+class LegRunner(Protocol):
+    """Where the executor runs a trade's two legs: live, the ``LegPool`` of threads; in a
+    backtest, the driver's own thread (``karb.backtest.runner.InlineRunner``)."""
+
+    workers: int
+
+    def start(self) -> None: ...
+    def stop(self, timeout: float) -> None: ...
+    def claim(self, n: int) -> bool: ...
+    def release(self, n: int) -> None: ...
+    def submit(self, fn: Callable, *args) -> None: ...
+    def wait_all_idle(self, timeout: float) -> bool: ...
+    def run_on_each(self, fn: Callable[[], None], timeout: float) -> bool: ...
 
 
 class LegPool:
@@ -169,7 +186,10 @@ class Trade:
 
 class Executor:
     def __init__(self, clients: dict[Venue, VenueClient], rules: RulesBook, risk: Risk,
-                 journal: Journal, config: Config, clock: Clock, streams: OrderStreams | None = None):
+                 journal: Journal, config: Config, clock: Clock, streams: OrderStreams | None = None,
+                 runner: LegRunner | None = None, pause: Callable[[float], None] | None = None):
+        # ``runner`` and ``pause`` (the placer's wait between polls) are injected by the
+        # backtest, which runs legs on its own thread in simulated time; live uses the pool.
         self.clients = clients
         self.rules = rules
         self.risk = risk
@@ -177,12 +197,13 @@ class Executor:
         self.config = config
         self.settings = config.execution
         self.clock = clock
-        self.placer = Placer(clients, journal, self.settings, clock, streams=streams)
+        self.placer = Placer(clients, journal, self.settings, clock, streams=streams,
+                             pause=pause or time.sleep)
         self.unwinder = Unwinder(self.placer, rules, risk.ledger, journal, config, halt=risk.halt)
         self.resolver = LegResolver(clients, self.placer, journal, self.settings, clock,
                                     on_progress=self._book_progress, on_resolved=self._complete,
                                     on_give_up=self._give_up)
-        self.pool = LegPool(self.settings.workers)
+        self.pool: LegRunner = runner or LegPool(self.settings.workers)
         self.label = "[DryRun] " if all(getattr(c, "dry_run", False) for c in clients.values()) else ""
         self._listeners: list[Callable[[Trade], None]] = []
         self._running = False

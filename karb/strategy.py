@@ -66,9 +66,11 @@ def new_signal_id() -> str:
 class Strategy:
     def __init__(self, board, rules: RulesBook, risk: Risk, inventory: Inventory,
                  config: Config, clock: Clock, on_signal: OnSignal,
-                 read_book: ReadBook | None = None, on_alert=None):
+                 read_book: ReadBook | None = None, on_alert=None,
+                 new_id: Callable[[], str] = new_signal_id):
         """``read_book(venue, market)`` (a REST book read) turns the sanity guard on; without
-        it (unit tests, a backtest with no venue to ask) no edge is held for a second look."""
+        it (unit tests, a backtest with no venue to ask) no edge is held for a second look.
+        ``new_id`` makes signal ids (a backtest seeds them)."""
         self.board = board
         self.rules = rules
         self.risk = risk
@@ -77,10 +79,13 @@ class Strategy:
         self.settings = config.strategy
         self.clock = clock
         self.on_signal = on_signal
+        self.new_id = new_id  # a backtest passes a seeded source: same seed, same ids
         self.markets = list(config.markets)
         self._max_age_ns = self.settings.max_book_age_ms * NS_PER_MS
         self._max_skew_ns = self.settings.max_skew_ms * NS_PER_MS
         self._cooldown_ns = self.settings.cooldown_ms * NS_PER_MS
+        # inventory skew moves the threshold by at most skew_bps (tilt is within -1..1)
+        self._lowest_threshold = max(self.settings.threshold_bps - config.inventory.skew_bps, 0.0)
         self._max_volume = {m: float(v) for m, v in self.settings.max_volume.items()}
         self._fees: dict[tuple[Venue, str], tuple[object, float]] = {}
         self._seen: dict[str, tuple[int, int]] = {}
@@ -154,25 +159,34 @@ class Strategy:
             except Exception:  # a bug in one pass must not end the thread
                 logger.exception("strategy pass failed")
 
+    def cooldown_ended(self, since_ns: int, now_ns: int) -> bool:
+        """Whether a market's cooldown ended in ``(since_ns, now_ns]`` (a backtest runs a full
+        pass only when one did, or something else a full pass could see changed)."""
+        return any(since_ns < end <= now_ns for end in self._cooldown_until.values())
+
     # --- evaluation ---------------------------------------------------------------------
-    def evaluate(self, now_ns: int, changed_only: bool = False) -> list[Signal]:
+    def evaluate(self, now_ns: int, changed_only: bool = False,
+                 markets: tuple[str, ...] | None = None) -> list[Signal]:
         """One pass over the markets; return the signals submitted. Strategy thread only.
 
-        ``changed_only`` skips markets whose two book versions are those last evaluated.
+        ``changed_only`` skips markets whose two book versions are those last evaluated;
+        ``markets`` (a backtest that knows which book an event changed) looks at those only.
         """
         submitted = []
         any_fresh = False
         blocked = self.risk.blocked()
-        for market in self.markets:
+        for market in markets or self.markets:
             up = self.board.get(Venue.UPBIT, market).view
             bt = self.board.get(Venue.BITHUMB, market).view
-            problem = self._book_problem(up, bt, now_ns)
-            any_fresh = any_fresh or problem is None  # a venue state is no stale data
-            problem = problem or self._venue_problem(market)
             versions = (up.version, bt.version)
             changed = self._seen.get(market) != versions
             if changed_only and not changed:
+                if not any_fresh:  # risk's stale-data watch needs one fresh market, not all
+                    any_fresh = self._book_problem(up, bt, now_ns) is None
                 continue
+            problem = self._book_problem(up, bt, now_ns)
+            any_fresh = any_fresh or problem is None  # a venue state is no stale data
+            problem = problem or self._venue_problem(market)
             self._seen[market] = versions
             self.evaluations += 1
             if problem:
@@ -235,9 +249,11 @@ class Strategy:
             direction = f"{sell_venue.value}_sell"
             net = top_net_bps(asks, bids, buy_fee, sell_fee)
             self.last_net_bps[(market, direction)] = net
-            threshold = self.inventory.threshold_bps(market, sell_venue, self.settings.threshold_bps)
-            if net is None or net < threshold:
+            if net is None or net < self._lowest_threshold:
                 continue  # the common case: no edge at the top, nothing deeper can have one
+            threshold = self.inventory.threshold_bps(market, sell_venue, self.settings.threshold_bps)
+            if net < threshold:
+                continue
             if blocked:
                 self._skip(market, "blocked", blocked)
                 continue
@@ -273,7 +289,7 @@ class Strategy:
                           buy_fee, sell_fee, threshold, now_ns,
                           (views[buy_venue].version, views[sell_venue].version),
                           (views[buy_venue].recv_ns, views[sell_venue].recv_ns),
-                          new_signal_id(), self._exact_cap(market, buy_venue, sell_venue))
+                          self.new_id(), self._exact_cap(market, buy_venue, sell_venue))
         return ("unfit", signal) if isinstance(signal, str) else signal
 
     def look(self, market: str, views: dict[Venue, BookView], buy_venue: Venue,
