@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -109,3 +110,20 @@ def _safe_records(out: Path):
         yield from read_recordings(out, truncated_ok=True)
     except Exception:  # noqa: BLE001 - the writer may be mid-batch; the test polls again
         return
+
+
+def test_a_sim_recording_is_read_back_by_backtest_frame_for_frame(tmp_path, monkeypatch):
+    for names in ENV_NAMES.values():
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+    out, bt = tmp_path / "rec", tmp_path / "bt"
+    config_path = write_config(tmp_path)
+    assert main(["record", "--sim", "--out", str(out), "--duration", "2.5", "-c", str(config_path)]) == 0
+    frames = len(list(read_recordings(out)))
+
+    assert main(["backtest", "--config", str(config_path), "--data", str(out), "--no-oracle",
+                 "--out", str(bt)]) == 0
+    result = json.loads((bt / "backtest.json").read_text())
+    assert frames > 50
+    assert (result["events"], result["bad_frames"]) == (frames, 0)
+    assert result["markets"] == MARKETS and result["sim_seconds"] > 1.5
