@@ -329,11 +329,13 @@ def test_at_stop_a_dead_and_a_rate_limited_notifier_do_not_cost_the_shutdown_not
 
 def test_a_critical_alert_goes_before_info_notices_queued_at_the_same_notifier():
     gate = threading.Event()
+    held: list[str] = []
     got: list[str] = []
 
     class Gated(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            held.append(body["kind"])
             gate.wait(5)
             got.append(body["kind"])
             self.send_response(200)
@@ -348,7 +350,7 @@ def test_a_critical_alert_goes_before_info_notices_queued_at_the_same_notifier()
     alerter = Alerter(f"http://127.0.0.1:{server.server_address[1]}/hook", D(0), 60.0).start()
     try:
         alerter.notify(NOTICES["startup"])  # in flight, held at the receiver
-        time.sleep(0.2)  # let the channel take it (the order below is what is asserted)
+        wait_until(lambda: held, message="the first notice is in flight")
         alerter.notify(NOTICES["sanity_confirmed"])  # warning
         alerter.notify(Alert("journal_error", "journal", "journal refusing writes", "info"))
         alerter.notify(CONDITION_ALERTS["halted"])  # critical, queued last
