@@ -3,14 +3,20 @@ and to every configured notifier (``karb.notifiers``: JSON webhook, Telegram, Sl
 
 A condition alert fires once when it becomes true and re-arms when it clears, so a feed that
 stays down does not page every second. A notice (start-up, shutdown, a sanity check's verdict)
-is an event: ``notify`` sends it as it happens. Delivery runs on the ``alerts`` thread so a slow
-receiver never delays the monitor or the strategy; failed deliveries are counted per notifier.
+is an event: ``notify`` sends it as it happens. Each notifier has its own queue and delivery
+thread (``alerts-telegram``, ``alerts-slack``...), so a slow receiver never delays the monitor,
+the strategy or another notifier; within a queue critical alerts go before warnings and info
+notices. ``stop`` drains every queue in parallel within one deadline. Failed deliveries are
+counted per notifier.
 """
 from __future__ import annotations
 
 import collections
+import itertools
+import math
 import queue
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,11 +24,12 @@ from decimal import Decimal
 import requests
 from loguru import logger
 
-from karb.notifiers import JsonWebhook, Notifier, deliver
+from karb.notifiers import BUDGET_S, JsonWebhook, Notifier, deliver
 from karb.status import EngineSnapshot
 
 FAILURE_STREAK = 5
 FIRED_KEPT = 1000  # the alerts kept in ``Alerter.fired`` (the log has them all)
+RANK = {"critical": 0, "warning": 1, "info": 2}  # delivery order within one notifier's queue
 
 
 @dataclass(frozen=True)
@@ -104,11 +111,9 @@ class Alerter:
         self._low_balance_krw = low_balance_krw
         self._low_balance = dict(low_balance or {})
         self._feed_down_s = feed_down_s
-        self._timeout_s = timeout_s
         self._residual_tolerance_krw = residual_tolerance_krw
         self._active: set[tuple[str, str]] = set()
-        self._queue: queue.Queue[Alert | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._post_loop, name="alerts", daemon=True)
+        self._channels = [_Channel(n, timeout_s) for n in self.notifiers]
         self._lock = threading.Lock()
         self._started = False
         self.counts: Counter[str] = Counter()  # kind -> alerts fired
@@ -118,14 +123,19 @@ class Alerter:
         with self._lock:
             if not self._started:
                 self._started = True
-                self._thread.start()
+                for channel in self._channels:
+                    channel.thread.start()
         return self
 
     def stop(self, timeout_s: float = 3.0) -> None:
-        """Deliver what is queued (within ``timeout_s``), then end the thread."""
-        self._queue.put(None)
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
+        """Deliver what is queued, every notifier at once, within ``timeout_s``; then end the
+        threads. What a notifier could not send by then is counted as failed."""
+        deadline = time.monotonic() + timeout_s
+        for channel in self._channels:
+            channel.close(deadline)
+        for channel in self._channels:
+            if channel.thread.is_alive():
+                channel.thread.join(max(0.0, deadline - time.monotonic()))
 
     def stats(self) -> dict:
         with self._lock:
@@ -150,15 +160,52 @@ class Alerter:
         with self._lock:
             self.counts[alert.kind] += 1
         self.fired.append(alert)
-        if self.notifiers:
-            self._queue.put(alert)
+        for channel in self._channels:
+            channel.put(alert)
 
-    def _post_loop(self) -> None:
+
+class _Channel:
+    """One notifier's priority queue and delivery thread."""
+
+    def __init__(self, notifier: Notifier, timeout_s: float) -> None:
+        self.notifier = notifier
+        self._timeout_s = timeout_s
+        self._queue: queue.PriorityQueue[tuple[int, int, Alert | None]] = queue.PriorityQueue()
+        self._order = itertools.count()  # first in, first out within one severity
+        self._deadline = math.inf  # monotonic; set by ``close``
+        self._changed = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name=f"alerts-{notifier.name}", daemon=True)
+
+    def put(self, alert: Alert) -> None:
+        self._queue.put((RANK.get(alert.severity, 0), next(self._order), alert))
+
+    def close(self, deadline: float) -> None:
+        """Deliver what is queued until ``deadline``, then end; a wait in progress is cut short."""
+        with self._changed:
+            self._deadline = deadline
+            self._changed.notify_all()
+        self._queue.put((len(RANK), next(self._order), None))  # after every queued alert
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        with self._changed:
+            while (left := min(end, self._deadline) - time.monotonic()) > 0:
+                self._changed.wait(left)
+
+    def _run(self) -> None:
         session = requests.Session()
-        while (alert := self._queue.get()) is not None:
-            for notifier in self.notifiers:
-                try:
-                    deliver(notifier, alert, session, self._timeout_s)
-                except Exception:  # a bug in one notifier must not end alerting
-                    logger.exception("alert delivery to {} failed", notifier.label)
+        late = 0
+        while (alert := self._queue.get()[2]) is not None:
+            self._sleep(self.notifier.resume_at - time.monotonic())  # a 429's wait, on this thread only
+            if time.monotonic() >= self._deadline:
+                late += 1  # stopping and out of time: counted, never sent after the deadline
+                continue
+            try:
+                deliver(self.notifier, alert, session, self._timeout_s, self._sleep, BUDGET_S,
+                        lambda: self._deadline)
+            except Exception:  # a bug in one notifier must not end alerting
+                logger.exception("alert delivery to {} failed", self.notifier.label)
+        if late:
+            self.notifier.failed += late
+            logger.error("{} alerts not delivered to {}: out of time at stop", late, self.notifier.label)
         session.close()

@@ -2,7 +2,8 @@
 
 Each notifier turns an ``Alert`` into the one POST its service documents; ``deliver`` sends it
 with bounded retries (connection errors and 5xx with exponential backoff, a 429 after the wait
-the service asks for, capped), on the caller's thread (the ``alerts`` thread). Secrets (bot
+the service asks for, capped) within a bounded total time per alert, on the caller's thread
+(that notifier's own ``alerts-<name>`` thread, so one slow service delays no other). Secrets (bot
 token, webhook URLs) are registered with ``karb.logs`` so no log line can carry them, and no
 line here ever names a URL: a notifier is named by its service and host only.
 
@@ -25,6 +26,7 @@ Shapes, as each service documents them:
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -41,6 +43,7 @@ DISCORD_CONTENT_MAX = 2000
 ATTEMPTS = 3  # per alert and notifier
 BACKOFF_S = 0.5  # then 1 s, 2 s...
 RETRY_AFTER_MAX_S = 30.0  # a 429 asking for longer than this is not waited for
+BUDGET_S = 15.0  # total time one alert may take at one notifier, retries and waits included
 ELLIPSIS = "…"
 
 
@@ -69,6 +72,7 @@ class Notifier:
         self.label = f"{self.name} ({urlsplit(url).hostname})"
         self.sent = 0
         self.failed = 0  # alerts given up on after every attempt
+        self.resume_at = 0.0  # monotonic: the service asked (429) for nothing before this
 
     def request(self, alert) -> Request:
         return Request(self.url, {"kind": alert.kind, "key": alert.key, "message": alert.message,
@@ -130,16 +134,24 @@ class Discord(Notifier):
 
 
 def deliver(notifier: Notifier, alert, session: requests.Session, timeout_s: float,
-            sleep: Callable[[float], object] = time.sleep) -> bool:
+            sleep: Callable[[float], object] = time.sleep, budget_s: float = BUDGET_S,
+            until: Callable[[], float] = lambda: math.inf) -> bool:
     """POST ``alert`` to ``notifier``; True once accepted. At most ``ATTEMPTS`` tries: a
     connection error or 5xx backs off, a 429 waits what the service asks (up to
-    ``RETRY_AFTER_MAX_S``), any other 4xx is final (retrying the same body cannot help)."""
+    ``RETRY_AFTER_MAX_S``), any other 4xx is final (retrying the same body cannot help).
+    Everything ends within ``budget_s`` and before ``until()`` (a monotonic time that a stop
+    may bring forward): no request outlives it and no wait that would pass it is begun."""
     req = notifier.request(alert)
+    started = time.monotonic()
     why = ""
     for attempt in range(ATTEMPTS):
+        left = min(started + budget_s, until()) - time.monotonic()
+        if left <= 0:
+            why = f"{why}; out of time" if why else "out of time"
+            break
         wait = BACKOFF_S * 2 ** attempt
         try:
-            response = session.post(req.url, json=req.body, timeout=timeout_s)
+            response = session.post(req.url, json=req.body, timeout=min(timeout_s, left))
         except requests.RequestException as exc:
             why = type(exc).__name__
         else:
@@ -150,12 +162,16 @@ def deliver(notifier: Notifier, alert, session: requests.Session, timeout_s: flo
             if response.status_code == 429:
                 asked = notifier.retry_after_s(response)
                 if asked is not None:
+                    notifier.resume_at = time.monotonic() + min(max(asked, 0.0), RETRY_AFTER_MAX_S)
                     if asked > RETRY_AFTER_MAX_S:
                         break
                     wait = max(asked, 0.0)
             elif response.status_code < 500:
                 break
         if attempt + 1 < ATTEMPTS:
+            if time.monotonic() + wait >= min(started + budget_s, until()):
+                why += f"; the next try would pass the {budget_s:g} s limit"
+                break
             sleep(wait)
     notifier.failed += 1
     logger.error("alert {} not delivered to {}: {}", alert.kind, notifier.label, logs.redact(why))

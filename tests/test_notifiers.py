@@ -4,6 +4,7 @@ import io
 import json
 import os
 import threading
+import time
 from decimal import Decimal as D
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -262,6 +263,127 @@ def test_a_slow_receiver_never_delays_the_caller():
         alerter.stop()
         server.shutdown()
         server.server_close()
+
+
+def test_a_hung_notifier_does_not_delay_a_halt_alert_to_the_others():
+    """A Discord webhook that accepts the connection and never answers (a hung receiver) sits
+    first in the list; the Slack receiver is healthy. A trading halt must reach Slack promptly,
+    not after every retry to the dead one (review 3, defect 4)."""
+    import socket
+    import time
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(16)  # connections complete in the backlog; nobody ever reads or answers
+    good = Receiver()
+    alerter = Alerter(None, D(0), 60.0, timeout_s=0.5,
+                      notifiers=[Discord(f"http://127.0.0.1:{dead.getsockname()[1]}{DISCORD_PATH}"),
+                                 Slack(good.base + SLACK_PATH)]).start()
+    try:
+        sent = time.monotonic()
+        alerter.notify(Alert("halted", "daily_loss", "trading HALTED (daily_loss)"))
+        deadline = sent + 6.0  # long enough to see when it does arrive
+        while not good.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        delay = (time.monotonic() - sent) if good.requests else None
+        assert delay is not None and delay < 1.0, (
+            f"the halt alert reached the healthy receiver after {delay} s (None: not within 6 s)")
+    finally:
+        alerter.stop(0.1)
+        dead.close()
+        good.close()
+
+
+def test_at_stop_a_dead_and_a_rate_limited_notifier_do_not_cost_the_shutdown_notice_to_the_others():
+    """A hung Discord, and a Telegram answering 429 "retry after 20", hold queued alerts; stop
+    must still hand the healthy Slack the alerts and the shutdown notice, each notifier draining
+    its own queue in parallel within the one deadline, and return by that deadline."""
+    import socket
+    import time
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(16)
+    limited, good = Receiver(), Receiver()
+    limited.answers[:] = [(429, {"Content-Type": "application/json"},
+                           b'{"ok":false,"error_code":429,"parameters":{"retry_after":20}}')] * 10
+    alerter = Alerter(None, D(0), 60.0, timeout_s=3.0, notifiers=[
+        Discord(f"http://127.0.0.1:{dead.getsockname()[1]}{DISCORD_PATH}"),
+        Telegram(TOKEN, CHAT, limited.base), Slack(good.base + SLACK_PATH)]).start()
+    try:
+        assert sorted(c.thread.name for c in alerter._channels) == [
+            "alerts-discord", "alerts-slack", "alerts-telegram"]
+        for n in range(3):
+            alerter.notify(Alert("feed_down", f"upbit{n}", "upbit feed down", "warning"))
+        wait_until(lambda: limited.requests, message="telegram asked to wait")
+        alerter.notify(NOTICES["shutdown"])
+        started = time.monotonic()
+        alerter.stop(1.5)
+        took = time.monotonic() - started
+    finally:
+        dead.close()
+    texts = [r["json"]["text"] for r in good.requests]
+    assert len(texts) == 4 and "shutdown" in texts[-1], texts
+    assert took < 1.8, f"stop took {took:.2f} s for a 1.5 s deadline"
+    telegram = alerter.notifiers[1]
+    wait_until(lambda: telegram.failed == 4, message="telegram counts each alert it could not send")
+    assert telegram.sent == 0 and len(limited.requests) <= 2  # no burst of retries at the deadline
+    limited.close()
+    good.close()
+
+
+def test_a_critical_alert_goes_before_info_notices_queued_at_the_same_notifier():
+    gate = threading.Event()
+    held: list[str] = []
+    got: list[str] = []
+
+    class Gated(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            held.append(body["kind"])
+            gate.wait(5)
+            got.append(body["kind"])
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gated)
+    threading.Thread(target=server.serve_forever, name="test-gated", daemon=True).start()
+    alerter = Alerter(f"http://127.0.0.1:{server.server_address[1]}/hook", D(0), 60.0).start()
+    try:
+        alerter.notify(NOTICES["startup"])  # in flight, held at the receiver
+        wait_until(lambda: held, message="the first notice is in flight")
+        alerter.notify(NOTICES["sanity_confirmed"])  # warning
+        alerter.notify(Alert("journal_error", "journal", "journal refusing writes", "info"))
+        alerter.notify(CONDITION_ALERTS["halted"])  # critical, queued last
+        gate.set()
+        wait_until(lambda: len(got) == 4, message="all four delivered")
+    finally:
+        gate.set()
+        alerter.stop()
+        server.shutdown()
+        server.server_close()
+    assert got == ["startup", "halted", "sanity_confirmed", "journal_error"]
+
+
+def test_one_alert_at_one_notifier_takes_no_longer_than_its_budget():
+    import socket
+    import time
+
+    import requests
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(16)
+    notifier = Slack(f"http://127.0.0.1:{dead.getsockname()[1]}{SLACK_PATH}")
+    try:
+        with requests.Session() as session:
+            started = time.monotonic()
+            assert not deliver(notifier, NOTICES["startup"], session, 3.0, budget_s=1.0)
+            took = time.monotonic() - started
+    finally:
+        dead.close()
+    assert 0.9 < took < 1.5 and notifier.failed == 1
 
 
 def test_failed_delivery_logs_name_the_service_never_the_token_or_url():

@@ -81,6 +81,30 @@ class Order:
 
 
 @dataclass(frozen=True)
+class Unbooked:
+    """A signal with legs but no booked result: stranded (a leg unresolved, the engine halted or
+    was stopped) or still in flight when the journal was read. Its PnL is unknown."""
+
+    id: str
+    market: str
+    direction: str
+    wall_ns: int
+    status: str  # the signal's status as journalled (``sending`` until a result is booked)
+    orders: tuple[Order, ...]  # its primary legs and any unwind orders
+
+    @property
+    def net_coin(self) -> Decimal:
+        """Coin the known fills left it holding: bought minus sold (+ = long)."""
+        return sum((o.executed_volume if o.side == "buy" else -o.executed_volume
+                    for o in self.orders), Decimal(0))
+
+    @property
+    def open_legs(self) -> list[Order]:
+        """Orders not final: they may still fill (exposure of unknown size)."""
+        return [o for o in self.orders if not o.final]
+
+
+@dataclass(frozen=True)
 class Outcome:
     """Oracle or unconstrained result from ``backtest.json``."""
 
@@ -107,6 +131,7 @@ class ReportData:
     spread_hist: tuple[float, dict[float, int]] | None = None  # (bucket width, lower edge -> n)
     latency_ms: list[float] | None = None
     threshold_bps: float | None = None
+    unbooked: list[Unbooked] = field(default_factory=list)  # signals with legs, no booked result
 
 
 def load(journal_path: str | Path, backtest_json: str | Path | None = None,
@@ -121,6 +146,7 @@ def load(journal_path: str | Path, backtest_json: str | Path | None = None,
     except ReportError as exc:
         raise ReportError(f"{path}: {exc}") from None
     trades.sort(key=lambda t: (t.wall_ns, t.id))
+    unbooked = _unbooked(rows["signals"], orders)
     prices = {r["id"]: (r["buy_vwap"], r["sell_vwap"]) for r in rows["signals"]}
     incidents: dict[str, int] = {}
     for r in rows["incidents"]:
@@ -135,7 +161,18 @@ def load(journal_path: str | Path, backtest_json: str | Path | None = None,
         journal_path=path, trades=trades, orders=orders, signal_prices=prices,
         inventory=inventory, inventory_source=source, incidents=dict(sorted(incidents.items())),
         first_ns=bt.pop("start_wall_ns", None) or min(times, default=None),
-        last_ns=bt.pop("end_wall_ns", None) or max(times, default=None), backtest=extra, **bt)
+        last_ns=bt.pop("end_wall_ns", None) or max(times, default=None), backtest=extra,
+        unbooked=unbooked, **bt)
+
+
+def _unbooked(signals: list[dict[str, Any]], orders: list[Order]) -> list[Unbooked]:
+    by_signal: dict[str, list[Order]] = {}
+    for o in orders:
+        by_signal.setdefault(o.signal_id, []).append(o)
+    out = [Unbooked(r["id"], r["market"], f"buy {r['buy_venue']} / sell {r['sell_venue']}",
+                    int(r["wall_ns"]), r["status"] or "", tuple(by_signal[r["id"]]))
+           for r in signals if r["status"] not in FINISHED and r["id"] in by_signal]
+    return sorted(out, key=lambda u: (u.wall_ns, u.id))
 
 
 def _backtest_fields(extra: dict[str, Any], threshold_bps: float | None) -> dict[str, Any]:

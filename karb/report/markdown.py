@@ -43,19 +43,51 @@ def targets(m: Metrics) -> list[tuple[str, bool, str]]:
     """The seed's Phase 3 targets: (target, met, how / why not)."""
     rate = m.leg_success_rate
     if rate is None:
-        success = (False, "no leg reached a final state")
+        success = (False, "no legs")
     else:
-        how = f"{m.legs_complete} of {m.legs_final} legs filled in full ({pct(rate)})"
-        success = (rate > SUCCESS_TARGET, how if rate > SUCCESS_TARGET else
-                   f"{how}; {m.legs_final - m.legs_complete} cancelled, rejected or partly filled "
-                   "(see the incidents below)")
+        how = f"{m.legs_complete} of {m.legs_final + m.legs_open} legs filled in full ({pct(rate)})"
+        if m.legs_open:  # an order whose fate is unknown is never evidence of success
+            success = (False, f"{_orders(m.legs_open)} unresolved (may or may not have filled; "
+                       f"counted as not filled); {how}")
+        else:
+            success = (rate > SUCCESS_TARGET, how if rate > SUCCESS_TARGET else
+                       f"{how}; {m.legs_final - m.legs_complete} cancelled, rejected or partly "
+                       "filled (see the incidents below)")
+    unknown = (f"; {m.unbooked} trade{'s' if m.unbooked != 1 else ''} not booked, result unknown "
+               "(see \"Trades not booked\")") if m.unbooked else ""
     if m.trades == 0:
-        pnl = (False, "no trades")
+        pnl = (False, "no trades" + unknown)
     else:
         pnl = (m.pnl_krw > 0, f"realised PnL {krw(m.pnl_krw)} over {m.trades} trades"
-               + ("" if m.pnl_krw > 0 else "; fees and unwind losses exceeded the captured spread"))
+               + ("" if m.pnl_krw > 0 else "; fees and unwind losses exceeded the captured spread")
+               + unknown)
     return [("Order (leg) success rate > 95%", *success), ("PnL > 0", *pnl),
             ("Maximum drawdown reported", True, krw(m.max_drawdown_krw))]
+
+
+def _orders(n: int) -> str:
+    return f"{n} order{'s' if n != 1 else ''}"
+
+
+def _unbooked_section(data: ReportData) -> list[str]:
+    lines = ["## Trades not booked", ""]
+    if not data.unbooked:
+        return lines + ["None: every trade with legs has a booked result.", ""]
+    lines += ["Signals with legs but no booked result: stranded on an unresolved order (the "
+              "engine halts on one) or in flight when the journal was read. They are in no trade, "
+              "PnL or residual figure above. The coin their known fills left is possible residual "
+              "exposure; an order not final may still have filled. Check them on the venues.", ""]
+    rows = []
+    for u in data.unbooked:
+        legs = ", ".join(f"{o.role} {o.venue} {o.state} {o.executed_volume:f}/"
+                         f"{'?' if o.volume is None else f'{o.volume:f}'}" for o in u.orders)
+        unresolved = ", ".join(f"{o.side} {'?' if o.volume is None else f'{o.volume:f}'} on "
+                               f"{o.venue} ({o.role})" for o in u.open_legs) or "none"
+        rows.append([u.id, u.market, u.direction, _utc(u.wall_ns), u.status, legs,
+                     f"{u.net_coin:+f}", unresolved])
+    return lines + _table(["signal", "market", "direction", "time", "status",
+                           "orders (role venue state filled/volume)",
+                           "coin from known fills (+ = long)", "unresolved orders"], rows)
 
 
 def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: str = "img/") -> str:
@@ -96,6 +128,9 @@ def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: 
              ", ".join(f"{k} {v}" for k, v in m.residual_coin.items()) or "none"],
             ["leg success rate", pct(m.leg_success_rate)],
             ["legs not final (unresolved)", str(m.legs_open)],
+            ["trades not booked (legs, no result; PnL unknown)", str(m.unbooked)],
+            ["possible residual coin of trades not booked (+ = long)",
+             ", ".join(f"{k} {v}" for k, v in m.unbooked_coin.items()) or "none"],
             ["realised PnL", krw(m.pnl_krw)], ["fees", krw(m.fees_krw)],
             ["maximum drawdown", krw(m.max_drawdown_krw)]]
     if data.oracle:
@@ -122,8 +157,10 @@ def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: 
               "decimals, net of fees and unwind costs). Residual positions are not marked to "
               "market; they are counted above. The equity curve is cumulative PnL in trade order "
               "from 0; maximum drawdown is its largest fall from a running peak. Leg success "
-              "counts the two primary legs of each trade (not unwind orders) that reached a "
-              "final state. Day n is the n-th 24 h from the start of the run.", ""]
+              "counts the two primary legs of each trade (not unwind orders); a leg not final "
+              "(unresolved) counts as not filled. Day n is the n-th 24 h from the start of the "
+              "run.", ""]
+    lines += _unbooked_section(data)
 
     lines += ["## Equity and PnL per day", ""]
     lines += _image(images.get("equity"), "equity curve", img_prefix)

@@ -5,7 +5,11 @@ Definitions (the report repeats them):
 * a *trade* is a signal whose result was booked (status filled, flat or residual); it
   *succeeded* when both legs filled in full (status ``filled``);
 * *leg success rate* = primary legs (the buy and the sell of a trade, not unwind orders) filled
-  in full / primary legs that reached a final state: the seed's "order success";
+  in full / all primary legs: the seed's "order success". A leg not final (unresolved: it may
+  or may not have filled) is not a success;
+* a trade *not booked* is a signal with legs but no result (stranded on an unresolved leg, or in
+  flight when the journal was read): it is in no trade, PnL or residual figure; the coin its
+  known fills left (bought minus sold) is counted apart as possible residual exposure;
 * *PnL* is realised arbitrage PnL in KRW as the engine booked it (``signals.realised_krw``, net
   of fees and of any unwind cost); residual positions are not marked to market here, they are
   counted separately (trades with status ``residual``);
@@ -16,7 +20,7 @@ Definitions (the report repeats them):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from karb.report.data import ReportData
@@ -55,10 +59,12 @@ class Metrics:
     pnl_per_day: list[tuple[int, Decimal, int]]  # (day number from 1, PnL, trades)
     markets: list[MarketRow]
     capture: Decimal | None
+    unbooked: int = 0  # trades with legs but no booked result
+    unbooked_coin: dict[str, Decimal] = field(default_factory=dict)  # market -> coin (+ = long)
 
     @property
     def leg_success_rate(self) -> Decimal | None:
-        return ratio(Decimal(self.legs_complete), Decimal(self.legs_final))
+        return ratio(Decimal(self.legs_complete), Decimal(self.legs_final + self.legs_open))
 
 
 def ratio(num: Decimal, den: Decimal | None) -> Decimal | None:
@@ -113,7 +119,15 @@ def compute(data: ReportData) -> Metrics:
         pnl_krw=total, fees_krw=sum((t.fees_krw for t in trades), ZERO),
         max_drawdown_krw=max_drawdown([e for _, e in equity]), equity=equity,
         pnl_per_day=[(n, v[0], v[1]) for n, v in sorted(days.items())],
-        markets=rows, capture=capture(total, oracle.pnl_krw) if oracle else None)
+        markets=rows, capture=capture(total, oracle.pnl_krw) if oracle else None,
+        unbooked=len(data.unbooked), unbooked_coin=_unbooked_coin(data))
+
+
+def _unbooked_coin(data: ReportData) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for u in data.unbooked:
+        out[u.market] = out.get(u.market, ZERO) + u.net_coin
+    return {m: v for m, v in sorted(out.items()) if v}
 
 
 def _residuals(trades) -> dict[str, Decimal]:
