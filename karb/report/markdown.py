@@ -23,6 +23,19 @@ def pct(value: Decimal | None) -> str:
     return "n/a" if value is None else f"{value * 100:.2f}%"
 
 
+def _exact(amount) -> str:
+    """An amount exactly, without an exponent or trailing zeros ("0E-8" -> "0")."""
+    try:
+        value = Decimal(str(amount))
+    except ArithmeticError:
+        return str(amount)
+    return format(value.normalize(), "f") if value else "0"
+
+
+def _seconds(value) -> str:
+    return f"{value:,.1f}" if isinstance(value, (int, float)) else "n/a"
+
+
 def _utc(ns: int | None) -> str:
     if ns is None:
         return "n/a"
@@ -106,11 +119,11 @@ def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: 
             ["simulated days", str(bt.get("days", "n/a"))],
             ["markets", ", ".join(markets) if markets else "n/a"],
             ["threshold", f"{data.threshold_bps:g} bps" if data.threshold_bps is not None else "n/a"],
-            ["simulated seconds", str(bt.get("sim_seconds", "n/a"))],
-            ["wall seconds", str(bt.get("wall_seconds", "n/a"))], ["speed", speed]])
+            ["simulated seconds", _seconds(bt.get("sim_seconds"))],
+            ["wall seconds", _seconds(bt.get("wall_seconds"))], ["speed", speed]])
         for key, title in (("start_balances", "Start balances"), ("end_balances", "End balances")):
             if bt.get(key):
-                rows = [[venue, asset, str(amount)] for venue, assets in sorted(bt[key].items())
+                rows = [[venue, asset, _exact(amount)] for venue, assets in sorted(bt[key].items())
                         for asset, amount in sorted(assets.items())]
                 lines += [f"{title}:", ""] + _table(["venue", "asset", "amount"], rows)
     else:
