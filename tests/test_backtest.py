@@ -3,6 +3,7 @@
 import dataclasses
 import gzip
 import json
+import re
 from decimal import Decimal as D
 
 import orjson
@@ -150,3 +151,18 @@ def test_bad_config_key_and_bad_recording_exit_2_with_one_line(tmp_path, capsys)
     assert main(["backtest", "--config", str(config_path), "--data", str(bad), "--no-oracle"]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "line 2" in err and "Traceback" not in err
+
+
+def test_a_sweep_from_the_command_line_runs_each_point_for_the_days_asked(tmp_path, capsys):
+    import yaml
+    config_path = tmp_path / "c.yaml"
+    data = yaml.safe_load(json.dumps(dataclasses.asdict(_config(tmp_path)), default=str))
+    data["backtest"]["days"] = 7  # the flags below must win, or each point would run a week
+    config_path.write_text(yaml.safe_dump(data))
+    assert main(["backtest", "--config", str(config_path), "--days", str(30 / 86400), "--no-oracle",
+                 "--set", "strategy.threshold_bps=10,20"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"2 points on \d+ workers", out) and "speed-up" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert sorted(row[1] for row in rows[:2]) == ["10", "20"]
+    assert all(row[3] == "n/a" for row in rows[:2])  # no oracle, so no capture

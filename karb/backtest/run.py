@@ -156,7 +156,7 @@ def run_backtest(config: Config, options: BacktestOptions) -> BacktestResult:
         where = out or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
         jobs = []
-        if options.oracle:
+        if options.oracle and config.backtest.oracle:
             jobs = [(oracle_config(config), quiet, Path(tmp) / "oracle.sqlite", None, "oracle", start),
                     (unconstrained_config(oracle_config(config)), quiet,
                      Path(tmp) / "unconstrained.sqlite", None, "unconstrained",

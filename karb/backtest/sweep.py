@@ -23,6 +23,7 @@ import functools
 import itertools
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -72,6 +73,7 @@ class ProcessPoolRunner:
 class PointResult:
     overrides: dict[str, Any]
     summary: dict[str, Any]
+    seconds: float = 0.0  # the point's own wall time in its worker
 
     @property
     def pnl(self) -> Decimal:
@@ -156,7 +158,9 @@ def grid(base: Base, axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def _run_point(job: Job, base: Base, overrides: dict[str, Any]) -> PointResult:
-    return PointResult(overrides, job(base, overrides))
+    started = time.monotonic()
+    summary = job(base, overrides)
+    return PointResult(overrides, summary, time.monotonic() - started)
 
 
 def run_sweep(job: Job, base: Base, points: Sequence[dict[str, Any]],
@@ -195,4 +199,18 @@ def table(results: Sequence[PointResult]) -> str:
 def sweep(job: Job, base: Base, sets: Iterable[str], runner: Runner | None = None) -> str:
     """Parse ``--set`` items, check and run the grid, return the ranked table (for a command)."""
     points = grid(base, parse_sets(sets))
-    return table(run_sweep(job, base, points, runner))
+    runner = runner or ProcessPoolRunner()
+    started = time.monotonic()
+    results = run_sweep(job, base, points, runner)
+    return table(results) + "\n" + timing(results, time.monotonic() - started,
+                                           getattr(runner, "workers", 1))
+
+
+def timing(results: Sequence[PointResult], wall_s: float, workers: int) -> str:
+    """How well the grid used the workers: the points' own run times summed (what one worker
+    would have taken) against the sweep's wall time."""
+    serial = sum(r.seconds for r in results)
+    workers = min(workers, len(results)) or 1
+    return (f"{len(results)} points on {workers} workers in {wall_s:,.1f} s wall; the points ran "
+            f"{serial:,.1f} s in all (serial / workers = {serial / workers:,.1f} s): "
+            f"speed-up {serial / wall_s if wall_s else 0:.2f}x")

@@ -69,8 +69,13 @@ def load_data(path: Path) -> dict:
 
 
 def apply_sets(data: dict, sets: list[str], args: argparse.Namespace) -> dict:
-    """``data`` with each single-valued ``--set`` and the ``--profile``/``--seed`` flags."""
+    """``data`` with each single-valued ``--set`` and the ``--profile``/``--seed``/``--days``/
+    ``--no-oracle`` flags (so a sweep's points, built from this data, get them too)."""
     items = list(sets)
+    if args.days is not None:
+        items.append(f"backtest.days={args.days}")
+    if args.no_oracle:
+        items.append("backtest.oracle=false")
     if args.profile:
         items.append(f"sim.profile={args.profile}")
     if args.seed is not None:
