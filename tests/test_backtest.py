@@ -7,7 +7,6 @@ import re
 from decimal import Decimal as D
 
 import orjson
-import pytest
 
 from karb.backtest.run import BacktestOptions, oracle_config, run_backtest
 from karb.backtest.venue import ModelVenue, Wire

@@ -270,7 +270,6 @@ def test_a_hung_notifier_does_not_delay_a_halt_alert_to_the_others():
     first in the list; the Slack receiver is healthy. A trading halt must reach Slack promptly,
     not after every retry to the dead one (review 3, defect 4)."""
     import socket
-    import time
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))
     dead.listen(16)  # connections complete in the backlog; nobody ever reads or answers
@@ -298,7 +297,6 @@ def test_at_stop_a_dead_and_a_rate_limited_notifier_do_not_cost_the_shutdown_not
     must still hand the healthy Slack the alerts and the shutdown notice, each notifier draining
     its own queue in parallel within the one deadline, and return by that deadline."""
     import socket
-    import time
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))
     dead.listen(16)
@@ -369,7 +367,6 @@ def test_a_critical_alert_goes_before_info_notices_queued_at_the_same_notifier()
 
 def test_one_alert_at_one_notifier_takes_no_longer_than_its_budget():
     import socket
-    import time
 
     import requests
     dead = socket.socket()

@@ -36,6 +36,7 @@ from pathlib import Path
 import yaml
 from loguru import logger
 
+from karb.backtest.sweep import base_data
 from karb.cli import EXIT_CONFIG, EXIT_OK, resolve_config_path
 from karb.config import parse_config
 from karb.schema import ConfigError
@@ -54,18 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-oracle", action="store_true", help="skip the two oracle runs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="set a config value (repeatable; KEY=V1,V2 sweeps)")
-
-
-def load_data(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: is not valid YAML") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top")
-    return data
 
 
 def apply_sets(data: dict, sets: list[str], args: argparse.Namespace) -> dict:
@@ -103,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
     sweeps = [s for s in args.set if "," in s.partition("=")[2]]
     if sweeps:
         return _sweep(path, args)
-    config = parse_config(apply_sets(load_data(path), args.set, args))
+    config = parse_config(apply_sets(base_data(path), args.set, args))
     if config.sim is None:
-        config = dataclasses.replace(config, sim=parse_config({**load_data(path), "sim": {}}).sim)
+        config = dataclasses.replace(config, sim=parse_config({**base_data(path), "sim": {}}).sim)
     logger.remove()
     logger.add(sys.stderr, level="ERROR")  # a failed trade is a warning: the journal has it
     options = BacktestOptions(days=args.days, data=args.data, out=args.out,
@@ -128,14 +117,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sweep(path: Path, args: argparse.Namespace) -> int:
-    try:
-        from karb.backtest import sweep
-    except ImportError:
-        print("config error: --set with several values needs the sweep runner "
-              "(karb.backtest.sweep)", file=sys.stderr)
-        return EXIT_CONFIG
+    from karb.backtest import sweep
     from karb.backtest.run import sweep_job
 
-    base = apply_sets(load_data(path), [s for s in args.set if "," not in s.partition("=")[2]], args)
+    base = apply_sets(base_data(path), [s for s in args.set if "," not in s.partition("=")[2]], args)
     print(sweep.sweep(sweep_job, base, [s for s in args.set if "," in s.partition("=")[2]]))
     return EXIT_OK

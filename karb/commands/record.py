@@ -16,7 +16,6 @@ Ctrl-C, 1 if the recorder failed (disk full: the reason is logged).
 from __future__ import annotations
 
 import argparse
-import signal
 import threading
 import time
 
@@ -26,6 +25,7 @@ from feeds import HourlyRecorder
 from karb import logs
 from karb.book import BookBoard
 from karb.cli import EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, config_from_args
+from karb.commands.signals import stop_on_signals
 from karb.market_data import MarketData
 
 NAME = "record"
@@ -51,31 +51,21 @@ def run(args: argparse.Namespace) -> int:
 
         cluster = SimCluster.from_config(config).start()
         config = cluster.apply_to(config)
-    stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum, _frame):
-        logger.warning("{} received: stopping", signal.Signals(signum).name)
-        received.append(signum)
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     recorder = HourlyRecorder(args.out)
     market_data = MarketData(config, BookBoard(config.markets), recorder=recorder)
-    try:
-        logger.info("recording {} markets from both venues to {}", len(config.markets), args.out)
-        market_data.start()
-        _log_until_stopped(recorder, stop, args.duration)
-    finally:
-        market_data.stop()  # stops the recorder too: what is queued is written
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if cluster is not None:
-            cluster.stop()
+    with stop_on_signals() as stop:
+        try:
+            logger.info("recording {} markets from both venues to {}", len(config.markets), args.out)
+            market_data.start()
+            _log_until_stopped(recorder, stop.event, args.duration)
+        finally:
+            market_data.stop()  # stops the recorder too: what is queued is written
+            if cluster is not None:
+                cluster.stop()
     _log_minute(recorder, {}, 0, final=True)
     if recorder.error is not None:
         return EXIT_BUG
-    return EXIT_INTERRUPTED if signal.SIGINT in received else EXIT_OK
+    return EXIT_INTERRUPTED if stop.interrupted else EXIT_OK
 
 
 def _log_until_stopped(recorder: HourlyRecorder, stop: threading.Event, duration: float | None) -> None:

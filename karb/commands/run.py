@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 from decimal import ROUND_DOWN, Decimal
 
 from loguru import logger
 
 from karb import logs
 from karb.cli import EXIT_CONFIG, EXIT_HALTED, EXIT_INTERRUPTED, EXIT_OK, config_from_args
+from karb.commands.signals import stop_on_signals
 from karb.exchanges.errors import VenueError
 from karb.exchanges.factory import make_client
 from karb.instance_lock import EXIT_LOCKED, holder, lock_paths
@@ -134,24 +134,14 @@ def _paper_or_real(client, markets: list[str]) -> dict[str, Balance]:
 def _run_until_stopped(engine, duration: float | None) -> int:
     """Start, wait for a signal or ``duration``, stop. Exit code: 130 after SIGINT (Ctrl-C),
     else 5 if trading ended halted or killed, else 0 (SIGTERM and ``--duration`` included)."""
-    stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum, _frame):
-        logger.warning("{} received: stopping", signal.Signals(signum).name)
-        received.append(signum)
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    engine.risk.kill.install_signal_handler(signal.SIGUSR1)
-    try:
-        engine.start()
-        stop.wait(duration)
-    finally:
-        engine.stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with stop_on_signals() as stop:
+        engine.risk.kill.install_signal_handler(signal.SIGUSR1)
+        try:
+            engine.start()
+            stop.event.wait(duration)
+        finally:
+            engine.stop()
     print(engine.summary(), flush=True)
-    if signal.SIGINT in received:
+    if stop.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_HALTED if engine.risk.state.value != "active" else EXIT_OK
