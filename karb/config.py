@@ -118,7 +118,10 @@ class BandConfig:
 @dataclass(frozen=True)
 class InventoryConfig:
     bands: dict[str, dict[str, BandConfig]] = field(default_factory=dict)  # venue -> asset -> band
-    skew_bps: float = 5.0  # threshold relief for the direction that restores balance
+    # threshold move half-way between target and floor (raise), and the most relief above target
+    skew_bps: float = field(default=10.0, metadata={"ge": 0})
+    floor_share: float = field(default=0.2, metadata={"ge": 0, "le": 0.95})  # default band: of start
+    soft_share: float = field(default=0.5, metadata={"ge": 0, "le": 1})  # "low": suggest a transfer
     rebalance_imbalance: float = field(default=0.5, metadata={"le": 1})  # suggest a transfer beyond
 
 

@@ -190,6 +190,7 @@ class Engine:
         # what did start, in reverse.
         self._run_part(self.journal.start, self.journal.stop)
         self.risk.rebuild(self.journal)
+        self._set_inventory_targets(balances)
         self._run_part(self.risk.kill.start, self.risk.kill.stop)  # engaged before any pass
         self._run_part(self.market_data.start, self.market_data.stop)
         if self.streams is not None:  # up before the first leg, so legs can follow it
@@ -206,6 +207,17 @@ class Engine:
         self._started_fully = True
         self.alerter.notify(Alert("startup", "engine", self.summary().replace(
             "K-Arb summary", "K-Arb started", 1), "info"))
+
+    def _set_inventory_targets(self, balances: dict) -> None:
+        """Targets from where inventory first started (the journal's first balances); a new
+        journal gets today's, written before any trade so a restart finds the same."""
+        first = self.journal.first_balances()
+        if not first:
+            for venue, venue_balances in balances.items():
+                self.journal.record_balances(venue.value, venue_balances, "start")
+            self.journal.flush()
+            first = {v.value: {c: b.free for c, b in vb.items()} for v, vb in balances.items()}
+        self.inventory.set_targets({Venue(v): amounts for v, amounts in first.items()})
 
     def _run_part(self, start, stop) -> None:
         start()
@@ -377,7 +389,9 @@ class Engine:
             rate_limit_bans=self._rate_limit_bans(),
             circuit=risk["circuit"],
             trading_state=risk["state"], halt_reason=risk["kill_reason"] or risk["halt_reason"],
-            transfers=[str(t) for t in self.inventory.transfers(assets)],
+            transfers=[str(t) for t in self.inventory.transfers(assets + ["KRW"])],
+            inventory={a: {v.value: (shares[v.value], self.inventory.target_share(v, a) or 0.0) for v in Venue}
+                       for a, shares in self.inventory.shares(assets + ["KRW"]).items()},
             journal_errors=journal_errors,
             journal_failing=self._journal_watch.failing(journal_errors, now_ns),
             recorder_error=self.market_data.recorder_error, halts=risk["halts"],

@@ -1,17 +1,26 @@
 """Inventory: trading without transfers drains one venue's coin and the other venue's KRW.
 
-Three jobs, all read-only over the ``Ledger``'s free balances:
+Four jobs, all read-only over the ``Ledger``'s free balances:
 
+* targets: each asset's target share per venue, by default where it started (``set_targets``
+  with the first balances the journal holds, so a restart keeps the original targets);
 * bands: per venue and asset (``KRW`` included) a ``[min, max]``; a direction whose trade would
   take a balance outside its band is capped, and blocked when nothing tradeable is left
   (``volume_cap`` on the hot path with top-of-book prices, then ``exact_cap`` and ``check``
-  exactly, with fees, at the candidate's limit prices);
-* skew: the threshold is lowered for the direction that sells where the coin has piled up and
-  raised for the other, by ``skew_bps`` times the imbalance (never below zero);
+  exactly, with fees, at the candidate's limit prices). Where the config names no band, the
+  floor is ``floor_share`` of the start amount (the hard band; ``soft_share`` of it marks an
+  asset as low and suggests a transfer);
+* skew: each direction's threshold follows the *pressure* on each side it drains (coin on the
+  sell venue, KRW on the buy venue): ``p = (target - have) / (target - floor)``, 0 at target, 1
+  at the floor. A side below target raises the threshold by ``skew_bps * p / (1 - p)``
+  (``skew_bps`` half-way to the floor, 4x at 80 %, unbounded at the floor); a side above target
+  lowers it by ``skew_bps * |p|`` (at most ``skew_bps`` per side; never below zero). The curve
+  is smooth at the target, so a market keeps trading both ways whenever the gap swings, and
+  drains ever more slowly as a side empties;
 * transfers: the rebalancing transfer to suggest (what, from where, to where, how much).
 
-Called from the strategy thread (caps, threshold) and the status thread (transfers); no state
-of its own, so no lock.
+Called from the strategy thread (caps, threshold) and the status thread (shares, transfers);
+the targets are set once at start-up, before either runs, so no lock.
 """
 from __future__ import annotations
 
@@ -45,26 +54,84 @@ class Inventory:
     def __init__(self, config: InventoryConfig, ledger: Ledger):
         self.config = config
         self.ledger = ledger
-        self._bands: dict[tuple[Venue, str], BandConfig] = {
+        self._configured: dict[tuple[Venue, str], BandConfig] = {
             (Venue(venue), asset): band
             for venue, assets in config.bands.items() for asset, band in assets.items()
         }
+        self._bands = dict(self._configured)
+        self._targets: dict[str, dict[Venue, float]] = {}  # asset -> venue -> share of the total
+        self._soft: dict[tuple[Venue, str], Decimal] = {}
 
-    def imbalance(self, asset: str) -> float:
-        """``(upbit - bithumb) / (upbit + bithumb)`` of ``asset``: +1 all on Upbit, 0 even."""
-        up = self.ledger.free(Venue.UPBIT, asset)
-        bt = self.ledger.free(Venue.BITHUMB, asset)
-        total = up + bt
-        return float((up - bt) / total) if total > 0 else 0.0
+    def set_targets(self, start: dict[Venue, dict[str, Decimal]]) -> None:
+        """Targets and default bands from the start balances (venue -> asset -> free)."""
+        assets = {a for balances in start.values() for a in balances}
+        for asset in assets:
+            amounts = {v: start.get(v, {}).get(asset, Decimal(0)) for v in Venue}
+            total = sum(amounts.values())
+            if total <= 0:
+                continue
+            self._targets[asset] = {v: float(a / total) for v, a in amounts.items()}
+            for venue, amount in amounts.items():
+                self._soft[(venue, asset)] = amount * Decimal(repr(self.config.soft_share))
+                if (venue, asset) not in self._configured and amount > 0:
+                    floor = (amount * Decimal(repr(self.config.floor_share))).quantize(STEP, ROUND_DOWN)
+                    self._bands[(venue, asset)] = BandConfig(min=floor)
+
+    def target_share(self, venue: Venue, asset: str) -> float | None:
+        """``venue``'s target share of ``asset``; None before ``set_targets`` named the asset."""
+        return self._targets.get(asset, {}).get(venue)
+
+    def shares(self, assets: list[str]) -> dict[str, dict[str, float]]:
+        """Each asset's share per venue now (the panel and metrics show it beside its target)."""
+        out = {}
+        for asset in assets:
+            held = {v: self.ledger.free(v, asset) for v in Venue}
+            total = sum(held.values())
+            if total > 0:
+                out[asset] = {v.value: float(held[v] / total) for v in Venue}
+        return out
+
+    def low(self, venue: Venue, asset: str) -> bool:
+        """Below ``soft_share`` of its start amount on ``venue``."""
+        soft = self._soft.get((venue, asset))
+        return soft is not None and self.ledger.free(venue, asset) < soft
+
+    def pressure(self, venue: Venue, asset: str) -> float:
+        """How far a trade draining ``asset`` on ``venue`` has gone from target towards its
+        floor: 0 at target, 1 at the floor, negative above target (at least -1)."""
+        share = self.target_share(venue, asset)
+        if share is None:  # no target: no opinion
+            return 0.0
+        held = {v: self.ledger.free(v, asset) for v in Venue}
+        total = float(sum(held.values()))
+        if total <= 0:
+            return 0.0
+        target = share * total
+        band = self._bands.get((venue, asset))
+        floor = float(band.min) if band is not None else 0.0
+        if target <= floor:
+            return 0.0
+        return max((target - float(held[venue])) / (target - floor), -1.0)
 
     def threshold_bps(self, market: str, sell_venue: Venue, base_bps: float) -> float:
-        """The threshold for selling on ``sell_venue``: lower when that restores balance."""
-        if not self.config.skew_bps:
+        """The threshold for selling on ``sell_venue`` (buying on the other): moved by the
+        pressure on each side it drains, the coin on ``sell_venue`` and KRW on the other."""
+        skew = self.config.skew_bps
+        if not skew:
             return base_bps
-        tilt = self.imbalance(base_currency(market))
-        if sell_venue is Venue.BITHUMB:
-            tilt = -tilt
-        return max(base_bps - self.config.skew_bps * tilt, 0.0)
+        buy_venue = Venue.UPBIT if sell_venue is Venue.BITHUMB else Venue.BITHUMB
+        move = 0.0
+        for venue, asset in ((sell_venue, base_currency(market)), (buy_venue, quote_currency(market))):
+            p = self.pressure(venue, asset)
+            if p >= 1.0:
+                return INF
+            move += skew * p / (1.0 - p) if p > 0.0 else skew * p
+        return max(base_bps + move, 0.0)
+
+    @property
+    def max_relief_bps(self) -> float:
+        """The most ``threshold_bps`` can fall below its base: both drained sides far above target."""
+        return 2 * self.config.skew_bps
 
     def volume_cap(self, market: str, buy_venue: Venue, sell_venue: Venue, price: float) -> float:
         """Largest coin volume keeping all four balances in band (KRW valued at ``price``)."""
@@ -150,6 +217,8 @@ class Inventory:
                 why = f"{poor.value} below its band minimum {poor_band.min}"
             elif rich_band is not None and rich_band.max is not None and rich_amt > rich_band.max:
                 why = f"{rich.value} above its band maximum {rich_band.max}"
+            elif self.low(poor, asset):
+                why = f"{poor.value} below {self.config.soft_share:.0%} of its start amount"
             elif abs(float((up - bt) / total)) >= self.config.rebalance_imbalance:
                 why = f"{rich.value} holds {float(rich_amt / total):.0%}"
             else:

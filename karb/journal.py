@@ -234,6 +234,15 @@ class Journal:
                          "FROM risk_events WHERE kind = 'resume'")[0]
         return row["id"], row["upto"]
 
+    def first_balances(self) -> dict[str, dict[str, Decimal]]:
+        """Each venue's first journalled balances (free): where inventory started."""
+        rows = self.query("SELECT venue, currency, free FROM balances AS b WHERE wall_ns = "
+                          "(SELECT MIN(wall_ns) FROM balances WHERE venue = b.venue) ORDER BY id")
+        out: dict[str, dict[str, Decimal]] = {}
+        for row in rows:
+            out.setdefault(row["venue"], {})[row["currency"]] = Decimal(row["free"])
+        return out
+
     def last_breaker_event(self) -> dict[str, Any] | None:
         """The last ``breaker_open`` or ``breaker_closed`` row (its ``wall_ns`` is when)."""
         rows = self.query("SELECT * FROM risk_events WHERE kind IN ('breaker_open', "

@@ -66,6 +66,11 @@ def render_metrics(s: EngineSnapshot) -> str:
         for ccy, amount in sorted(balances.items()):
             w.metric("karb_balance", "gauge", "Venue balance (free to trade, incl. what open trades hold) by venue and currency.",
                      float(amount), venue=venue, currency=ccy)
+    for index, name, help_text in ((0, "karb_inventory_share", "Share of an asset held on a venue (0..1)."),
+                                   (1, "karb_inventory_target_share", "Target share of an asset on a venue.")):
+        for asset, shares in sorted(s.inventory.items()):  # one family's samples together
+            for venue, pair in sorted(shares.items()):
+                w.metric(name, "gauge", help_text, pair[index], asset=asset, venue=venue)
     for asset, amount in sorted(s.residual.items()):
         w.metric("karb_residual_exposure", "gauge", "Unhedged coin left by failed legs.",
                  float(amount), asset=asset)

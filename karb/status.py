@@ -60,6 +60,8 @@ class EngineSnapshot:
     trading_state: str = "active"
     halt_reason: str | None = None
     transfers: list[str] = field(default_factory=list)  # suggested rebalancing transfers
+    # asset -> venue -> (share of the asset held there now, its target share)
+    inventory: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     journal_errors: int = 0  # failed journal writes since start
     journal_failing: bool = False  # a journal write failed within the last JOURNAL_CLEAR_S
     recorder_error: str | None = None  # why frame recording stopped, if it did
@@ -132,6 +134,11 @@ def render_panel(s: EngineSnapshot, width: int = 100) -> str:
         lines.append("RESIDUAL " + "  ".join(f"{a} {v}" for a, v in s.residual.items() if v))
     if s.unresolved:
         lines.extend(_wrap("UNRESOLVED (may still fill) ", s.unresolved, width))
+    if s.inventory:
+        items = [f"{asset} " + "/".join(f"{100 * now:.0f}%" for now, _ in shares.values())
+                 + " (target " + "/".join(f"{100 * t:.0f}%" for _, t in shares.values()) + ")"
+                 for asset, shares in sorted(s.inventory.items())]
+        lines.extend(_wrap("inventory upbit/bithumb ", items, width))
     lines.extend(f"rebalance: {t}" for t in s.transfers)
     for venue, ban in sorted(s.rate_limit_bans.items()):
         if ban.blocked_for_s > 0:

@@ -84,8 +84,8 @@ class Strategy:
         self._max_age_ns = self.settings.max_book_age_ms * NS_PER_MS
         self._max_skew_ns = self.settings.max_skew_ms * NS_PER_MS
         self._cooldown_ns = self.settings.cooldown_ms * NS_PER_MS
-        # inventory skew moves the threshold by at most skew_bps (tilt is within -1..1)
-        self._lowest_threshold = max(self.settings.threshold_bps - config.inventory.skew_bps, 0.0)
+        # inventory skew lowers a direction's threshold by at most this much
+        self._lowest_threshold = max(self.settings.threshold_bps - inventory.max_relief_bps, 0.0)
         self._max_volume = {m: float(v) for m, v in self.settings.max_volume.items()}
         self._fees: dict[tuple[Venue, str], tuple[object, float]] = {}
         self._seen: dict[str, tuple[int, int]] = {}

@@ -291,3 +291,27 @@ def test_karb_run_sim_with_an_open_keys_file_runs_and_says_why_alerts_skip_it(tm
     assert "keys error" not in err
     (warned,) = [line for line in err.splitlines() if "alert secrets from keys_file not loaded" in line]
     assert "WARNING" in warned and f"chmod 600 {path}" in warned
+
+
+def test_inventory_targets_are_where_the_journal_first_saw_the_balances(tmp_path):
+    """A restart with drained balances keeps the first start's targets (not today's)."""
+    from karb.model import Balance
+
+    def start(btc_up, btc_bt):
+        engine = Engine(_config(tmp_path), {v: NoMarketsClient(v) for v in Venue}, "dry_run")
+        engine.journal.start()
+        try:
+            balances = {Venue.UPBIT: {"BTC": Balance("BTC", D(btc_up)), "KRW": Balance("KRW", D(10**7))},
+                        Venue.BITHUMB: {"BTC": Balance("BTC", D(btc_bt)), "KRW": Balance("KRW", D(10**7))}}
+            for venue, venue_balances in balances.items():
+                engine.risk.ledger.load(venue, venue_balances)
+            engine._set_inventory_targets(balances)
+            return engine.inventory
+        finally:
+            engine.journal.stop()
+
+    first = start("1", "1")
+    assert first.target_share(Venue.UPBIT, "BTC") == 0.5
+    again = start("0.2", "1.8")  # the engine drained Upbit's BTC, then restarted
+    assert again.target_share(Venue.UPBIT, "BTC") == 0.5
+    assert again.threshold_bps("KRW-BTC", Venue.UPBIT, 10) == float("inf")  # at its floor (0.2)

@@ -1,4 +1,5 @@
 """Strategy thread and pass: fresh books only, caps from balances and risk, cooldown, skew."""
+import math
 from decimal import Decimal as D
 
 import pytest
@@ -266,19 +267,21 @@ def test_evaluate_with_band_blocking_the_direction_makes_no_signal(tmp_path):
 
 def test_evaluate_with_coin_piled_on_sell_venue_lowers_its_threshold(tmp_path):
     # Arrange: top net edge (140.8M x 0.9995 - 140.0M x 1.0004) / 140.0M = 48.1 bps under a
-    # 52 bps threshold; skew 10 bps x imbalance 0.8 takes 8 bps off for selling on Upbit
+    # 52 bps threshold; targets where it started (1 BTC and 10M KRW on each venue)
     h = Harness(tmp_path, strategy={"threshold_bps": 52}, inventory={"skew_bps": 10})
+    h.inventory.set_targets({v: {"BTC": D(1), "KRW": D(10_000_000)} for v in Venue})
     h.books()
     assert h.evaluate() == []
     # Act: 0.9 BTC on Upbit, 0.1 on Bithumb -> selling on Upbit restores balance
     h.fund(up=dict(KRW=10_000_000, BTC="0.9"), bt=dict(KRW=10_000_000, BTC="0.1"))
     h.clock.advance(2)
     h.books()
-    # Assert
+    # Assert: Upbit's BTC is far above target (p = -1: 10 bps off); Bithumb's KRW at target
     (signal,) = h.evaluate()
     assert signal.sell_venue is Venue.UPBIT
-    assert h.inventory.threshold_bps(MARKET, Venue.UPBIT, 52) == pytest.approx(44.0)
-    assert h.inventory.threshold_bps(MARKET, Venue.BITHUMB, 52) == pytest.approx(60.0)
+    assert h.inventory.threshold_bps(MARKET, Venue.UPBIT, 52) == pytest.approx(42.0)
+    # selling on Bithumb would drain 0.1 BTC, already below its default floor (0.2 of 1 BTC)
+    assert h.inventory.threshold_bps(MARKET, Venue.BITHUMB, 52) == math.inf
 
 
 def test_evaluate_with_stale_data_for_too_long_halts_trading(tmp_path):

@@ -211,7 +211,7 @@ def unconstrained_config(config: Config) -> Config:
     """Inventory limits lifted: no bands, no position limit (balances are scaled by the caller)."""
     big = Decimal(10) ** 18
     return dataclasses.replace(
-        config, inventory=dataclasses.replace(config.inventory, bands={}),
+        config, inventory=dataclasses.replace(config.inventory, bands={}, floor_share=0.0, skew_bps=0.0),
         risk=dataclasses.replace(config.risk, max_position_krw=big, max_position={}))
 
 
@@ -349,6 +349,7 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
         balances = {c: Balance(c, Decimal(a)) for c, a in start[venue.value].items()}
         risk.ledger.load(venue, balances)
         clients[venue].load(balances)
+    inventory.set_targets({v: {c: Decimal(a) for c, a in start[v.value].items()} for v in Venue})
     if journal_path.exists():
         journal_path.unlink()
     journal.start()
