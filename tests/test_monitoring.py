@@ -305,3 +305,14 @@ def test_engine_snapshot_carries_each_venue_clients_request_windows(tmp_path):
     assert set(s.rate_limits) == {"upbit", "bithumb"}
     assert s.rate_limits["upbit"]["order"].used == 1 and s.rate_limits["upbit"]["order"].limit == 12
     assert 'karb_ratelimit_used{venue="upbit",group="order"} 1.0' in render_metrics(s)
+
+
+def test_inventory_shares_show_in_the_panel_and_metrics_beside_their_targets():
+    s = snapshot(inventory={"BTC": {"upbit": (0.2, 0.5), "bithumb": (0.8, 0.5)},
+                            "KRW": {"upbit": (0.5, 0.5), "bithumb": (0.5, 0.5)}})
+    assert "BTC 20%/80% (target 50%/50%)" in render_panel(s)
+    families = {f.name: f for f in text_string_to_metric_families(render_metrics(s))}
+    shares = {(x.labels["asset"], x.labels["venue"]): x.value for x in families["karb_inventory_share"].samples}
+    assert shares[("BTC", "upbit")] == 0.2 and shares[("BTC", "bithumb")] == 0.8
+    targets = families["karb_inventory_target_share"].samples
+    assert {x.value for x in targets} == {0.5}
