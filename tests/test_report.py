@@ -95,6 +95,8 @@ def test_figures_from_a_journal_are_exact(journal_path):
     assert (m.legs_final, m.legs_complete, m.legs_open) == (10, 8, 0)  # unwind orders not counted
     assert m.leg_success_rate == D("0.8")
     assert m.pnl_per_day == [(1, D(-1500), 3), (2, D("3799.5"), 2)]
+    # every fixture trade buys on Bithumb and sells on Upbit: one way only, per day
+    assert m.directions == {"KRW-BTC": {1: (2, 0), 2: (1, 0)}, "KRW-XRP": {1: (1, 0), 2: (1, 0)}}
     btc, xrp = m.markets
     assert (btc.market, btc.trades, btc.succeeded, btc.pnl_krw, btc.fees_krw) == ("KRW-BTC", 3, 3, D(5500), D(300))
     assert (xrp.market, xrp.trades, xrp.succeeded, xrp.pnl_krw, xrp.fees_krw) == ("KRW-XRP", 2, 0, D("-3200.5"), D(60))
@@ -121,6 +123,7 @@ def test_journal_only_report_says_what_is_not_available(journal_path, tmp_path):
     assert "| Maximum drawdown reported | met | 3,000.00 KRW |" in text
     assert "| oracle PnL and capture | not available from a journal |" in text
     assert "Seed, profile and speed: not available from a journal." in text
+    assert "| KRW-BTC | 2 / 0 | 1 / 0 |" in text  # per day: sold on Upbit / sold on Bithumb
     assert "Reasons for missed opportunities: not available from a journal" in text
     assert "| 2 | 2 | 3,799.50 KRW |" in text  # day 2
     assert "| unwind_step | 1 |" in text

@@ -180,6 +180,14 @@ def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: 
     lines += _table(["day", "trades", "PnL"], [[str(d), str(n), krw(v)] for d, v, n in m.pnl_per_day])
     lines += _image(images.get("pnl_per_day"), "PnL per day", img_prefix)
 
+    lines += ["## Trades per day and direction", ""]
+    days = [d for d, _, _ in m.pnl_per_day]
+    lines += ["Each cell: trades selling on Upbit / selling on Bithumb. A market that trades one "
+              "way only has drained a side (coin on one venue, KRW on the other).", ""]
+    lines += _table(["market"] + [f"day {d}" for d in days], [
+        [market] + ["%d / %d" % per_day.get(d, (0, 0)) for d in days]
+        for market, per_day in m.directions.items()]) if m.directions else ["No trades.", ""]
+
     lines += ["## Per market", ""]
     lines += _table(["market", "trades", "success", "PnL", "fees", "oracle PnL", "capture"], [
         [r.market, str(r.trades), f"{r.succeeded}/{r.trades}", krw(r.pnl_krw), krw(r.fees_krw),

@@ -61,6 +61,8 @@ class Metrics:
     capture: Decimal | None
     unbooked: int = 0  # trades with legs but no booked result
     unbooked_coin: dict[str, Decimal] = field(default_factory=dict)  # market -> coin (+ = long)
+    # market -> day -> (trades selling on Upbit, trades selling on Bithumb): both ways alive?
+    directions: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
 
     @property
     def leg_success_rate(self) -> Decimal | None:
@@ -102,6 +104,11 @@ def compute(data: ReportData) -> Metrics:
     if data.first_ns is not None and data.last_ns is not None:  # days without trades show as 0
         for n in range(1, (data.last_ns - 1 - start) // DAY_NS + 2):
             days.setdefault(n, [ZERO, 0])
+    directions: dict[str, dict[int, list[int]]] = {}
+    for t in trades:
+        day = max(0, (t.wall_ns - start) // DAY_NS) + 1
+        counts = directions.setdefault(t.market, {}).setdefault(day, [0, 0])
+        counts[0 if t.direction.endswith("sell upbit") else 1] += 1
     oracle = data.oracle
     rows = []
     for market in sorted({t.market for t in trades} | set(oracle.per_market if oracle else ())):
@@ -120,7 +127,9 @@ def compute(data: ReportData) -> Metrics:
         max_drawdown_krw=max_drawdown([e for _, e in equity]), equity=equity,
         pnl_per_day=[(n, v[0], v[1]) for n, v in sorted(days.items())],
         markets=rows, capture=capture(total, oracle.pnl_krw) if oracle else None,
-        unbooked=len(data.unbooked), unbooked_coin=_unbooked_coin(data))
+        unbooked=len(data.unbooked), unbooked_coin=_unbooked_coin(data),
+        directions={m: {d: (c[0], c[1]) for d, c in sorted(per_day.items())}
+                    for m, per_day in sorted(directions.items())})
 
 
 def _unbooked_coin(data: ReportData) -> dict[str, Decimal]:
