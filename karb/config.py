@@ -105,6 +105,10 @@ class StrategyConfig:
     # A net edge above this is "too good to be true" (a bad frame, a stuck book): not traded
     # until a REST read of both books shows it too (karb.sanity).
     sanity_max_net_bps: float = field(default=300.0, metadata=POSITIVE)
+    # Skip a market a venue flags (investment warning, caution or alert, delisting): the gap
+    # that opens then may never close (karb.venue_state). Read every venue_state_s.
+    skip_flagged_markets: bool = True
+    venue_state_s: float = field(default=60.0, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,12 @@
 ``Engine.start()`` first takes the instance locks (``karb.instance_lock``: one engine per
 journal and per kill-file directory), runs the start-up checks, loads balances and market
 rules from the venues, starts the journal and rebuilds the risk state from it (today's PnL and
-peak, residuals, an active halt), reads the kill switch and starts its thread, then starts the
+peak, residuals, an active halt), sets inventory targets (where the journal first saw the
+balances), reads the kill switch and starts its thread, then starts the
 feeds, the private order/asset streams (``karb.order_stream``; not in dry-run) and the
-executor, which recovers what a previous run left open (``karb.recovery``), and only then
-the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a halt within
+executor, which recovers what a previous run left open (``karb.recovery``), the
+``venue-state`` thread (markets a venue flags are held before the first pass;
+``karb.venue_state``), and only then the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a halt within
 a second), rules refresh (daily; after start-up it also checks each market's own fee, one
 look-up every 2 s) and monitor. So neither a kill file nor a halt present at start lets a
 first strategy pass trade. The ``alerts`` thread starts right after the locks and stops last,
@@ -57,6 +59,7 @@ from karb.secrets import SecretsError, load_alert_secrets
 from karb.startup import check_clocks, check_keys, check_markets
 from karb.status import EngineSnapshot, FeedStatus, MarketStatus
 from karb.strategy import Strategy
+from karb.venue_state import VenueStateWatch
 
 RULES_REFRESH_S = 24 * 3600
 FEE_CHECK_INTERVAL_S = 2.0  # one market's own fee look-up this often after start-up
@@ -153,6 +156,7 @@ class Engine:
                                  on_signal=self.executor.submit,
                                  read_book=lambda venue, market: clients[venue].get_orderbook(market),
                                  on_alert=self.alerter.notify)
+        self.venue_state = VenueStateWatch(clients, self.strategy, config)
         self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock,
                                         streams=self.streams)
         self.executor.add_listener(self.balance_sync.request_refresh)
@@ -197,6 +201,7 @@ class Engine:
             self._run_part(self.streams.start, self.streams.stop)
         self._run_part(self.executor.start, self._stop_executor)  # recovers leftovers first
         self._run_part(self._resume_thread.start, self._stop_resume_thread)
+        self._run_part(self.venue_state.start, self.venue_state.stop)  # flags held before trading
         self._run_part(self.strategy.start, self.strategy.stop)
         self._run_part(self.balance_sync.start, self.balance_sync.stop)
         self._run_part(self._rules_thread.start, self._stop_rules_thread)

@@ -91,6 +91,12 @@ class SimExchange:
         self._ids = itertools.count(3152350309)
         self._attempts: Counter[tuple[str, str]] = Counter()  # (key, identifier) -> placements tried
         self._listeners: list[Callable[[str, str, object], None]] = []
+        # market -> the venue's own flags: "WARNING" (투자유의) and caution / alert kinds
+        self.market_flags: dict[str, frozenset[str]] = {}
+
+    def set_market_flags(self, market: str, flags: set[str] | frozenset[str]) -> None:
+        """Flag ``market`` as the venue would (served by ``/v1/market/all`` with details)."""
+        self.market_flags = {**self.market_flags, market: frozenset(flags)}
 
     def add_listener(self, listener: Callable[[str, str, object], None]) -> None:
         """Be told of every order event and balance change (module docstring)."""

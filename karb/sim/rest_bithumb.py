@@ -55,6 +55,7 @@ class BithumbApi(UpbitApi):
             ("DELETE", "/v2/order"): (self.cancel_order_v2, True, "bithumb-order"),
             ("GET", "/v2/orders/pending"): (self.pending_orders, True, "private"),
             ("GET", "/v2/orders/history"): (self.closed_orders, True, "private"),
+            ("GET", "/v1/market/virtual_asset_warning"): (self.asset_warnings, False, "public"),
         })
         self.legacy = LegacyRoutes(exchange, sim)
         for key, handler in self.legacy.routes.items():
@@ -65,6 +66,18 @@ class BithumbApi(UpbitApi):
         if request.path.startswith("/public/orderbook/") or request.path.startswith("/public/ticker/"):
             return self.legacy.public(request)
         return super().handle(request)
+
+    def market_details(self, market: str) -> dict:
+        """Bithumb's ``market/all`` details carry ``market_warning`` only."""
+        flags = self.exchange.market_flags.get(market, frozenset())
+        return {"market_warning": "CAUTION" if "WARNING" in flags else "NONE"}
+
+    def asset_warnings(self, request: Request, _account) -> Response:
+        """The 경보제 list: a row per market and alert kind (every flag but ``WARNING``)."""
+        return Response(200, [{"market": market, "warning_type": kind, "warning_step": "CAUTION",
+                               "end_date": "2099-12-31 23:59:59"}
+                              for market, flags in sorted(self.exchange.market_flags.items())
+                              for kind in sorted(flags - {"WARNING"})])
 
     def default_levels(self, n_markets: int) -> int:
         return 30 if n_markets == 1 else 15

@@ -25,6 +25,9 @@ Handler = Callable[[Request, "Account | None"], Response]
 
 # Upbit request groups and per-second limits (spec §3.1; quotation limits per IP). The order
 # group is 12/s since 2026-08-21 (8/s before; docs.upbit.com changelog order-rate-limit-update).
+# market_event.caution keys (docs.upbit.com "마켓 코드 조회")
+UPBIT_CAUTIONS = ("PRICE_FLUCTUATIONS", "TRADING_VOLUME_SOARING", "DEPOSIT_AMOUNT_SOARING",
+                  "GLOBAL_PRICE_DIFFERENCES", "CONCENTRATION_OF_SMALL_ACCOUNTS")
 GROUP_LIMITS = {"market": 10, "ticker": 10, "orderbook": 10, "default": 30, "order": 12}
 TOO_MANY = b"Too many API requests."  # Upbit's 429 body: plain text, not JSON
 _AUTH_NAMES = {"missing": "jwt_verification", "malformed": "jwt_verification", "bad_signature": "jwt_verification",
@@ -150,9 +153,16 @@ class UpbitApi:
             korean, english = _NAMES["coin"].get(coin, (coin, coin))
             entry = {"market": market, "korean_name": korean, "english_name": english}
             if details:
-                entry["market_warning"] = "NONE"
+                entry.update(self.market_details(market))
             out.append(entry)
         return Response(200, out)
+
+    def market_details(self, market: str) -> dict:
+        """Upbit's ``market_warning`` and ``market_event`` from the market's sim flags."""
+        flags = self.exchange.market_flags.get(market, frozenset())
+        return {"market_warning": "CAUTION" if "WARNING" in flags else "NONE",
+                "market_event": {"warning": "WARNING" in flags,
+                                 "caution": {kind: kind in flags for kind in UPBIT_CAUTIONS}}}
 
     def _markets_param(self, request: Request) -> list[str] | Response:
         text = request.get("markets") or ""

@@ -24,6 +24,7 @@ from karb.exchanges.bithumb import constants as C
 from karb.exchanges.bithumb.auth import BithumbAuth, now_ms
 from karb.exchanges.bithumb.parse import parse_pending_page, parse_place_ack
 from karb.exchanges.errors import OrderNotReady, OrderStateUnknown, UnknownVenueError
+from karb.exchanges.market_state import parse_bithumb_states
 from karb.exchanges.ratelimit import Group
 from karb.exchanges.upbit import parse
 from karb.exchanges.upbit.client import UpbitClient
@@ -49,6 +50,13 @@ class BithumbClient(UpbitClient):
     def _make_auth(self, credentials: Credentials, nonce_factory: Callable[[], str]):
         return BithumbAuth(credentials.access_key, credentials.secret_key, nonce_factory,
                            self._clock_ms)
+
+    def get_market_states(self) -> dict[str, str | None]:
+        """Every listed KRW market with why Bithumb flags it (``market_warning`` and the alert
+        list), or None (``karb.exchanges.market_state``)."""
+        body = self._public(C.PATH_MARKETS, [("isDetails", "true")])
+        warnings = self._public(C.PATH_WARNINGS)
+        return self._parsed(parse_bithumb_states, body, warnings)
 
     def get_market_info(self, markets: list[str]) -> list[MarketInfo]:
         """Fees and minimum order from ``/v1/orders/chance`` of one market per quote currency,

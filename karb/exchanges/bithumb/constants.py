@@ -10,6 +10,7 @@ BITHUMB_REST_URL: Final = "https://api.bithumb.com"
 
 # --- API 2.0 ---------------------------------------------------------------------------------
 PATH_MARKETS: Final = "/v1/market/all"
+PATH_WARNINGS: Final = "/v1/market/virtual_asset_warning"  # the 경보제 list (market_state)
 PATH_TICKER: Final = "/v1/ticker"
 PATH_ORDERBOOK: Final = "/v1/orderbook"
 PATH_ACCOUNTS: Final = "/v1/accounts"

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from karb.config import VenueConfig
 from karb.exchanges.errors import AuthError, OrderStateUnknown, VenueError, parse_body
 from karb.exchanges.http import RestTransport, jwt_api_error
+from karb.exchanges.market_state import parse_upbit_states
 from karb.exchanges.ratelimit import Group, RateLimiter
 from karb.exchanges.upbit import constants as C
 from karb.exchanges.upbit import parse
@@ -77,6 +78,11 @@ class UpbitClient:
     # --- public ---------------------------------------------------------------------------
     def get_markets(self) -> list[str]:
         return self._parsed(parse.parse_markets, self._public(C.PATH_MARKETS))
+
+    def get_market_states(self) -> dict[str, str | None]:
+        """Every listed KRW market with why the venue flags it, or None (``market_state``)."""
+        body = self._public(C.PATH_MARKETS, [("is_details", "true")])
+        return self._parsed(parse_upbit_states, body)
 
     def get_ticker(self, markets: list[str]) -> dict[str, Decimal]:
         body = self._public(C.PATH_TICKER, [("markets", ",".join(markets))])
