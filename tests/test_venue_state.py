@@ -1,6 +1,5 @@
 """A market a venue flags (warning, caution, alert, delisting) is not traded, and the panel says why."""
 import io
-from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
