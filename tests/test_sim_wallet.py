@@ -113,3 +113,29 @@ def test_bithumb_withdrawal_body_has_no_transaction_type_and_deposits_use_bithum
     clients[Venue.UPBIT].withdraw_coin(ASSET, ASSET, Decimal("20"), _address(clients, Venue.BITHUMB))
     (bithumb_side,) = clients[Venue.BITHUMB].get_deposits(ASSET)
     assert bithumb_side.state == "DEPOSIT_PROCESSING"
+
+
+def test_control_endpoint_suspends_a_wallet_and_loses_the_next_transfer(sim):
+    import requests
+    cluster, clients, clock = sim
+    url = cluster.control_url()
+    assert requests.post(f"{url}/wallet/bithumb/suspend", json={"asset": ASSET, "state": "paused"}).ok
+    assert cluster.wallet.wallet_state(Venue.BITHUMB, ASSET) == "paused"
+    assert requests.post(f"{url}/wallet/bithumb/suspend", json={"asset": ASSET, "state": "nope"}).status_code == 400
+    assert requests.post(f"{url}/wallet/lose_transfer", json={"count": 1}).ok
+    cluster.wallet.suspend(Venue.BITHUMB, ASSET, "working")
+    clients[Venue.UPBIT].withdraw_coin(ASSET, ASSET, Decimal("20"), _address(clients, Venue.BITHUMB))
+    clock.advance(600)
+    assert clients[Venue.BITHUMB].get_deposits(ASSET) == []
+
+
+def test_a_deposit_waits_while_the_receiving_wallet_is_suspended(sim):
+    cluster, clients, clock = sim
+    start_in = _free(cluster, Venue.BITHUMB)
+    cluster.wallet.suspend(Venue.BITHUMB, ASSET, "withdraw_only")  # deposits stopped
+    clients[Venue.UPBIT].withdraw_coin(ASSET, ASSET, Decimal("20"), _address(clients, Venue.BITHUMB))
+    clock.advance(600)
+    assert not clients[Venue.BITHUMB].get_deposits(ASSET)[0].is_credited
+    cluster.wallet.suspend(Venue.BITHUMB, ASSET, "working")
+    assert clients[Venue.BITHUMB].get_deposits(ASSET)[0].is_credited
+    assert _free(cluster, Venue.BITHUMB) == start_in + Decimal("20")
