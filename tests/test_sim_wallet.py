@@ -139,3 +139,19 @@ def test_a_deposit_waits_while_the_receiving_wallet_is_suspended(sim):
     cluster.wallet.suspend(Venue.BITHUMB, ASSET, "working")
     assert clients[Venue.BITHUMB].get_deposits(ASSET)[0].is_credited
     assert _free(cluster, Venue.BITHUMB) == start_in + Decimal("20")
+
+
+def test_address_lists_name_the_other_venues_deposit_address_as_registered(sim):
+    cluster, clients, clock = sim
+    upbit = clients[Venue.UPBIT]
+    registered = upbit._private("GET", "/v1/withdraws/coin_addresses")
+    assert {"currency": ASSET, "net_type": ASSET, "network_name": ASSET, "secondary_address": None,
+            "withdraw_address": _address(clients, Venue.BITHUMB)} in registered
+    (own,) = upbit._private("GET", "/v1/deposits/coin_addresses")
+    assert own["deposit_address"] == _address(clients, Venue.UPBIT)
+    cluster.wallet.register_address(Venue.UPBIT, cluster.credentials(Venue.UPBIT).access_key, ASSET, ASSET,
+                                    "rColdStorage")
+    w = upbit.withdraw_coin(ASSET, ASSET, Decimal("30"), "rColdStorage")  # registered: allowed, arrives nowhere
+    assert upbit._private("GET", "/v1/withdraw", [("currency", ASSET)])["uuid"] == w.uuid  # the latest
+    with pytest.raises(InvalidOrder):
+        upbit._private("GET", "/v1/withdraw")  # uuid, txid or currency is required
