@@ -240,3 +240,29 @@ def test_auto_transfer_needs_auto_mode_and_for_real_venues_live_and_the_flag():
     assert auto_transfer_refusal("auto", "dry_run", True, on_sim=False) is not None
     assert auto_transfer_refusal("auto", "live", False, on_sim=False) is not None
     assert auto_transfer_refusal("auto", "live", True, on_sim=False) is None
+
+
+def test_karb_transfers_lists_the_block_and_clear_unblocks_for_the_next_start(tmp_path, capsys):
+    from karb.cli import main
+    from karb.clock import SystemClock
+    from karb.rebalance.records import Transfer, TransferRecords
+    journal_path = tmp_path / "journal.sqlite"
+    config_path = tmp_path / "config.yaml"
+    data = yaml.safe_load((REPO_CONFIG / "default.yaml").read_text())
+    data["journal"] = {"path": str(journal_path)}
+    data["log"] = {"file": None}
+    config_path.write_text(yaml.safe_dump(data))
+    journal = Journal(journal_path)
+    journal.start()
+    records = TransferRecords(journal, SystemClock())
+    records.add(Transfer("tr-1", XRP, Decimal("100"), Venue.UPBIT, Venue.BITHUMB, XRP, "rX", None, False,
+                         "withdrawn", "u-1", "tx-1", Decimal("0.4"), None, True, 1, None))
+    records.block(XRP, "transfer tr-1 not arrived after 1800 s")
+    journal.stop()
+    assert main(["transfers", "--config", str(config_path)]) == 0
+    listed = capsys.readouterr().out
+    assert "BLOCKED XRP: transfer tr-1 not arrived" in listed and "open tr-1: 100 XRP upbit -> bithumb" in listed
+    assert main(["transfers", "--config", str(config_path), "--clear", "xrp", "--reason", "found on chain"]) == 0
+    assert "XRP: unblocked; 1 open transfer(s) closed as abandoned" in capsys.readouterr().out
+    assert main(["transfers", "--config", str(config_path)]) == 0
+    assert "no transfer open, no asset blocked" in capsys.readouterr().out

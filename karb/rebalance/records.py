@@ -116,8 +116,14 @@ class TransferRecords:
     def block(self, asset: str, reason: str) -> None:
         self._block_row(asset, "block", reason)
 
-    def clear(self, asset: str, reason: str) -> None:
+    def clear_block(self, asset: str, reason: str) -> list[Transfer]:
+        """An operator checked ``asset`` on both venues: close its open transfers as
+        ``abandoned`` (their coin is wherever the balances now say) and unblock it. Return
+        the transfers closed."""
+        closed = [self.update(t.id, state="abandoned", error=f"closed by operator: {reason}")
+                  for t in self.open_transfers(asset)]
         self._block_row(asset, "clear", reason)
+        return closed
 
     def _block_row(self, asset: str, kind: str, reason: str) -> None:
         self.journal.commit_now([("INSERT INTO transfer_blocks (wall_ns, asset, kind, reason) VALUES (?,?,?,?)",

@@ -237,11 +237,9 @@ class TransferExecutor:
         return self.records.blocks()
 
     def clear_block(self, asset: str, reason: str) -> None:
-        """An operator checked ``asset`` on both venues: unblock it and close its open
-        transfers as ``abandoned`` (their coin is wherever the balances now say)."""
-        for t in self.records.open_transfers(asset):
-            self.records.update(t.id, state="abandoned", error=f"closed by operator: {reason}")
-        self.records.clear(asset, reason)
+        """An operator checked ``asset`` on both venues (``TransferRecords.clear_block``;
+        ``karb transfers --clear ASSET`` does the same without an engine)."""
+        self.records.clear_block(asset, reason)
         logger.warning("{} transfers unblocked by operator: {}", asset, reason)
 
 
