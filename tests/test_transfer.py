@@ -224,7 +224,7 @@ def test_caps_and_mode_refuse_before_any_request(world):
     with pytest.raises(TransferRefused) as missing:
         world.restart(no_cap).submit(TO_BITHUMB)
     assert missing.value.reason == "no_cap"
-    reason = auto_transfer_refusal("auto", "live", live_flag=False, on_sim=False)
+    reason = auto_transfer_refusal("auto", "dry_run")  # mode: live without --live resolves to dry_run
     disabled = TransferExecutor(world.config, world.clients, world.journals[0], clock=world.clock,
                                 disabled_reason=reason)
     with pytest.raises(TransferRefused) as off:
@@ -233,13 +233,12 @@ def test_caps_and_mode_refuse_before_any_request(world):
     assert world.posts() == posts
 
 
-def test_auto_transfer_needs_auto_mode_and_for_real_venues_live_and_the_flag():
-    assert auto_transfer_refusal("plan", "live", True, on_sim=False) is not None
-    assert auto_transfer_refusal("plan", "dry_run", False, on_sim=True) is not None
-    assert auto_transfer_refusal("auto", "dry_run", False, on_sim=True) is None
-    assert auto_transfer_refusal("auto", "dry_run", True, on_sim=False) is not None
-    assert auto_transfer_refusal("auto", "live", False, on_sim=False) is not None
-    assert auto_transfer_refusal("auto", "live", True, on_sim=False) is None
+def test_auto_transfer_needs_auto_mode_and_a_live_or_sim_run():
+    assert auto_transfer_refusal("plan", "live") is not None
+    assert auto_transfer_refusal("plan", "sim") is not None
+    assert auto_transfer_refusal("auto", "dry_run") is not None
+    assert auto_transfer_refusal("auto", "sim") is None
+    assert auto_transfer_refusal("auto", "live") is None
 
 
 def test_karb_transfers_lists_the_block_and_clear_unblocks_for_the_next_start(tmp_path, capsys):

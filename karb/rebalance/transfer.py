@@ -2,8 +2,8 @@
 
 ``TransferExecutor.submit(intent)`` refuses (``TransferRefused``, before any request and
 without a journal row) unless all of these hold: withdrawals are enabled
-(``auto_transfer_refusal``: ``rebalance.mode: auto``, and for live venues ``mode: live`` plus
-``--live``); the asset is not blocked and has no transfer still open; the destination is in
+(``auto_transfer_refusal``: ``rebalance.mode: auto``, and for real venues ``mode: live`` plus
+``--live``; the engine passes its answer as ``disabled_reason``); the asset is not blocked and has no transfer still open; the destination is in
 ``rebalance.whitelist`` for that venue, asset and network; the amount is within
 ``max_transfer`` and, with what the journal shows withdrawn over the last 24 hours, within
 ``daily_cap``. To an address no transfer has arrived at yet, only ``test_amount`` is sent (the
@@ -79,13 +79,15 @@ class TransferRefused(Exception):
         self.reason = reason
 
 
-def auto_transfer_refusal(rebalance_mode: str, engine_mode: str, live_flag: bool, on_sim: bool) -> str | None:
-    """Why withdrawals may not be sent, or None when they may: ``rebalance.mode: auto`` always,
-    and against real venues ``mode: live`` and ``--live`` as well."""
+def auto_transfer_refusal(rebalance_mode: str, run_mode: str) -> str | None:
+    """Why withdrawals may not be sent, or None when they may. ``run_mode`` is the engine's
+    resolved mode (``karb.commands.run``): ``live`` only with ``mode: live`` in the config and
+    ``--live`` on the command line, ``sim`` on the loopback sim's paper accounts, else
+    ``dry_run``. Withdrawals need ``rebalance.mode: auto`` and a ``live`` or ``sim`` run."""
     if rebalance_mode != "auto":
         return "rebalance.mode is plan: transfers are proposed, never sent"
-    if not on_sim and (engine_mode != "live" or not live_flag):
-        return "withdrawals from real venues need mode: live and --live as well as rebalance.mode: auto"
+    if run_mode not in ("live", "sim"):
+        return "a dry run never withdraws: live withdrawals need mode: live and --live as well as rebalance.mode: auto"
     return None
 
 
