@@ -36,7 +36,7 @@ RANK = {"critical": 0, "warning": 1, "info": 2}  # delivery order within one not
 class Alert:
     kind: str  # low_balance | order_failures | feed_down | residual_exposure | circuit_open
     #            | journal_error | recorder_failed | halted | unresolved_orders | market_skipped
-    #            | rate_limit_ban
+    #            | rate_limit_ban | transfer_overdue | transfer_failed | transfer_unknown
     #            notices: startup | shutdown | sanity_confirmed | sanity_refuted
     key: str  # what it is about (venue, asset...), so two feeds alert separately
     message: str

@@ -19,6 +19,8 @@ import yaml
 
 from karb.backtest.config import BacktestConfig
 from karb.model import Venue
+from karb.rebalance import config as rebalance_config
+from karb.rebalance.config import RebalanceConfig
 from karb.schema import ConfigError, build
 from karb.secrets import ALERT_ENV_NAMES
 from karb.sim import profiles
@@ -219,6 +221,7 @@ class Config:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     sim: SimConfig | None = None
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
+    rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
 
 
 def parse_config(data: object) -> Config:
@@ -238,6 +241,7 @@ def parse_config(data: object) -> Config:
     for venue in config.inventory.bands:
         if venue not in {v.value for v in Venue}:
             raise ConfigError(f"inventory.bands.{venue}: unknown venue (upbit or bithumb)")
+    rebalance_config.check(config.rebalance)
     _check_writable_file("journal.path", config.journal.path)
     if config.sim is not None:
         profiles.check(config.sim)

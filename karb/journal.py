@@ -8,7 +8,8 @@ sent; a crash after that leaves the ids behind for start-up reconciliation (``op
 The same holds for a venue's order id (``record_order_id``) and for the ``risk_events`` a
 restart rebuilds its risk state from: every halt (``record_risk_event``), every operator resume
 (``record_resume``: it clears the halts up to the id in its ``upto`` column, the ones the operator
-was shown, never a later one) and every circuit-breaker trip and close (the row's ``wall_ns``).
+was shown, never a later one) and every circuit-breaker trip and close (the row's ``wall_ns``);
+and every coin transfer and transfer block (``commit_now``, ``karb.rebalance.records``).
 It uses a connection of its own, and shares one Python lock with the writer's batches, so it
 never meets SQLite's sleeping busy handler: measured ~60 us per intent here, against ~250 us
 when handed to the writer thread and waited for. With WAL and ``synchronous=NORMAL`` a
@@ -54,6 +55,13 @@ CREATE TABLE IF NOT EXISTS incidents (
     signal_id TEXT, detail TEXT);
 CREATE TABLE IF NOT EXISTS risk_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ns INTEGER, kind TEXT, reason TEXT, upto INTEGER);
+CREATE TABLE IF NOT EXISTS transfers (
+    id TEXT PRIMARY KEY, asset TEXT, amount TEXT, from_venue TEXT, to_venue TEXT, net_type TEXT,
+    address TEXT, secondary_address TEXT, is_test INTEGER, state TEXT, withdraw_uuid TEXT,
+    txid TEXT, fee TEXT, error TEXT, overdue INTEGER DEFAULT 0, created_wall_ns INTEGER,
+    updated_wall_ns INTEGER, arrived_wall_ns INTEGER);
+CREATE TABLE IF NOT EXISTS transfer_blocks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ns INTEGER, asset TEXT, kind TEXT, reason TEXT);
 CREATE INDEX IF NOT EXISTS orders_state ON orders (state);
 CREATE INDEX IF NOT EXISTS signals_status ON signals (status);
 """
@@ -215,6 +223,13 @@ class Journal:
         self._queue.put([(
             "INSERT INTO incidents (wall_ns, severity, kind, signal_id, detail) VALUES (?,?,?,?,?)",
             (self.clock.wall_ns(), severity, kind, signal_id, detail))])
+
+    def commit_now(self, ops: list[tuple[str, tuple]], timeout: float = 2.0) -> int:
+        """Commit ``(sql, params)`` statements now, from the calling thread, and return the last
+        row id (``JournalError``): for modules that keep their own tables, such as
+        ``karb.rebalance.records`` (``transfers``, ``transfer_blocks``: every withdrawal is on
+        disk before it is sent)."""
+        return self._commit_now(ops, timeout)
 
     # --- reads (any thread) --------------------------------------------------------------
     def open_orders(self) -> list[dict[str, Any]]:

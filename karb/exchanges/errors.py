@@ -61,6 +61,10 @@ class VenueUnavailable(VenueError):
     """5xx, maintenance, or connection refused before sending. Not placed."""
 
 
+class WalletSuspended(VenueUnavailable):
+    """The asset's deposits or withdrawals (or its network) are suspended: nothing was sent."""
+
+
 class UnknownVenueError(VenueError):
     """An error the mapping does not know. Treat as not placed only if the status says so."""
 

@@ -44,7 +44,7 @@ from urllib3.exceptions import ConnectTimeoutError
 from karb.config import VenueConfig
 from karb.exchanges.errors import (
     AuthError, InsufficientFunds, InvalidOrder, OrderNotFound, OrderNotReady, OrderStateUnknown,
-    RateLimited, UnknownVenueError, VenueError, VenueUnavailable,
+    RateLimited, UnknownVenueError, VenueError, VenueUnavailable, WalletSuspended,
 )
 from karb.exchanges.ratelimit import MAX_PAUSE_S, WINDOW_MARGIN_S, Group, RateLimiter, WindowClosed
 from karb.model import Venue
@@ -79,6 +79,11 @@ INVALID_ORDER_PREFIXES = ("invalid_price", "invalid_volume", "under_min_total", 
                           "over_krw_funds", "under_price_limit")
 UNAVAILABLE_CODES = frozenset({"market_offline"})  # Upbit 403: market or system maintenance
 NOT_READY_CODES = frozenset({"order_not_ready"})  # Bithumb 422: order still being registered
+# Withdrawals (karb.exchanges.wallet): Upbit documents withdraw_address_not_registerd (sic; the
+# newer pages spell it ..._registered) and Bithumb withdraw_insufficient_balance; the suspended
+# wallet's name is not documented in the sources found [U].
+WALLET_SUSPENDED_CODES = frozenset({"withdraw_suspended"})
+WITHDRAW_INSUFFICIENT_CODES = frozenset({"withdraw_insufficient_balance"})
 # A 418 body gives the block's length in a form neither venue documents [U]: "30s", "10 분"...
 _BLOCK_TIME = re.compile(r"(\d+(?:\.\d+)?)\s*(초|seconds?|secs?|s|분|minutes?|mins?|m)(?![a-z])",
                          re.IGNORECASE)
@@ -111,6 +116,10 @@ def classify(venue: Venue, status: int, code: str, message: str,
     """Map a venue's answer to the typed error a caller can act on."""
     if code in UNAVAILABLE_CODES:
         return VenueUnavailable(venue, message, code, status)
+    if code in WALLET_SUSPENDED_CODES:
+        return WalletSuspended(venue, message, code, status)
+    if code in WITHDRAW_INSUFFICIENT_CODES:
+        return InsufficientFunds(venue, message, code, status)
     if code in NOT_READY_CODES or status == 422:
         return OrderNotReady(venue, message, code or "order_not_ready", status)
     if code in AUTH_CODES or status == 401:

@@ -5,6 +5,7 @@
         creds = cluster.credentials(Venue.UPBIT)      # the paper account's keys
         cluster.faults(Venue.UPBIT).rest_error(503)   # scripted faults
         cluster.dislocate("KRW-BTC", Venue.BITHUMB, bps=60, seconds=2)
+        cluster.wallet.suspend(Venue.BITHUMB, "XRP")  # coin transfers (karb.sim.wallet)
 
 Every thread it starts is named ``sim-*`` and joined by ``stop()``. ``start()`` returns once
 both venues have a book for every market (``MarketThread.ready``): the sim never serves an
@@ -22,6 +23,7 @@ from decimal import ROUND_DOWN, Decimal
 from loguru import logger
 
 from feeds.recorder import recording_files
+from karb.clock import Clock
 from karb.config import Config
 from karb.model import Balance, Venue
 from karb.rules import MarketRules
@@ -32,6 +34,7 @@ from karb.sim.exchange import SimExchange
 from karb.sim.faults import VenueFaults
 from karb.sim.market import MarketGenerator
 from karb.sim.publisher import MarketThread, PublishStats, VenueOutlets
+from karb.sim.wallet import SimWallet
 from karb.sim.ws import WsHub, WsServer
 from karb.sim.ws_private import BITHUMB_PRIVATE_PATH, UPBIT_PRIVATE_PATH, PrivateHub
 
@@ -52,7 +55,7 @@ class SimEndpoints:
 class SimCluster:
     """Both venues on loopback. Construct with ``from_config``; ``start()`` binds the ports."""
 
-    def __init__(self, config: Config, start_ms: int | None = None):
+    def __init__(self, config: Config, start_ms: int | None = None, clock: Clock | None = None):
         self.config = config
         self.sim: SimConfig = config.sim or SimConfig()
         self.markets = list(config.markets)
@@ -69,6 +72,10 @@ class SimCluster:
         self._credentials = {venue: self._paper_credentials(venue) for venue in Venue}
         for venue, creds in self._credentials.items():
             self._exchanges[venue].add_account(creds.access_key, creds.secret_key, self.start_balances(venue))
+        prices = {m.split("-", 1)[1]: self.sim.markets[m].price for m in self.markets}
+        self.wallet = SimWallet(self._exchanges, self.sim.wallet, prices, clock)  # clock: confirmations
+        for exchange in self._exchanges.values():
+            exchange.wallet = self.wallet
         self._outlets: dict[Venue, VenueOutlets] = {}
         self._ws: list[WsServer] = []
         self._private_hubs: dict[Venue, PrivateHub] = {}
@@ -80,8 +87,9 @@ class SimCluster:
         self._started = False
 
     @classmethod
-    def from_config(cls, config: Config, start_ms: int | None = None) -> "SimCluster":
-        return cls(config, start_ms)
+    def from_config(cls, config: Config, start_ms: int | None = None,
+                    clock: Clock | None = None) -> "SimCluster":
+        return cls(config, start_ms, clock)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "SimCluster":
@@ -238,6 +246,7 @@ class SimCluster:
         return self.generator.events()
 
     def _on_tick(self, sim_ns: int) -> None:
+        self.wallet.settle()  # credit deposits whose confirmations are done
         while self._pending_faults and sim_ns >= self._pending_faults[0].at_s * 1e9:
             self.apply_fault(self._pending_faults.pop(0))
 

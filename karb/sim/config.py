@@ -30,7 +30,9 @@ from here, so the engine and the sim agree on them.
         answer ``422 order_not_ready`` (``not_ready_ms``);
     faults - scheduled faults (same actions as the control endpoint);
     markets - per-market starting price, volatility, and overrides of the profile's
-        per-market parameters (None = the profile's value; see ``karb.sim.profiles``).
+        per-market parameters (None = the profile's value; see ``karb.sim.profiles``);
+    wallet - coin networks for deposits and withdrawals between the two venues
+        (``karb.sim.wallet``): confirmation delay, network fee and minimum per asset.
 """
 from __future__ import annotations
 
@@ -105,6 +107,23 @@ class SimFaultConfig:
 
 
 @dataclass(frozen=True)
+class SimNetworkConfig:
+    """One asset's withdrawal network on both sim venues (None = the wallet's default)."""
+
+    net_type: str | None = None  # the venues' network code; default: the asset code
+    fee: Decimal | None = None  # withdrawal fee in coin; default ``fee_krw`` worth at the start price
+    minimum: Decimal | None = None  # smallest withdrawal; default 10 x the fee
+    confirm_s: float | None = field(default=None, metadata={"gt": 0})  # withdrawal to credit
+
+
+@dataclass(frozen=True)
+class SimWalletConfig:
+    confirm_s: float = field(default=600.0, metadata={"gt": 0})  # ten minutes, on the sim's clock
+    fee_krw: Decimal = Decimal("1000")  # a network fee of about this much KRW, when not given
+    networks: dict[str, SimNetworkConfig] = field(default_factory=dict)  # per asset (XRP, BTC...)
+
+
+@dataclass(frozen=True)
 class SimConfig:
     seed: int = 7
     profile: Literal["demo", "realistic"] = "demo"
@@ -130,3 +149,4 @@ class SimConfig:
     venues: SimVenuesConfig = field(default_factory=SimVenuesConfig)
     faults: list[SimFaultConfig] = field(default_factory=list)
     markets: dict[str, SimMarketConfig] = field(default_factory=dict)
+    wallet: SimWalletConfig = field(default_factory=SimWalletConfig)

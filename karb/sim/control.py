@@ -6,6 +6,9 @@
         delay_orders {"seconds", "count"} | lose_answer {"count"} | slow_registration {"seconds", "count"} |
         garbage_frames {"count"} | future_frames {"count", "seconds"} | clear {}
     POST /dislocate                 {"market", "cheap_venue", "bps", "seconds"}
+    POST /wallet/<venue>/suspend    {"asset", "state"}: the asset's wallet state on that venue
+                                    (working | withdraw_only | deposit_only | paused)
+    POST /wallet/lose_transfer      {"count"}: the next withdrawals complete and never arrive
     GET  /status                    published message count, lag, WS connections per hub
     GET  /accounts                  the paper accounts: {venue: {currency: {free, locked, start}}}
     GET  /orders/<venue>            the venue's truth: every order of the paper account (slow-to-
@@ -91,6 +94,12 @@ class ControlServer:
             if handler.command == "POST" and parts == ["dislocate"]:
                 self.cluster.dislocate(str(body["market"]), Venue(body["cheap_venue"]), float(body["bps"]),
                                        float(body["seconds"]))
+                return 200, {"ok": True}
+            if handler.command == "POST" and len(parts) == 3 and parts[0] == "wallet" and parts[2] == "suspend":
+                self.cluster.wallet.suspend(Venue(parts[1]), str(body["asset"]), str(body.get("state", "deposit_only")))
+                return 200, {"ok": True}
+            if handler.command == "POST" and parts == ["wallet", "lose_transfer"]:
+                self.cluster.wallet.lose_next_transfer(int(body.get("count", 1)))
                 return 200, {"ok": True}
             if handler.command == "POST" and len(parts) == 3 and parts[0] == "faults" and parts[2] in _ARGS:
                 faults = self.cluster.faults(Venue(parts[1]))

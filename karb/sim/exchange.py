@@ -91,6 +91,7 @@ class SimExchange:
         self._ids = itertools.count(3152350309)
         self._attempts: Counter[tuple[str, str]] = Counter()  # (key, identifier) -> placements tried
         self._listeners: list[Callable[[str, str, object], None]] = []
+        self.wallet = None  # the cluster's SimWallet (karb.sim.wallet), shared by both venues
         # market -> the venue's own flags: "WARNING" (투자유의) and caution / alert kinds
         self.market_flags: dict[str, frozenset[str]] = {}
 
@@ -122,6 +123,10 @@ class SimExchange:
     def account(self, access_key: str) -> Account | None:
         return self._accounts.get(access_key)
 
+    def account_keys(self) -> list[str]:
+        with self._lock:
+            return list(self._accounts)
+
     def balances(self, access_key: str) -> dict[str, Balance]:
         with self._lock:
             account = self._accounts[access_key]
@@ -136,6 +141,23 @@ class SimExchange:
         """Placement requests per client identifier, refused duplicates included."""
         with self._lock:
             return {ident: n for (key, ident), n in self._attempts.items() if key == access_key}
+
+    def move_funds(self, access_key: str, currency: str, amount: Decimal) -> None:
+        """Credit (``amount`` > 0) or debit (< 0) a free balance: a deposit arriving or a
+        withdrawal leaving (``karb.sim.wallet``). A debit beyond the free balance raises
+        ``Reject(INSUFFICIENT)`` and changes nothing."""
+        with self._lock:
+            account = self._accounts[access_key]
+            if amount < 0 and -amount > account.free(currency):
+                raise Reject(RejectKind.INSUFFICIENT, f"free {currency} {account.free(currency)} is "
+                             f"less than {-amount}")
+            if amount < 0:
+                account.lock(currency, -amount)
+                account.pay_locked(currency, -amount)
+            else:
+                account.receive(currency, amount)
+            for listener in self._listeners:
+                listener("asset", access_key, {currency: (account.free(currency), account.locked(currency))})
 
     # --- books -----------------------------------------------------------------------------
     def on_book(self, market: str, bids: tuple, asks: tuple, ts_ms: int = 0) -> None:

@@ -3,8 +3,9 @@
 Public: ``/v1/market/all``, ``/v1/ticker``, ``/v1/orderbook``, ``/v1/orderbook/instruments``.
 Private (JWT): ``/v1/accounts``, ``/v1/orders/chance``, ``POST /v1/orders``, ``GET|DELETE
 /v1/order``, ``/v1/orders`` (``state``/``states[]``), ``/v1/orders/open``, ``/v1/orders/closed``,
-``/v1/orders/uuids``. Private numbers are strings; quotation numbers are JSON numbers. Errors
-are ``{"error":{"name","message"}}``. ``BithumbApi`` subclasses this for Bithumb 2.0.
+``/v1/orders/uuids``; deposits and withdrawals: ``karb.sim.rest_wallet``. Private numbers are
+strings; quotation numbers are JSON numbers. Errors are ``{"error":{"name","message"}}``.
+``BithumbApi`` subclasses this for Bithumb 2.0.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from karb.sim.frames import rest_orderbook_entry
 from karb.sim.grid import GRIDS, to_decimal
 from karb.sim.orders import Account, Reject, RejectKind, SimOrder, dec_str, parse_decimal
 from karb.sim.rest import RateWindows, Request, Response, is_bad_json
+from karb.sim.rest_wallet import WITHDRAW_PATH, WalletRoutes
 
 Handler = Callable[[Request, "Account | None"], Response]
 
@@ -65,13 +67,16 @@ class UpbitApi:
             ("GET", "/v1/orders/closed"): (self.closed_orders, True, "default"),
             ("GET", "/v1/orders/uuids"): (self.orders_by_ids, True, "default"),
         }
+        self.routes.update(WalletRoutes(self).routes)  # deposits and withdrawals (karb.sim.rest_wallet)
 
     # --- dispatch ------------------------------------------------------------------------
     PLACEMENTS = frozenset({("POST", "/v1/orders"), ("POST", "/v2/orders"), ("POST", "/trade/place"),
-                            ("POST", "/trade/market_buy"), ("POST", "/trade/market_sell")})
+                            ("POST", "/trade/market_buy"), ("POST", "/trade/market_sell"),
+                            ("POST", WITHDRAW_PATH)})
 
     def is_placement(self, request: Request) -> bool:
-        """Is this request an order placement (the order answer faults apply to it)?"""
+        """Is this request an order placement or a coin withdrawal (the answer faults such as
+        ``lose_answer`` apply to it)?"""
         return (request.method, request.path.rstrip("/")) in self.PLACEMENTS and (
             request.method, request.path.rstrip("/")) in self.routes
 

@@ -135,3 +135,10 @@ class BithumbClient(UpbitClient):
             logger.debug("bithumb pending orders: {} so far, next page {}", len(orders), next_key)
         raise UnknownVenueError(self.venue, f"pending orders still paging after "
                                 f"{C.PENDING_MAX_PAGES} pages of {C.PENDING_LIMIT}", "bad_cursor")
+
+    def _withdraw_body(self, currency, net_type, amount, address, secondary_address, transaction_type):
+        # Bithumb's withdrawal has no transaction_type; withdrawals to another exchange need the
+        # travel-rule fields (exchange_name, receiver_type, receiver_ko_name...) passed as ``extra``.
+        body = super()._withdraw_body(currency, net_type, amount, address, secondary_address, transaction_type)
+        del body["transaction_type"]
+        return body

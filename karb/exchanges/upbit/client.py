@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
+from collections.abc import Sequence
 from typing import Any, Callable
 
 from karb.config import VenueConfig
@@ -23,6 +24,8 @@ from karb.exchanges.ratelimit import Group, RateLimiter
 from karb.exchanges.upbit import constants as C
 from karb.exchanges.upbit import parse
 from karb.exchanges.upbit.auth import UpbitAuth, new_nonce
+from karb.exchanges import wallet
+from karb.exchanges.wallet import Deposit, WalletStatus, Withdrawal, WithdrawChance
 from karb.model import Balance, BookView, OrderRequest, OrderResult, Venue, quote_currency
 from karb.rules import MarketInfo
 from karb.secrets import Credentials
@@ -180,3 +183,68 @@ class UpbitClient:
 
     def close(self) -> None:
         self._http.close()
+
+    # --- deposits and withdrawals (karb.exchanges.wallet; Bithumb 2.0 inherits them) ---------
+    def withdraw_coin(self, currency: str, net_type: str, amount: Decimal, address: str, *,
+                      secondary_address: str | None = None, transaction_type: str = "default",
+                      extra: dict[str, str] | None = None, client_id: str | None = None) -> Withdrawal:
+        """``POST /v1/withdraws/coin``: send ``amount`` (the fee comes on top) to a registered
+        address. Never retried: a timeout or an unreadable answer raises ``OrderStateUnknown``
+        carrying ``client_id`` (the caller's own id; the venues take none), and the withdrawal
+        must then be looked up (``get_withdraws``), never sent again. ``extra``: venue fields
+        such as Bithumb's travel-rule ``exchange_name`` / ``receiver_*``."""
+        body = self._withdraw_body(currency, net_type, amount, address, secondary_address, transaction_type)
+        body.update(extra or {})
+        answer = self._private("POST", C.PATH_WITHDRAW_COIN, json_body=body, idempotent=False,
+                               client_id=client_id)
+        try:
+            return wallet.parse_withdrawal(self.venue, answer)
+        except (KeyError, ValueError, TypeError, AttributeError, ArithmeticError) as exc:
+            raise OrderStateUnknown(self.venue, f"withdrawal answer unreadable: {exc}", client_id) from exc
+
+    def _withdraw_body(self, currency: str, net_type: str, amount: Decimal, address: str,
+                       secondary_address: str | None, transaction_type: str) -> dict[str, str]:
+        body = {"currency": currency, "net_type": net_type, "amount": str(amount), "address": address}
+        if secondary_address:
+            body["secondary_address"] = secondary_address
+        body["transaction_type"] = transaction_type
+        return body
+
+    def get_withdraw(self, uuid: str | None = None, txid: str | None = None) -> Withdrawal:
+        """``GET /v1/withdraw`` by the venue's uuid or the chain's txid (``OrderNotFound``)."""
+        query = self._one_id(uuid, txid, "uuid", "txid")
+        return self._parsed(wallet.parse_withdrawal, self.venue, self._private("GET", C.PATH_WITHDRAW, query))
+
+    def get_withdraws(self, currency: str | None = None, *, state: str | None = None,
+                      uuids: Sequence[str] = (), txids: Sequence[str] = (), limit: int = 100) -> list[Withdrawal]:
+        """``GET /v1/withdraws``: the latest ``limit`` (at most 100) withdrawals, newest first."""
+        body = self._private("GET", C.PATH_WITHDRAWS, self._list_query(currency, state, uuids, txids, limit))
+        return self._parsed(lambda b: [wallet.parse_withdrawal(self.venue, w) for w in b], body)
+
+    def get_deposits(self, currency: str | None = None, *, state: str | None = None,
+                     uuids: Sequence[str] = (), txids: Sequence[str] = (), limit: int = 100) -> list[Deposit]:
+        """``GET /v1/deposits``: the latest ``limit`` (at most 100) deposits, newest first."""
+        body = self._private("GET", C.PATH_DEPOSITS, self._list_query(currency, state, uuids, txids, limit))
+        return self._parsed(lambda b: [wallet.parse_deposit(self.venue, d) for d in b], body)
+
+    @staticmethod
+    def _list_query(currency, state, uuids, txids, limit) -> list:
+        query: list = [("currency", currency)] if currency else []
+        query += [("state", state)] if state else []
+        query += [("uuids", list(uuids))] if uuids else []
+        query += [("txids", list(txids))] if txids else []
+        return query + [("limit", str(max(1, min(int(limit), 100)))), ("order_by", "desc")]
+
+    def get_wallet_status(self) -> list[WalletStatus]:
+        """``GET /v1/status/wallet``: every currency's deposit/withdrawal state per network."""
+        return self._parsed(wallet.parse_wallet_status, self._private("GET", C.PATH_WALLET_STATUS))
+
+    def get_withdraw_chance(self, currency: str, net_type: str) -> WithdrawChance:
+        """``GET /v1/withdraws/chance``: fee, minimum, limits and whether withdrawing is possible."""
+        body = self._private("GET", C.PATH_WITHDRAW_CHANCE, [("currency", currency), ("net_type", net_type)])
+        return self._parsed(wallet.parse_chance, body)
+
+    def get_deposit_address(self, currency: str, net_type: str) -> tuple[str, str | None]:
+        """``GET /v1/deposits/coin_address``: (address, secondary address such as a memo)."""
+        body = self._private("GET", C.PATH_DEPOSIT_ADDRESS, [("currency", currency), ("net_type", net_type)])
+        return self._parsed(lambda b: (str(b["deposit_address"]), b.get("secondary_address")), body)

@@ -18,3 +18,11 @@ PATH_OPEN_ORDERS: Final = "/v1/orders/open"  # [U] newer split endpoint (spec §
 OPEN_STATES: Final = ("wait", "watch")
 OPEN_ORDERS_LIMIT: Final = 100  # the venue's page size cap
 OPEN_ORDERS_MAX_PAGES: Final = 20
+# deposits and withdrawals (the same paths on Upbit and Bithumb 2.0; karb.exchanges.wallet)
+PATH_WITHDRAW_COIN: Final = "/v1/withdraws/coin"  # POST
+PATH_WITHDRAW: Final = "/v1/withdraw"  # GET one (uuid | txid)
+PATH_WITHDRAWS: Final = "/v1/withdraws"
+PATH_WITHDRAW_CHANCE: Final = "/v1/withdraws/chance"
+PATH_DEPOSITS: Final = "/v1/deposits"
+PATH_DEPOSIT_ADDRESS: Final = "/v1/deposits/coin_address"
+PATH_WALLET_STATUS: Final = "/v1/status/wallet"
