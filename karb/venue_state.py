@@ -2,8 +2,9 @@
 
 Every ``strategy.venue_state_s`` it asks each venue which of its KRW markets it flags
 (``get_market_states``: investment warnings, cautions such as Upbit's
-``GLOBAL_PRICE_DIFFERENCES``, Bithumb's alerts) and which it lists at all, and tells the
-strategy (``Strategy.set_venue_state``): a flagged or unlisted market is held with the venue's
+``GLOBAL_PRICE_DIFFERENCES``, Bithumb's alerts), which it lists at all, and, with keys, whose
+coin's wallet is suspended (``get_wallet_status``: no network that can withdraw, or none that
+can deposit: the coin cannot move between the venues), and tells the strategy (``Strategy.set_venue_state``): a flagged or unlisted market is held with the venue's
 reason, shown in the panel and raised as the ``market_skipped`` alert; a market whose flag
 cleared trades again. With ``strategy.skip_flagged_markets: false`` flags are only logged.
 
@@ -17,6 +18,7 @@ import threading
 from loguru import logger
 
 from karb.config import Config
+from karb.exchanges.errors import AuthError
 from karb.model import Venue
 from karb.threads import stop_thread
 
@@ -30,6 +32,8 @@ class VenueStateWatch:
         self.interval_s = config.strategy.venue_state_s
         self.states: dict[tuple[Venue, str], str] = {}  # what each venue flags now
         self.errors = 0
+        self._no_keys: set[Venue] = set()  # venues whose wallet status needs keys we lack
+        self._wallet_last: dict[Venue, dict[str, str]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -57,9 +61,40 @@ class VenueStateWatch:
                 self.errors += 1
                 logger.warning("venue state of {} not read (kept as it was): {}", venue.value, exc)
                 continue
+            wallets = self._wallets(venue, client)
             for market in self.markets:
-                reason = listed[market] if market in listed else "not listed (delisted?)"
-                self._set(venue, market, reason)
+                reasons = [listed[market] if market in listed else "not listed (delisted?)"]
+                reasons.append(wallets.get(market.split("-", 1)[1]))
+                self._set(venue, market, "; ".join(r for r in reasons if r) or None)
+
+    def _wallets(self, venue: Venue, client) -> dict[str, str]:
+        """Coin -> why it cannot move from or to ``venue``; {} when the venue cannot say."""
+        read = getattr(client, "get_wallet_status", None)
+        if read is None or venue in self._no_keys:
+            return {}
+        try:
+            statuses = read()
+        except AuthError as exc:
+            self._no_keys.add(venue)
+            logger.info("{} wallet states not read ({}): only listings and warnings guard markets",
+                        venue.value, exc)
+            return {}
+        except Exception as exc:
+            self.errors += 1
+            logger.warning("wallet states of {} not read: {}", venue.value, exc)
+            return self._wallet_last.get(venue, {})  # a failed read keeps the last word
+        by_coin: dict[str, list] = {}
+        for status in statuses:
+            by_coin.setdefault(status.currency, []).append(status)
+        out = {}
+        for coin, nets in by_coin.items():
+            states = ",".join(sorted({s.wallet_state for s in nets}))
+            if not any(s.can_withdraw for s in nets):
+                out[coin] = f"wallet: withdrawals suspended ({states})"
+            elif not any(s.can_deposit for s in nets):
+                out[coin] = f"wallet: deposits suspended ({states})"
+        self._wallet_last[venue] = out
+        return out
 
     def _set(self, venue: Venue, market: str, reason: str | None) -> None:
         key = (venue, market)

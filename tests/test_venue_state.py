@@ -136,3 +136,39 @@ def test_engine_skips_a_flagged_market_says_why_and_trades_it_once_the_flag_clea
             assert "held" not in render_panel(engine.snapshot())
         finally:
             engine.stop()
+
+
+@pytest.mark.integration
+def test_a_suspended_wallet_holds_its_market_and_the_panel_says_why(tmp_path):
+    config = _config(tmp_path)
+    with SimCluster.from_config(config).start() as cluster:
+        config = cluster.apply_to(config)
+        cluster.wallet.suspend(Venue.BITHUMB, "XRP", "deposit_only")  # XRP cannot leave Bithumb
+        clients = {v: make_client(v, config, cluster.credentials(v)) for v in Venue}
+        engine = Engine(config, clients, "sim", out=io.StringIO(), panel=False)
+        engine.start()
+        try:
+            assert engine.strategy.venue_state("KRW-XRP") == \
+                "bithumb wallet: withdrawals suspended (deposit_only)"
+            assert engine.strategy.venue_state("KRW-BTC") is None
+            assert "KRW-XRP held: bithumb wallet: withdrawals suspended" in render_panel(engine.snapshot())
+            cluster.wallet.suspend(Venue.BITHUMB, "XRP", "working")
+            engine.venue_state.poll()
+            assert engine.strategy.venue_state("KRW-XRP") is None
+        finally:
+            engine.stop()
+
+
+def test_a_public_only_client_guards_by_listing_alone(tmp_path):
+    from karb.exchanges.errors import AuthError
+
+    class PublicOnly(_Client):
+        def get_wallet_status(self):
+            raise AuthError(Venue.UPBIT, "no API keys loaded", "no_credentials")
+
+    strategy = _Strategy()
+    client = PublicOnly({"KRW-BTC": None, "KRW-XRP": "caution: X"})
+    watch = VenueStateWatch({Venue.UPBIT: client}, strategy, _config(tmp_path))
+    watch.poll()
+    watch.poll()
+    assert strategy.states == {(Venue.UPBIT, "KRW-XRP"): "caution: X"} and watch.errors == 0
