@@ -307,8 +307,10 @@ def _sim(args, data: dict, work: Path):
 
 
 def _count_429(work: Path) -> int:
-    """Engine log lines that name an HTTP 429."""
-    pattern = re.compile(r"\b429\b")
+    """Engine log lines that name an HTTP 429 (a ``VenueError`` reads ``upbit 429 <code>: ...``;
+    a bare 429 is often an amount, e.g. ``3,429 KRW``)."""
+    pattern = re.compile(r"\b(?:upbit|bithumb) 429\b|\bHTTP 429\b|RateLimited|too many (?:api )?requests",
+                         re.IGNORECASE)
     count = 0
     for name in ("karb.jsonl", "engine.out"):
         path = work / name
