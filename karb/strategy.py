@@ -1,9 +1,12 @@
 """The ``strategy`` thread: wake on every book change, find executable spreads, emit signals.
 
 It waits on ``BookBoard.wait_for_change`` with a short timeout (no busy spin: an idle strategy
-sleeps in ``Event.wait``), then re-evaluates the markets whose books changed (``step``): which
-ones comes from one C-level pass over the books' version numbers, so a wake costs O(changed)
-Python work, not O(markets). At least once per ``wait_timeout_ms`` a full pass also looks at
+sleeps in ``Event.wait``), then re-evaluates the markets whose books changed (``step``). Which
+ones: the engine's feeds note each market in ``BookChanges`` before updating its book
+(``karb.book_changes``), so a wake costs O(changed), not O(markets); without one (tests,
+tools) the wake compares every book's version number in one C-level pass. At least once per
+``wait_timeout_ms`` a full pass compares every book's version (a change that came by another
+path than the feeds is seen there) and also looks at
 every market whose answer can change with no book change (a cooldown may have ended, balances
 or a venue state changed): those that last showed an edge at the top of the books in some
 direction or were held by a venue state, and all of them after a rules refresh (new fees). A
@@ -46,6 +49,7 @@ from typing import Callable
 
 from loguru import logger
 
+from karb.book_changes import BookChanges
 from karb.clock import NS_PER_MS, Clock
 from karb.config import Config
 from karb.inventory import Inventory
@@ -81,10 +85,12 @@ class Strategy:
     def __init__(self, board, rules: RulesBook, risk: Risk, inventory: Inventory,
                  config: Config, clock: Clock, on_signal: OnSignal,
                  read_book: ReadBook | None = None, on_alert=None,
-                 new_id: Callable[[], str] = new_signal_id):
+                 new_id: Callable[[], str] = new_signal_id, changes: BookChanges | None = None):
         """``read_book(venue, market)`` (a REST book read) turns the sanity guard on; without
         it (unit tests, a backtest with no venue to ask) no edge is held for a second look.
-        ``new_id`` makes signal ids (a backtest seeds them)."""
+        ``new_id`` makes signal ids (a backtest seeds them). ``changes``: the markets the feeds
+        note before each update (the strategy thread then looks at those only)."""
+        self.changes = changes
         self.board = board
         self.rules = rules
         self.risk = risk
@@ -112,7 +118,9 @@ class Strategy:
         self._slots = {m: (i, self._up_books[i], self._bt_books[i],
                            tuple((m, f"{sell.value}_sell") for _, sell in DIRECTIONS))
                        for i, m in enumerate(self.markets)}
-        self._scan = [-1] * len(self.markets)  # step: each market's version sum at its last wake
+        self._scan = [-1] * len(self.markets)  # step: each market's version sum at its last look
+        self._pending: set[str] = set()  # noted markets whose versions had not moved yet
+        self._aged: set[str] = set()  # ... of those, the ones pending at the last full pass
         self._loud: set[int] = set()  # markets a full pass must look at again (module docstring)
         self._cooldown_until: dict[str, int] = {}
         # market -> (reason kind logged, refusals this episode, last reason)
@@ -189,18 +197,56 @@ class Strategy:
         full)`` would, looking only at the markets whose books changed since the last step and,
         on a full pass, those whose answer can change without a book change (module docstring).
         Strategy thread only (or a test driving it)."""
+        if full or self.changes is None:
+            indices = self._scan_all(full)
+        else:
+            indices = self._noted()
+        markets = self.markets
+        return self._pass(now_ns, [markets[i] for i in indices], not full, fresh_from_all=True)
+
+    def _scan_all(self, full: bool):
+        # every book's version in one C-level pass; versions only grow, so a changed sum is a
+        # changed market
         sums = list(map(add, map(_VERSION, self._up_books), map(_VERSION, self._bt_books)))
-        indices = compress(range(len(sums)), map(ne, sums, self._scan))  # versions only grow
-        self._scan = sums
+        before, self._scan = self._scan, sums
+        indices = list(compress(range(len(sums)), map(ne, sums, before)))
+        if self.changes is not None:
+            # marks the scan saw move are in indices; one whose versions still have not moved
+            # after a whole full-pass interval was an update that changed nothing
+            slots = self._slots
+            unmoved = {m for m in self.changes.take() | self._pending
+                       if sums[slots[m][0]] == before[slots[m][0]]}
+            self._pending = unmoved - self._aged
+            self._aged = set(self._pending)
         if full:
             version = self.rules.version
             if version != self._full_rules_version:  # new fees: every market's edge moved
                 self._full_rules_version = version
-                indices = range(len(sums))
-            elif self._loud:
-                indices = sorted(self._loud.union(indices))  # in market order, as evaluate
-        markets = self.markets
-        return self._pass(now_ns, [markets[i] for i in indices], not full, fresh_from_all=True)
+                return range(len(sums))
+            if self._loud:
+                return sorted(self._loud.union(indices))  # in market order, as evaluate
+        return indices
+
+    def _noted(self) -> list[int]:
+        # the markets noted since the last wake (and those noted earlier whose update had not
+        # landed yet) whose versions moved since their last look
+        marks = self.changes.take()
+        if self._pending:
+            marks |= self._pending
+        slots, scan = self._slots, self._scan
+        indices = []
+        pending = set()
+        for market in marks:
+            i, up_book, bt_book, _ = slots[market]
+            version = up_book.view.version + bt_book.view.version
+            if version != scan[i]:
+                scan[i] = version
+                indices.append(i)
+            else:
+                pending.add(market)
+        self._pending = pending
+        indices.sort()  # market order, as evaluate
+        return indices
 
     def cooldown_ended(self, since_ns: int, now_ns: int) -> bool:
         """Whether a market's cooldown ended in ``(since_ns, now_ns]`` (a backtest runs a full
