@@ -176,3 +176,31 @@ def test_a_noted_update_that_lands_after_the_wake_is_looked_at_on_the_next_wake(
     side.board.get(Venue.UPBIT, "KRW-XRP").apply_snapshot(bids, asks, 2, side.clock.monotonic_ns())
     got = side.strategy.step(side.clock.monotonic_ns(), full=False)
     assert [s.market for s in got] == ["KRW-XRP"] and got[0].on_update
+
+
+def test_noting_sink_notes_each_market_before_the_book_sees_the_update():
+    changes = BookChanges(["KRW-BTC", "KRW-ETH"])
+    seen_at_call = []
+
+    class Stub:  # records what was already noted when the book got the update
+        def __getattr__(self, name):
+            def call(market, *args):
+                seen_at_call.append((name, market, set(changes._marks)))
+                return name != "on_delta"
+            return call
+
+    sink = changes.sink(Stub())
+    assert sink.on_snapshot("KRW-BTC", [], [], 1, 1) is True
+    assert sink.on_snapshot_columns("KRW-ETH", [], [], [], [], 1, 1) is True
+    assert changes.take() == {"KRW-BTC", "KRW-ETH"}
+    assert sink.on_delta("KRW-ETH", [("bid", 1.0, 1.0)], 2, 2) is False  # the book's answer
+    assert changes.take() == {"KRW-ETH"}
+    sink.on_reset(None, "reconnect")  # every book of the feed
+    assert seen_at_call == [
+        ("on_snapshot", "KRW-BTC", {"KRW-BTC"}),
+        ("on_snapshot_columns", "KRW-ETH", {"KRW-BTC", "KRW-ETH"}),
+        ("on_delta", "KRW-ETH", {"KRW-ETH"}),
+        ("on_reset", None, {"KRW-BTC", "KRW-ETH"}),
+    ]
+    assert changes.take() == {"KRW-BTC", "KRW-ETH"}
+    assert changes.take() == set()
