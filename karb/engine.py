@@ -38,6 +38,7 @@ from loguru import logger
 from karb.alerts import Alert, Alerter
 from karb.balance_sync import BalanceSync
 from karb.book import BookBoard
+from karb.book_changes import BookChanges
 from karb.clock import Clock, SystemClock
 from karb.config import Config
 from karb.dryrun import DryRunVenue
@@ -126,7 +127,8 @@ class Engine:
         self.rules = RulesBook.fallback(config.markets, fees)
         self.board = BookBoard(config.markets, depth=max(config.venues.upbit.ws_levels,
                                                          config.venues.bithumb.ws_levels))
-        self.market_data = MarketData(config, self.board)
+        self.book_changes = BookChanges(config.markets)  # feeds note, the strategy takes
+        self.market_data = MarketData(config, self.board, changes=self.book_changes)
         self.journal = Journal(config.journal.path, self.clock)
         self.risk = Risk(config, self.rules, self.clock)
         self.inventory = Inventory(config.inventory, self.risk.ledger)
@@ -155,7 +157,7 @@ class Engine:
         self.strategy = Strategy(self.board, self.rules, self.risk, self.inventory, config, self.clock,
                                  on_signal=self.executor.submit,
                                  read_book=lambda venue, market: clients[venue].get_orderbook(market),
-                                 on_alert=self.alerter.notify)
+                                 on_alert=self.alerter.notify, changes=self.book_changes)
         self.venue_state = VenueStateWatch(clients, self.strategy, config)
         self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock,
                                         streams=self.streams)

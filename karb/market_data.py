@@ -4,7 +4,8 @@
 (``venues.<v>.ws_url``, ``ws_levels``, ``ws_format``; Bithumb's legacy pubwss delta feed with
 REST snapshots from ``venues.bithumb.rest_url`` when ``ws_api`` is ``legacy``), with the
 watchdog, ping, backoff and snapshot-check settings of ``config.feed``, and records raw frames
-when ``feed.record_path`` is set.
+when ``feed.record_path`` is set. With a ``BookChanges`` (the engine's), every update a feed
+hands to a book is first noted there, for the strategy (``karb.book_changes``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from feeds import (BithumbLegacyBookProtocol, FeedConnection, FrameRecorder,
                    LegacySnapshotFetcher, UpbitBookProtocol)
 from karb.book import BookBoard
+from karb.book_changes import BookChanges
 from karb.config import Config, VenueConfig
 from karb.model import Venue
 
@@ -20,10 +22,12 @@ from karb.model import Venue
 class MarketData:
     """The engine's feed threads. ``start``/``stop`` from the owning thread; ``stats`` from any."""
 
-    def __init__(self, config: Config, board: BookBoard, recorder: FrameRecorder | None = None) -> None:
+    def __init__(self, config: Config, board: BookBoard, recorder: FrameRecorder | None = None,
+                 changes: BookChanges | None = None) -> None:
         """``recorder`` (e.g. ``karb record``'s hourly one) replaces ``feed.record_path``'s."""
         self.config = config
         self.board = board
+        self._changes = changes
         feed = config.feed
         if recorder is None and feed.record_path:
             recorder = FrameRecorder(feed.record_path)
@@ -40,6 +44,8 @@ class MarketData:
 
     def _protocol(self, venue: Venue, venue_config: VenueConfig):
         sink = self.board.sink(venue)
+        if self._changes is not None:
+            sink = self._changes.sink(sink)
         markets = self.board.markets
         if venue is Venue.BITHUMB and venue_config.ws_api == "legacy":
             fetch = LegacySnapshotFetcher(

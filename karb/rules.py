@@ -230,6 +230,7 @@ class RulesBook:
     def __init__(self, rules: dict[tuple[Venue, str], MarketRules] | None = None):
         self._rules: dict[tuple[Venue, str], MarketRules] = dict(rules or {})
         self._write_lock = threading.Lock()
+        self.version = 0  # bumped after each update: a reader caching fees knows to read again
 
     def get(self, venue: Venue, market: str) -> MarketRules:
         try:
@@ -247,6 +248,7 @@ class RulesBook:
                 current = rules.get((venue, info.market)) or MarketRules(venue, info.market)
                 rules[(venue, info.market)] = current.with_info(info)
             self._rules = rules
+            self.version += 1
 
     @classmethod
     def fallback(

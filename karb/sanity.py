@@ -106,6 +106,10 @@ class SanityGuard:
         return reason
 
     def _end_episode(self, market: str) -> None:
+        # only gate (this thread) adds states, and check alerts only a market with one: with
+        # none and nothing alerted there is nothing to forget (the common case, no lock)
+        if market not in self._states and not self._alerted:
+            return
         with self._lock:
             if market in self._states:
                 del self._states[market]

@@ -1,8 +1,18 @@
 """The ``strategy`` thread: wake on every book change, find executable spreads, emit signals.
 
 It waits on ``BookBoard.wait_for_change`` with a short timeout (no busy spin: an idle strategy
-sleeps in ``Event.wait``), then re-evaluates every market whose books changed, and all markets
-on each idle timeout (a cooldown may have ended or balances changed with no book change).
+sleeps in ``Event.wait``), then re-evaluates the markets whose books changed (``step``). Which
+ones: the engine's feeds note each market in ``BookChanges`` before updating its book
+(``karb.book_changes``), so a wake costs O(changed), not O(markets); without one (tests,
+tools) the wake compares every book's version number in one C-level pass. At least once per
+``wait_timeout_ms`` a full pass compares every book's version (a change that came by another
+path than the feeds is seen there) and also looks at
+every market whose answer can change with no book change (a cooldown may have ended, balances
+or a venue state changed): those that last showed an edge at the top of the books in some
+direction or were held by a venue state, and all of them after a rules refresh (new fees). A
+market whose last look found no edge at the top, or an invalid, stale or skewed book, can only
+be changed by a new book version, so the full pass leaves it alone: ``step`` submits exactly
+what ``evaluate`` over every market would, without the O(markets) pass every 50 ms.
 
 Per market it needs both books valid, each received within ``max_book_age_ms``, and their
 receive times within ``max_skew_ms`` of each other. For each direction whose top of book clears
@@ -33,10 +43,13 @@ import threading
 import uuid
 from collections import Counter
 from decimal import Decimal
+from itertools import compress
+from operator import add, attrgetter, ne
 from typing import Callable
 
 from loguru import logger
 
+from karb.book_changes import BookChanges
 from karb.clock import NS_PER_MS, Clock
 from karb.config import Config
 from karb.inventory import Inventory
@@ -51,6 +64,11 @@ from karb.threads import stop_thread
 DIRECTIONS = ((Venue.BITHUMB, Venue.UPBIT), (Venue.UPBIT, Venue.BITHUMB))  # (buy, sell)
 OnSignal = Callable[[Signal], "str | None"]
 _AMOUNT = re.compile(r"-?\d[\d,.]*(?:E[+-]?\d+)?")
+_VERSION = attrgetter("view.version")
+# book problems (they clear only with a new book version), per venue: no f-string per look
+_INVALID = {venue: f"{venue.value} book invalid" for venue in Venue}
+_STALE = {venue: f"{venue.value} book stale" for venue in Venue}
+_SKEWED = "books skewed"
 
 
 def reason_kind(reason: str) -> str:
@@ -67,10 +85,12 @@ class Strategy:
     def __init__(self, board, rules: RulesBook, risk: Risk, inventory: Inventory,
                  config: Config, clock: Clock, on_signal: OnSignal,
                  read_book: ReadBook | None = None, on_alert=None,
-                 new_id: Callable[[], str] = new_signal_id):
+                 new_id: Callable[[], str] = new_signal_id, changes: BookChanges | None = None):
         """``read_book(venue, market)`` (a REST book read) turns the sanity guard on; without
         it (unit tests, a backtest with no venue to ask) no edge is held for a second look.
-        ``new_id`` makes signal ids (a backtest seeds them)."""
+        ``new_id`` makes signal ids (a backtest seeds them). ``changes``: the markets the feeds
+        note before each update (the strategy thread then looks at those only)."""
+        self.changes = changes
         self.board = board
         self.rules = rules
         self.risk = risk
@@ -88,7 +108,20 @@ class Strategy:
         self._lowest_threshold = max(self.settings.threshold_bps - inventory.max_relief_bps, 0.0)
         self._max_volume = {m: float(v) for m, v in self.settings.max_volume.items()}
         self._fees: dict[tuple[Venue, str], tuple[object, float]] = {}
+        self._fee_pairs: dict[str, tuple[float, float]] = {}  # market -> (upbit, bithumb) fee
+        self._rules_version = self._full_rules_version = -1
         self._seen: dict[str, tuple[int, int]] = {}
+        # per market, fixed for the board's life: index, Upbit book, Bithumb book, and the
+        # last_net_bps keys of its two directions (in DIRECTIONS order)
+        self._up_books = [board.get(Venue.UPBIT, m) for m in self.markets]
+        self._bt_books = [board.get(Venue.BITHUMB, m) for m in self.markets]
+        self._slots = {m: (i, self._up_books[i], self._bt_books[i],
+                           tuple((m, f"{sell.value}_sell") for _, sell in DIRECTIONS))
+                       for i, m in enumerate(self.markets)}
+        self._scan = [-1] * len(self.markets)  # step: each market's version sum at its last look
+        self._pending: set[str] = set()  # noted markets whose versions had not moved yet
+        self._aged: set[str] = set()  # ... of those, the ones pending at the last full pass
+        self._loud: set[int] = set()  # markets a full pass must look at again (module docstring)
         self._cooldown_until: dict[str, int] = {}
         # market -> (reason kind logged, refusals this episode, last reason)
         self._refusing: dict[str, tuple[str, int, str]] = {}
@@ -155,9 +188,65 @@ class Strategy:
             if full:
                 last_full_ns = now_ns
             try:
-                self.evaluate(now_ns, changed_only=not full)
+                self.step(now_ns, full)
             except Exception:  # a bug in one pass must not end the thread
                 logger.exception("strategy pass failed")
+
+    def step(self, now_ns: int, full: bool = False) -> list[Signal]:
+        """One wake of the strategy thread: submit what ``evaluate(now_ns, changed_only=not
+        full)`` would, looking only at the markets whose books changed since the last step and,
+        on a full pass, those whose answer can change without a book change (module docstring).
+        Strategy thread only (or a test driving it)."""
+        if full or self.changes is None:
+            indices = self._scan_all(full)
+        else:
+            indices = self._noted()
+        markets = self.markets
+        return self._pass(now_ns, [markets[i] for i in indices], not full, fresh_from_all=True)
+
+    def _scan_all(self, full: bool):
+        # every book's version in one C-level pass; versions only grow, so a changed sum is a
+        # changed market
+        sums = list(map(add, map(_VERSION, self._up_books), map(_VERSION, self._bt_books)))
+        before, self._scan = self._scan, sums
+        indices = list(compress(range(len(sums)), map(ne, sums, before)))
+        if self.changes is not None:
+            # marks the scan saw move are in indices; one whose versions still have not moved
+            # after a whole full-pass interval was an update that changed nothing
+            slots = self._slots
+            unmoved = {m for m in self.changes.take() | self._pending
+                       if sums[slots[m][0]] == before[slots[m][0]]}
+            self._pending = unmoved - self._aged
+            self._aged = set(self._pending)
+        if full:
+            version = self.rules.version
+            if version != self._full_rules_version:  # new fees: every market's edge moved
+                self._full_rules_version = version
+                return range(len(sums))
+            if self._loud:
+                return sorted(self._loud.union(indices))  # in market order, as evaluate
+        return indices
+
+    def _noted(self) -> list[int]:
+        # the markets noted since the last wake (and those noted earlier whose update had not
+        # landed yet) whose versions moved since their last look
+        marks = self.changes.take()
+        if self._pending:
+            marks |= self._pending
+        slots, scan = self._slots, self._scan
+        indices = []
+        pending = set()
+        for market in marks:
+            i, up_book, bt_book, _ = slots[market]
+            version = up_book.view.version + bt_book.view.version
+            if version != scan[i]:
+                scan[i] = version
+                indices.append(i)
+            else:
+                pending.add(market)
+        self._pending = pending
+        indices.sort()  # market order, as evaluate
+        return indices
 
     def cooldown_ended(self, since_ns: int, now_ns: int) -> bool:
         """Whether a market's cooldown ended in ``(since_ns, now_ns]`` (a backtest runs a full
@@ -172,30 +261,50 @@ class Strategy:
         ``changed_only`` skips markets whose two book versions are those last evaluated;
         ``markets`` (a backtest that knows which book an event changed) looks at those only.
         """
+        return self._pass(now_ns, markets or self.markets, changed_only, fresh_from_all=False)
+
+    def _pass(self, now_ns: int, markets, changed_only: bool,
+              fresh_from_all: bool) -> list[Signal]:
+        # ``fresh_from_all``: if none of ``markets`` has fresh books, look for one among all
+        # markets (what a pass over all of them would tell risk's stale-data watch)
         submitted = []
         any_fresh = False
         blocked = self.risk.blocked()
-        for market in markets or self.markets:
-            up = self.board.get(Venue.UPBIT, market).view
-            bt = self.board.get(Venue.BITHUMB, market).view
+        version = self.rules.version
+        if version != self._rules_version:  # a rules refresh: fees are read again
+            self._rules_version = version
+            self._fee_pairs = {}
+        slots, seen, loud = self._slots, self._seen, self._loud
+        for market in markets:
+            i, up_book, bt_book, net_keys = slots[market]
+            up = up_book.view
+            bt = bt_book.view
             versions = (up.version, bt.version)
-            changed = self._seen.get(market) != versions
+            changed = seen.get(market) != versions
             if changed_only and not changed:
                 if not any_fresh:  # risk's stale-data watch needs one fresh market, not all
                     any_fresh = self._book_problem(up, bt, now_ns) is None
                 continue
             problem = self._book_problem(up, bt, now_ns)
-            any_fresh = any_fresh or problem is None  # a venue state is no stale data
-            problem = problem or self._venue_problem(market)
-            self._seen[market] = versions
+            seen[market] = versions
             self.evaluations += 1
-            if problem:
+            if problem is not None:
+                loud.discard(i)  # only a new book version can clear it
                 self._skip(market, problem)
                 continue
-            signal = self._best_signal(market, {Venue.UPBIT: up, Venue.BITHUMB: bt}, now_ns,
-                                       blocked)
+            any_fresh = True  # a venue state is no stale data
+            problem = self._venue_problem(market)
+            if problem:
+                loud.add(i)  # the state may clear with no book change
+                self._skip(market, problem)
+                continue
+            signal, top, edge = self._best_signal(market, up, bt, net_keys, now_ns, blocked)
+            if edge:
+                loud.add(i)
+            else:
+                loud.discard(i)
             if self.sanity is not None:
-                held = self.sanity.gate(market, signal, self._top_net(market), now_ns)
+                held = self.sanity.gate(market, signal, top, now_ns)
                 if held:
                     self._skip(market, "sanity", held)
                     continue
@@ -219,38 +328,46 @@ class Strategy:
             if episode:
                 logger.info("{} trading again after {} refused signal(s), the last: {}", market,
                             episode[1], episode[2])
+        if fresh_from_all and not any_fresh:
+            problem = self._book_problem
+            any_fresh = any(problem(u.view, b.view, now_ns) is None
+                            for u, b in zip(self._up_books, self._bt_books))
         self.risk.note_market_data(any_fresh, now_ns)
         return submitted
 
     def _book_problem(self, up: BookView, bt: BookView, now_ns: int) -> str | None:
         for view in (up, bt):
             if not view.valid:
-                return f"{view.venue.value} book invalid"
+                return _INVALID[view.venue]
             if now_ns - view.as_of_ns > self._max_age_ns:
-                return f"{view.venue.value} book stale"
+                return _STALE[view.venue]
         if abs(up.recv_ns - bt.recv_ns) > self._max_skew_ns:
-            return "books skewed"
+            return _SKEWED
         return None
 
     def _venue_problem(self, market: str) -> str | None:
         state = self.venue_state(market) if self.venue_states else None
         return f"venue state: {state}" if state else None
 
-    def _top_net(self, market: str) -> float | None:
-        nets = [self.last_net_bps.get((market, f"{sell.value}_sell")) for _, sell in DIRECTIONS]
-        return max((n for n in nets if n is not None), default=None)
-
-    def _best_signal(self, market: str, views: dict[Venue, BookView], now_ns: int,
-                     blocked: str | None) -> Signal | None:
+    def _best_signal(self, market: str, up: BookView, bt: BookView, net_keys: tuple,
+                     now_ns: int, blocked: str | None) -> tuple[Signal | None, float | None, bool]:
+        """(the better direction's signal or None, the best top-of-book net edge of both
+        directions, whether either direction's top clears the lowest threshold)."""
+        up_fee, bt_fee = self._fee_pairs.get(market) or self._fee_pair(market)
+        nets = (top_net_bps(bt.asks, up.bids, bt_fee, up_fee),  # DIRECTIONS[0]: sell on Upbit
+                top_net_bps(up.asks, bt.bids, up_fee, bt_fee))  # DIRECTIONS[1]: sell on Bithumb
+        last = self.last_net_bps
+        last[net_keys[0]], last[net_keys[1]] = nets
+        net_up, net_bt = nets
+        top = net_up if net_bt is None or (net_up is not None and net_up >= net_bt) else net_bt
+        lowest = self._lowest_threshold
+        if (net_up is None or net_up < lowest) and (net_bt is None or net_bt < lowest):
+            return None, top, False  # the common case: no edge at the top, nothing deeper either
+        views = {Venue.UPBIT: up, Venue.BITHUMB: bt}
         best = None
-        for buy_venue, sell_venue in DIRECTIONS:
-            asks, bids = views[buy_venue].asks, views[sell_venue].bids
-            buy_fee, sell_fee = self._fee(buy_venue, market), self._fee(sell_venue, market)
-            direction = f"{sell_venue.value}_sell"
-            net = top_net_bps(asks, bids, buy_fee, sell_fee)
-            self.last_net_bps[(market, direction)] = net
-            if net is None or net < self._lowest_threshold:
-                continue  # the common case: no edge at the top, nothing deeper can have one
+        for (buy_venue, sell_venue), net in zip(DIRECTIONS, nets):
+            if net is None or net < lowest:
+                continue
             threshold = self.inventory.threshold_bps(market, sell_venue, self.settings.threshold_bps)
             if net < threshold:
                 continue
@@ -271,7 +388,7 @@ class Strategy:
                 continue
             if best is None or signal.est_profit_krw > best.est_profit_krw:
                 best = signal
-        return best
+        return best, top, True
 
     def _walk(self, market: str, views: dict[Venue, BookView], buy_venue: Venue,
               sell_venue: Venue, threshold: float, now_ns: int) -> Signal | tuple[str, str]:
@@ -343,6 +460,12 @@ class Strategy:
             cached = (rules, float(taker_fee(self.config, self.rules, venue, market)))
             self._fees[(venue, market)] = cached
         return cached[1]
+
+    def _fee_pair(self, market: str) -> tuple[float, float]:
+        # (upbit, bithumb) taker fees for the hot path; dropped on a rules refresh (_pass)
+        pair = self._fee_pairs[market] = (self._fee(Venue.UPBIT, market),
+                                          self._fee(Venue.BITHUMB, market))
+        return pair
 
     def _refused(self, market: str, signal: Signal, reason: str, now_ns: int) -> None:
         """Back the market off; log once per reason until it changes or a signal is taken."""
