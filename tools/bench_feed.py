@@ -19,13 +19,23 @@ Also: one executable-spread evaluation (both directions, walking levels with fee
 apart, and the
 end-to-end latency from a loopback WebSocket server's send to the new book version seen by a
 reader blocked in ``BookBoard.wait_for_change`` (paced, one frame per ms).
+
+And ``frame_read``: the cost per message of taking frames off a loopback socket, for the
+``upbit15`` and ``bithumb_legacy`` frames: websocket-client's ``recv_data`` (what the feed used
+before issue 12), ``feeds.wsframe.FrameReader`` (what it uses now), and the same run's
+reference, raw ``recv_into`` of the same byte stream. A loopback server thread answers the
+upgrade and writes the whole stream at once; each reader's time is the wall time to take all
+frames, divided by their number (a reader never waits for the sender: it is the slower side).
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
+import hashlib
 import json
 import random
+import socket
 import statistics
 import sys
 import threading
@@ -35,9 +45,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
+import websocket  # noqa: E402
 from websockets.sync.server import serve  # noqa: E402
 
 from feeds import BithumbLegacyBookProtocol, FeedConnection, UpbitBookProtocol  # noqa: E402
+from feeds.wsframe import FrameReader  # noqa: E402
 from karb.book import BookBoard  # noqa: E402
 from karb.model import Venue  # noqa: E402
 from karb.spread import walk_spread  # noqa: E402
@@ -251,6 +263,113 @@ def bench_end_to_end(frames: list[bytes], pace_s: float = 0.001) -> dict:
             "sent": len(frames), "pace_ms": pace_s * 1000}
 
 
+def _ws_frame(payload: bytes, opcode: int = 0x2) -> bytes:
+    """One final, unmasked server frame."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, n))
+    elif n < 1 << 16:
+        head = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
+class _StreamServer:
+    """Loopback: accepts one connection at a time, answers the WebSocket upgrade, then writes
+    ``stream`` in one ``sendall`` and waits for the client to hang up."""
+
+    def __init__(self, stream: bytes) -> None:
+        self.stream = stream
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, name="bench-stream-server", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096)
+                key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                           if line.lower().startswith(b"sec-websocket-key:"))
+                accept = base64.b64encode(hashlib.sha1(
+                    key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                conn.sendall(self.stream)
+                try:
+                    while conn.recv(65536):
+                        pass
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def bench_frame_read(frames: list[bytes], rounds: int) -> dict:
+    """µs per message to take ``frames`` off a loopback socket, three ways (module docstring)."""
+    stream = b"".join(map(_ws_frame, frames))
+    server = _StreamServer(stream)
+    url = f"ws://127.0.0.1:{server.port}/websocket/v1"
+    n = len(frames)
+
+    def raw() -> float:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        buf = memoryview(bytearray(1 << 18))
+        left = len(stream)
+        gc.collect()
+        t0 = time.perf_counter_ns()
+        while left:
+            left -= sock.recv_into(buf)
+        elapsed = time.perf_counter_ns() - t0
+        sock.close()
+        return elapsed
+
+    def through(make_read) -> float:
+        ws = websocket.create_connection(url, timeout=5.0, skip_utf8_validation=True)
+        read = make_read(ws)
+        gc.collect()
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            read()
+        elapsed = time.perf_counter_ns() - t0
+        ws.close()
+        return elapsed
+
+    def check(make_read) -> None:  # both readers must hand back the very frames sent
+        ws = websocket.create_connection(url, timeout=5.0, skip_utf8_validation=True)
+        read = make_read(ws)
+        got = [read()[1] for _ in range(n)]
+        ws.close()
+        if got != frames:
+            raise SystemExit("frame_read: a reader returned other bytes than were sent: the bench is broken")
+
+    readers = {"websocket_client": lambda ws: ws.recv_data, "frame_reader": lambda ws: FrameReader(ws).read}
+    for make_read in readers.values():
+        check(make_read)
+    best = {"raw_recv": [], **{name: [] for name in readers}}
+    for _ in range(rounds):
+        best["raw_recv"].append(raw())
+        for name, make_read in readers.items():
+            best[name].append(through(make_read))
+    server.close()
+    result = {name: round(min(times) / n / 1000, 2) for name, times in best.items()}
+    result["bytes_per_msg"] = round(len(stream) / n)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20000, help="frames per stream")
@@ -275,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     results["spread_0.1btc"] = bench_spread(0.1)
     results["spread_1btc"] = bench_spread(1.0)
     results["e2e_upbit15"] = bench_end_to_end(snapshot_frames(rng, args.e2e_messages, 15))
+    results["frame_read_upbit15"] = bench_frame_read(snapshot_frames(rng, args.messages, 15), rounds)
+    results["frame_read_bithumb_legacy"] = bench_frame_read(legacy_stream(rng, args.messages)[1],
+                                                            rounds)
     if args.json:
         print(json.dumps(results))
         return 0
@@ -293,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'e2e_upbit15':<16}{e2e['median_us']:>10}{e2e['p99_us']:>10}"
           f"   (ws send -> reader sees the new version; {e2e['seen']}/{e2e['sent']} versions seen, "
           f"paced {e2e['pace_ms']} ms)")
+    print(f"{'frame read':<26}{'websocket-client':>17}{'FrameReader':>13}{'raw recv_into':>15}"
+          f"{'bytes':>7}   (us per message, loopback)")
+    for name, r in results.items():
+        if name.startswith("frame_read_"):
+            print(f"{name[len('frame_read_'):]:<26}{r['websocket_client']:>17}{r['frame_reader']:>13}"
+                  f"{r['raw_recv']:>15}{r['bytes_per_msg']:>7}")
     return 0
 
 
