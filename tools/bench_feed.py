@@ -27,8 +27,15 @@ And ``frame_read``: the cost per message of taking frames off a loopback socket,
 ``upbit15`` and ``bithumb_legacy`` frames: websocket-client's ``recv_data`` (what the feed used
 before issue 12), ``feeds.wsframe.FrameReader`` (what it uses now), and the same run's
 reference, raw ``recv_into`` of the same byte stream. A loopback server thread answers the
-upgrade and writes the whole stream at once; each reader's time is the wall time to take all
-frames, divided by their number (a reader never waits for the sender: it is the slower side).
+upgrade and writes the whole stream at once; each reader's time is its thread's CPU time to
+take all frames (``thread_time``: what other processes on a loaded machine do is not counted,
+nor is the sender's work), divided by their number.
+
+And ``feed_loop``: Upbit 15-row snapshots spread over 150 markets through a whole
+``FeedConnection`` (its thread reading the loopback stream), against ``protocol.handle`` alone
+on the same frames in the same run; the difference is the feed thread's cost per message
+beyond decode and apply. Both are the CPU time of the thread doing the work (the feed thread's
+read through ``pthread_getcpuclockid``), so a loaded machine's waits are not counted.
 """
 from __future__ import annotations
 
@@ -66,8 +73,9 @@ def _size(rng: random.Random) -> float:
     return round(rng.lognormvariate(-3.0, 1.2), 8)
 
 
-def snapshot_frames(rng: random.Random, n: int, rows: int, ts_start: int = 1_764_000_000_000) -> list[bytes]:
-    """Upbit-format DEFAULT snapshots around a random-walk mid."""
+def snapshot_frames(rng: random.Random, n: int, rows: int, ts_start: int = 1_764_000_000_000,
+                    markets: tuple[str, ...] = (MARKET,)) -> list[bytes]:
+    """Upbit-format DEFAULT snapshots around a random-walk mid, for ``markets`` in turn."""
     frames = []
     mid = MID
     for i in range(n):
@@ -75,7 +83,7 @@ def snapshot_frames(rng: random.Random, n: int, rows: int, ts_start: int = 1_764
         units = [{"ask_price": mid + TICK * k, "bid_price": mid - TICK * (k + 1),
                   "ask_size": _size(rng), "bid_size": _size(rng)} for k in range(rows)]
         frames.append(orjson.dumps({
-            "type": "orderbook", "code": MARKET, "timestamp": ts_start + i * 7,
+            "type": "orderbook", "code": markets[i % len(markets)], "timestamp": ts_start + i * 7,
             "total_ask_size": round(sum(u["ask_size"] for u in units), 8),
             "total_bid_size": round(sum(u["bid_size"] for u in units), 8),
             "orderbook_units": units, "stream_type": "REALTIME", "level": 0}))
@@ -345,10 +353,10 @@ def bench_frame_read(frames: list[bytes], rounds: int) -> dict:
         buf = memoryview(bytearray(1 << 18))
         left = len(stream)
         gc.collect()
-        t0 = time.perf_counter_ns()
+        t0 = time.thread_time_ns()
         while left:
             left -= sock.recv_into(buf)
-        elapsed = time.perf_counter_ns() - t0
+        elapsed = time.thread_time_ns() - t0
         sock.close()
         return elapsed
 
@@ -356,10 +364,10 @@ def bench_frame_read(frames: list[bytes], rounds: int) -> dict:
         ws = websocket.create_connection(url, timeout=5.0, skip_utf8_validation=True)
         read = make_read(ws)
         gc.collect()
-        t0 = time.perf_counter_ns()
+        t0 = time.thread_time_ns()
         for _ in range(n):
             read()
-        elapsed = time.perf_counter_ns() - t0
+        elapsed = time.thread_time_ns() - t0
         ws.close()
         return elapsed
 
@@ -383,6 +391,44 @@ def bench_frame_read(frames: list[bytes], rounds: int) -> dict:
     result = {name: round(min(times) / n / 1000, 2) for name, times in best.items()}
     result["bytes_per_msg"] = round(len(stream) / n)
     return result
+
+
+def bench_feed_loop(frames: list[bytes], markets: list[str], rounds: int) -> dict:
+    """µs per message through a whole ``FeedConnection`` (frame read, loop, counters, decode,
+    book, wake) against ``protocol.handle`` alone on the same frames, in the same run: the
+    difference is what the feed thread costs beyond decode and apply."""
+    stream = b"".join(map(_ws_frame, frames))
+    server = _StreamServer(stream)
+    url = f"ws://127.0.0.1:{server.port}/websocket/v1"
+    n = len(frames)
+    direct, looped = [], []
+    for _ in range(rounds):
+        board = BookBoard(markets)
+        proto = UpbitBookProtocol(board.sink(Venue.UPBIT), markets, 15)
+        gc.collect()
+        t0 = time.thread_time_ns()
+        for frame in frames:
+            proto.handle(frame, 0)
+        direct.append(time.thread_time_ns() - t0)
+        board = BookBoard(markets)
+        feed = FeedConnection(url, UpbitBookProtocol(board.sink(Venue.UPBIT), markets, 15),
+                              watchdog_s=30.0)
+        gc.collect()
+        feed.start()
+        clock = time.pthread_getcpuclockid(feed._thread.ident)
+        deadline = time.monotonic() + 60.0
+        while feed.messages < n and time.monotonic() < deadline:
+            time.sleep(0.002)
+        looped.append(time.clock_gettime_ns(clock))  # the feed thread's CPU time since it began
+        applied = feed.messages == n and not feed.decode_errors and all(
+            board.get(Venue.UPBIT, m).view.valid for m in markets)
+        feed.stop(5.0)  # (the disconnect invalidates the books)
+        if not applied:
+            raise SystemExit("feed_loop: not every frame was applied: the bench is broken")
+    server.close()
+    per_direct, per_loop = min(direct) / n / 1000, min(looped) / n / 1000
+    return {"markets": len(markets), "handle_us": round(per_direct, 2),
+            "feed_loop_us": round(per_loop, 2), "outside_handle_us": round(per_loop - per_direct, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     results["frame_read_upbit15"] = bench_frame_read(snapshot_frames(rng, args.messages, 15), rounds)
     results["frame_read_bithumb_legacy"] = bench_frame_read(legacy_stream(rng, args.messages)[1],
                                                             rounds)
+    markets = [f"KRW-C{i:03d}" for i in range(150)]
+    results["feed_loop_upbit15_150"] = bench_feed_loop(
+        snapshot_frames(rng, args.messages, 15, markets=tuple(markets)), markets, rounds)
     if args.json:
         print(json.dumps(results))
         return 0
@@ -436,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
         if name.startswith("frame_read_"):
             print(f"{name[len('frame_read_'):]:<26}{r['websocket_client']:>17}{r['frame_reader']:>13}"
                   f"{r['raw_recv']:>15}{r['bytes_per_msg']:>7}")
+    loop = results["feed_loop_upbit15_150"]
+    print(f"feed loop, upbit15 over {loop['markets']} markets: {loop['feed_loop_us']} us per message "
+          f"through FeedConnection, {loop['handle_us']} us in protocol.handle alone (same run): "
+          f"{loop['outside_handle_us']} us outside decode and apply")
     return 0
 
 
