@@ -46,13 +46,13 @@ def native_apply_locked(apply_changes):
         top_bids, top_asks, depth = view.bids, view.asks, self.depth
         bid_edge = top_bids[-1][0] if len(top_bids) == depth else 0.0
         ask_edge = top_asks[-1][0] if len(top_asks) == depth else _INF
-        flags = apply_changes(bids, asks, changes, bid_edge, ask_edge)
+        flags = apply_changes(bids, asks, self._bid_keys, self._ask_keys, changes, bid_edge, ask_edge)
         if flags < 0:
             return "bad delta value"
         if flags & 1:
             top_bids = tuple(bids[:-depth - 1:-1])
         if flags & 2:
-            top_asks = tuple(asks[:depth])
+            top_asks = tuple(asks[:-depth - 1:-1])
         if top_bids and top_asks and top_bids[0][0] >= top_asks[0][0]:
             return "crossed after delta"
         if exch_ts_ms > self._exch_ts_ms:

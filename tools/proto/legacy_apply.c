@@ -14,21 +14,21 @@
 
 static PyObject *BID, *ASK;
 
-/* first index whose price >= price (bisect_left keyed on the price) */
-static Py_ssize_t find(PyObject *levels, double price) {
-    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(levels);
+/* bisect_left on a list of floats */
+static Py_ssize_t find(PyObject *keys, double key) {
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(keys);
     while (lo < hi) {
         Py_ssize_t mid = (lo + hi) / 2;
-        double p = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(PyList_GET_ITEM(levels, mid), 0));
-        if (p < price) lo = mid + 1; else hi = mid;
+        if (PyFloat_AS_DOUBLE(PyList_GET_ITEM(keys, mid)) < key) lo = mid + 1; else hi = mid;
     }
     return lo;
 }
 
 static PyObject *apply_changes(PyObject *self, PyObject *args) {
-    PyObject *bids, *asks, *changes;
+    PyObject *bids, *asks, *bid_keys, *ask_keys, *changes;
     double bid_edge, ask_edge;
-    if (!PyArg_ParseTuple(args, "O!O!O!dd", &PyList_Type, &bids, &PyList_Type, &asks,
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!dd", &PyList_Type, &bids, &PyList_Type, &asks,
+                          &PyList_Type, &bid_keys, &PyList_Type, &ask_keys,
                           &PyList_Type, &changes, &bid_edge, &ask_edge))
         return NULL;
     long flags = 0;
@@ -42,22 +42,30 @@ static PyObject *apply_changes(PyObject *self, PyObject *args) {
         double price = PyFloat_AS_DOUBLE(p), size = PyFloat_AS_DOUBLE(s);
         if (!(price > 0.0 && price < INFINITY && size >= 0.0 && size < INFINITY))
             return PyLong_FromLong(-1);
-        PyObject *levels;
-        int eq_bid = PyUnicode_Compare(side, BID) == 0;
-        if (eq_bid) { levels = bids; if (price >= bid_edge) flags |= 1; }
-        else if (PyUnicode_Compare(side, ASK) == 0) { levels = asks; if (price <= ask_edge) flags |= 2; }
-        else { PyErr_Clear(); return PyLong_FromLong(-1); }
-        /* levels hold floats as written by this function or by the snapshot path */
-        Py_ssize_t i = find(levels, price);
-        int found = i < PyList_GET_SIZE(levels) &&
-            PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(PyList_GET_ITEM(levels, i), 0)) == price;
+        PyObject *levels, *keys;
+        double key;
+        if (PyUnicode_Compare(side, BID) == 0) {
+            levels = bids; keys = bid_keys; key = price; if (price >= bid_edge) flags |= 1;
+        } else if (PyUnicode_Compare(side, ASK) == 0) {
+            levels = asks; keys = ask_keys; key = -price; if (price <= ask_edge) flags |= 2;
+        } else { PyErr_Clear(); return PyLong_FromLong(-1); }
+        /* keys hold floats, as the book's Python code writes them from float prices */
+        Py_ssize_t i = find(keys, key);
+        int found = i < PyList_GET_SIZE(keys) && PyFloat_AS_DOUBLE(PyList_GET_ITEM(keys, i)) == key;
         if (size > 0.0) {
             PyObject *level = PyTuple_Pack(2, p, s);
             if (level == NULL) return NULL;
             if (found) { if (PyList_SetItem(levels, i, level) < 0) return NULL; }
-            else { int r = PyList_Insert(levels, i, level); Py_DECREF(level); if (r < 0) return NULL; }
+            else {
+                PyObject *k = PyFloat_FromDouble(key);
+                int r = k == NULL ? -1 : PyList_Insert(levels, i, level);
+                if (r == 0) r = PyList_Insert(keys, i, k);
+                Py_DECREF(level); Py_XDECREF(k);
+                if (r < 0) return NULL;
+            }
         } else if (found) {
-            if (PyList_SetSlice(levels, i, i + 1, NULL) < 0) return NULL;
+            if (PyList_SetSlice(levels, i, i + 1, NULL) < 0 || PyList_SetSlice(keys, i, i + 1, NULL) < 0)
+                return NULL;
         }
     }
     return PyLong_FromLong(flags);
