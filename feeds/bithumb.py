@@ -20,6 +20,13 @@ Every ``snapshot_check_s`` (5 s) the same is done again for a synced market (del
 flowing to the book meanwhile), which repairs a book a lost delta has silently corrupted; the
 book counts and logs each repair. Without sequence numbers (spec 4.2) this period is the bound
 on how long a phantom level can live; a crossed result is caught at once.
+
+Decoding: a frame is first decoded by ``msgspec`` straight into typed structs (price and
+quantity strings become floats inside the decoder, unknown fields skipped), about 1.3 us for a
+3-level frame where ``orjson.loads`` alone takes 1.7 us and the per-level ``float()`` calls as
+much again. Any frame that does not fit that shape exactly (a status message, a bad or null
+value, an unknown symbol) is decoded again by the general ``orjson`` path, which says what is
+wrong and which markets it concerned; so the fast path changes no behaviour, only cost.
 """
 from __future__ import annotations
 
@@ -29,11 +36,12 @@ import time
 from collections import deque
 from typing import Callable
 
+import msgspec
 import orjson
 import requests
 from loguru import logger
 
-from feeds.protocol import FrameError, check_not_ahead
+from feeds.protocol import MAX_AHEAD_MS, FrameError, ahead_ms, check_not_ahead
 
 Snapshot = tuple[list[tuple[float, float]], list[tuple[float, float]], int]  # bids, asks, ts_ms
 
@@ -42,6 +50,28 @@ def legacy_symbol(market: str) -> str:
     """``KRW-BTC`` -> ``BTC_KRW``."""
     quote, base = market.split("-", 1)
     return f"{base}_{quote}"
+
+
+class _Level(msgspec.Struct):
+    orderType: str
+    price: float
+    quantity: float
+    symbol: str | msgspec.UnsetType = msgspec.UNSET  # null is not "missing": general path
+
+
+class _Content(msgspec.Struct):
+    levels: list[_Level] = msgspec.field(name="list")
+    datetime: int = msgspec.field()
+    symbol: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Depth(msgspec.Struct):
+    type: str
+    content: _Content
+
+
+_decode_depth = msgspec.json.Decoder(_Depth, strict=False).decode  # strict=False: "1.5" -> 1.5
+_DecodeError = msgspec.DecodeError  # ValidationError included
 
 
 class SnapshotFetchError(RuntimeError):
@@ -146,6 +176,37 @@ class BithumbLegacyBookProtocol:
             self._resync(market, now, "bad frame")
 
     def handle(self, data: bytes, recv_ns: int) -> None:
+        # Fast path: a well-formed depth frame whose symbols are all ours (module docstring).
+        try:
+            depth = _decode_depth(data)
+        except _DecodeError:
+            return self._handle_general(data, recv_ns)
+        content = depth.content
+        if depth.type != "orderbookdepth":
+            return self._handle_general(data, recv_ns)
+        by_symbol = self._by_symbol
+        default_symbol = content.symbol
+        groups: dict[str, list] = {}
+        for level in content.levels:
+            symbol = level.symbol
+            market = by_symbol.get(default_symbol if symbol is msgspec.UNSET else symbol)
+            if market is None:
+                return self._handle_general(data, recv_ns)  # no book touched yet
+            changes = groups.get(market)
+            if changes is None:
+                groups[market] = [(level.orderType, level.price, level.quantity)]
+            else:
+                changes.append((level.orderType, level.price, level.quantity))
+        ts_us = content.datetime
+        ahead = ahead_ms(ts_us // 1000)
+        if ahead > MAX_AHEAD_MS:
+            raise FrameError(f"venue timestamp {ahead / 1000:.0f} s ahead of the local clock",
+                             tuple(groups))
+        for market, changes in groups.items():
+            self._delta(market, changes, ts_us, recv_ns)
+
+    def _handle_general(self, data: bytes, recv_ns: int) -> None:
+        # Any frame; says what is wrong with a bad one and which markets it concerned.
         try:
             msg = orjson.loads(data)
             kind = msg.get("type")

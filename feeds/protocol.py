@@ -62,7 +62,8 @@ class BookProtocol(Protocol):
         """A frame was dropped; ``markets`` as in ``FrameError`` (None: could be any)."""
 
     def poll(self, now_ns: int) -> None:
-        """Periodic work between frames (at least every few hundred ms). Must be cheap."""
+        """Periodic work between frames: at least every few hundred ms (the connection's read
+        timeout), at most every 5 ms however fast frames come."""
 
     def on_disconnected(self, reason: str) -> None:
         """The connection is gone: every book of this feed is untrustworthy."""

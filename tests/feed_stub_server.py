@@ -51,6 +51,19 @@ class StubWsServer:
             except Exception:  # a connection closing under us: the test looks at the client
                 pass
 
+    def ping(self) -> list[threading.Event]:
+        """Ping every open connection; each Event is set when that client's pong arrives."""
+        with self._lock:
+            connections = list(self._open)
+        return [connection.ping() for connection in connections]
+
+    def close_all(self) -> None:
+        """End every connection with a close frame (a venue's orderly goodbye)."""
+        with self._lock:
+            connections, self._open = self._open, []
+        for connection in connections:
+            connection.close()
+
     def drop(self) -> None:
         """Cut every connection at the TCP level, as a venue or a network would."""
         with self._lock:

@@ -281,3 +281,19 @@ def test_phantom_level_after_a_lost_delta_lives_at_most_5_s_by_default_and_is_co
         assert book.repairs == 1
     finally:
         proto.close()
+
+
+def test_levels_take_the_content_symbol_by_default_but_a_null_symbol_is_unknown(rig):
+    board, _, proto = synced(rig)
+    frame = {"type": "orderbookdepth", "content": {"symbol": "BTC_KRW", "datetime": "2000000", "list": [
+        {"orderType": "bid", "price": 99.5, "quantity": "2"},                 # numbers work too
+        {"symbol": None, "orderType": "bid", "price": "99.4", "quantity": "1"}]}}
+    with pytest.raises(FrameError, match="unknown symbol None") as info:
+        proto.handle(orjson.dumps(frame), 2)
+    assert info.value.markets == ()  # no book it concerned: nothing to resync
+    assert view(board).valid and (99.5, 2.0) in view(board).bids
+    assert all(price != 99.4 for price, _ in view(board).bids)
+    del frame["content"]["list"][1]
+    frame["content"]["list"][0]["quantity"] = "3"
+    proto.handle(orjson.dumps(frame), 3)  # the well-formed frame takes the typed fast path
+    assert (99.5, 3.0) in view(board).bids

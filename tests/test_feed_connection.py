@@ -145,3 +145,21 @@ def test_feed_with_unreachable_venue_backs_off_and_stops_promptly():
     assert not board.get("upbit", "KRW-BTC").view.valid
     assert feed.stop(2.0)
     assert feed.stats()["state"] == "stopped" and not feed.alive
+
+
+def test_feed_answers_venue_pings_and_reconnects_after_a_venue_close():
+    board = BookBoard(MARKETS)
+    with StubWsServer() as server:
+        feed = make_feed(server.url, board, ping_interval_s=30.0)
+        feed.start()
+        try:
+            wait_until(lambda: server.open_connections == 1, message="subscription")
+            server.send(frame("KRW-BTC", 100.0, 101.0, ts=5))
+            pongs = server.ping()
+            assert pongs and all(pong.wait(5.0) for pong in pongs), "no pong for the venue's ping"
+            wait_until(lambda: board.get("upbit", "KRW-BTC").view.valid, message="BTC book")
+            server.close_all()
+            wait_until(lambda: server.connections_made == 2, message="reconnect after close")
+            assert feed.reconnects >= 1 and not board.get("upbit", "KRW-BTC").view.valid
+        finally:
+            assert feed.stop(5.0)

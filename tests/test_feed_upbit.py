@@ -147,3 +147,17 @@ def test_frame_stamped_an_hour_ahead_is_a_bad_frame_for_its_market():
         proto.handle(frame, 1)
     assert info.value.markets == ("KRW-BTC",) and "ahead" in info.value.reason
     assert sink.snapshots == []
+
+
+def test_a_string_where_a_number_belongs_still_makes_the_book_invalid():
+    # The typed fast path is strict; such a frame takes the general path, as before issue 12.
+    board = BookBoard(["KRW-BTC"])
+    proto = UpbitBookProtocol(board.sink("upbit"), ["KRW-BTC"])
+    good = {"type": "orderbook", "code": "KRW-BTC", "timestamp": 5, "orderbook_units": [
+        {"ask_price": 101, "bid_price": 100, "ask_size": 1.5, "bid_size": 2}]}
+    proto.handle(orjson.dumps(good), 1)
+    book = board.get("upbit", "KRW-BTC")
+    assert book.view.valid and book.view.bids == ((100.0, 2.0),) and book.view.asks == ((101.0, 1.5),)
+    good["timestamp"], good["orderbook_units"][0]["bid_price"] = 6, "100"
+    proto.handle(orjson.dumps(good), 2)
+    assert not book.view.valid and "non-numeric" in book.reason
