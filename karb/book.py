@@ -4,17 +4,14 @@ Writers are the feed threads (one per venue connection, through ``BookBoard.sink
 readers (strategy, monitor, ``watch``) read ``book.view``, an immutable ``BookView`` replaced
 by reference after every change, so readers never take a lock.
 
-Representation. For deltas a side is a plain list of ``(price, size)`` level tuples ordered so
-that its best level is last (bids ascending, asks descending), beside a plain sorted list of
-keys (the bid prices; the ask prices negated), under the book's lock. ``bisect`` on the keys
-finds a level's slot and the lists' insert / delete are memmoves: C code only, so a change
-costs ~0.2 us where ``sortedcontainers.SortedDict`` (Python code) cost 1-3 us. A memmove moves
-what lies beyond the slot, and venues change levels near the best, which is at the end: cheap
-however deep the book (measured at the front, the worst case, 0.04 us at 60 levels, 0.7 us at
-1,000, 14 us at 20,000; a legacy book is re-based on its 30-level REST snapshot every
-``snapshot_check_s``). The published top-N is a reversed slice made a tuple, reusing the level
-tuples: no per-level allocation. A delta rebuilds a side's top-N only when one of its changes
-reached that window.
+Representation. For deltas a side is a ``SortedDict`` (price -> size) under the book's lock
+(the design's book). Bids are kept with plain price keys and read from the end (against negated
+keys: within this machine's noise, and no sign to forget in every writer and reader). A delta
+rebuilds a side's top-N tuple only when one of its changes reached that window. Measured in
+session 4 (``tools/bench_feed.py``, alternating runs): plain ``bisect`` lists (C-level insert
+and delete) would take a legacy delta frame from 11.9 to 7.0 us (6.7x to 4.0x its decode
+floor), short of the 3x goal either way; the SortedDict the design fixed stays until the
+design's owner decides, or the whole per-frame path goes native (``tools/proto``).
 
 Snapshots (Upbit, Bithumb 2.0: the full top-N in every message) arrive sorted. Rebuilding sorted
 structures per snapshot is where a naive book spends ~75% of its time, so a snapshot is kept
@@ -44,12 +41,12 @@ from __future__ import annotations
 
 import threading
 import time
-from bisect import bisect_left
 from itertools import islice
 from operator import gt, itemgetter, lt
 from typing import Iterable, Sequence
 
 from loguru import logger
+from sortedcontainers import SortedDict
 
 from feeds.protocol import MAX_AHEAD_MS
 from karb.model import BookView, Level, Venue
@@ -98,7 +95,7 @@ class Book:
     """
 
     __slots__ = ("venue", "market", "depth", "view", "reason", "_on_change", "_lock",
-                 "_bids", "_asks", "_bid_keys", "_ask_keys", "_snap_bids", "_snap_asks",
+                 "_bids", "_asks", "_snap_bids", "_snap_asks",
                  "_sorted_ok", "_version",
                  "_exch_ts_ms", "_has_base", "_offset_ms", "_prev_offset_ms",
                  "_offset_start_ms", "future_frames",
@@ -110,10 +107,8 @@ class Book:
         self.depth = depth
         self._on_change = on_change  # called after the lock is released, with no arguments
         self._lock = threading.Lock()
-        self._bids: list[Level] = []  # kept for deltas, best last: bids ascending,
-        self._asks: list[Level] = []  # asks descending
-        self._bid_keys: list[float] = []  # their bisect keys, ascending: price,
-        self._ask_keys: list[float] = []  # -price
+        self._bids: SortedDict = SortedDict()  # kept for deltas: price -> size
+        self._asks: SortedDict = SortedDict()
         self._snap_bids: tuple[Level, ...] = ()
         self._snap_asks: tuple[Level, ...] = ()
         self._sorted_ok = True  # the delta structures agree with the snapshot tuples
@@ -238,7 +233,7 @@ class Book:
         # window cannot alter that side's view, so the side's tuple is then reused.
         if not self._sorted_ok:
             self._materialize()
-        bids, asks, bid_keys, ask_keys = self._bids, self._asks, self._bid_keys, self._ask_keys
+        bids, asks = self._bids, self._asks
         view = self.view
         top_bids, top_asks, depth = view.bids, view.asks, self.depth
         bid_edge = top_bids[-1][0] if len(top_bids) == depth else 0.0
@@ -249,30 +244,27 @@ class Book:
                 if not (0.0 < price < _INF and 0.0 <= size < _INF):
                     return "bad delta value"
                 if side == "bid":
-                    levels, keys, key = bids, bid_keys, price
+                    levels = bids
                     if price >= bid_edge:
                         redo_bids = True
                 elif side == "ask":
-                    levels, keys, key = asks, ask_keys, -price
+                    levels = asks
                     if price <= ask_edge:
                         redo_asks = True
                 else:
                     return "bad delta value"
-                i = bisect_left(keys, key)
-                if i < len(keys) and keys[i] == key:
-                    if size > 0.0:
-                        levels[i] = (price, size)
-                    else:
-                        del levels[i], keys[i]
-                elif size > 0.0:
-                    levels.insert(i, (price, size))
-                    keys.insert(i, key)
+                if size > 0.0:
+                    levels[price] = size
+                elif price in levels:
+                    del levels[price]
         except (TypeError, ValueError):
             return "bad delta value"
         if redo_bids:
-            top_bids = tuple(bids[:-depth - 1:-1])
+            keys = list(islice(reversed(bids), depth))
+            top_bids = tuple(zip(keys, map(bids.__getitem__, keys)))
         if redo_asks:
-            top_asks = tuple(asks[:-depth - 1:-1])
+            keys = list(islice(iter(asks), depth))
+            top_asks = tuple(zip(keys, map(asks.__getitem__, keys)))
         if top_bids and top_asks and top_bids[0][0] >= top_asks[0][0]:
             return "crossed after delta"
         if exch_ts_ms > self._exch_ts_ms:
@@ -322,7 +314,7 @@ class Book:
         if already:
             return False
         self._snap_bids = self._snap_asks = ()
-        self._bids, self._asks, self._bid_keys, self._ask_keys = [], [], [], []
+        self._bids, self._asks = SortedDict(), SortedDict()
         self._sorted_ok = True
         self._version += 1
         self.view = BookView(self.venue, self.market, (), (), self._version,
@@ -362,8 +354,6 @@ class Book:
             view = self.view
             if self._sorted_ok:
                 bids, asks = self._sorted_levels()
-                assert self._bid_keys == [price for price, _ in self._bids]
-                assert self._ask_keys == [-price for price, _ in self._asks]
             else:
                 bids, asks = list(self._snap_bids), list(self._snap_asks)
             assert view.version == self._version
@@ -382,16 +372,14 @@ class Book:
     # --- internals (caller holds the lock) ----------------------------------------------
 
     def _materialize(self) -> None:
-        # The snapshot tuples (sorted best first, validated) become the lists deltas change.
-        self._bids = list(reversed(self._snap_bids))
-        self._asks = list(reversed(self._snap_asks))
-        self._bid_keys = [price for price, _ in self._bids]
-        self._ask_keys = [-price for price, _ in self._asks]
+        # The snapshot tuples (validated) become the SortedDicts deltas change.
+        self._bids = SortedDict(self._snap_bids)
+        self._asks = SortedDict(self._snap_asks)
         self._snap_bids = self._snap_asks = ()
         self._sorted_ok = True
 
     def _sorted_levels(self) -> tuple[list[Level], list[Level]]:
-        return self._bids[::-1], self._asks[::-1]
+        return list(reversed(self._bids.items())), list(self._asks.items())
 
 
 class BookBoard:
