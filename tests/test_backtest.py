@@ -111,7 +111,11 @@ def test_same_seed_same_numbers_and_capture_against_the_oracle(tmp_path):
     assert D(a.unconstrained.start_balances["upbit"]["KRW"]) == D(50_000_000) * 1_000_000
     assert a.unconstrained.summary["trades"] > 0
     assert a.run.latency_ms and all(20 <= x <= 40 for x in a.run.latency_ms)
-    assert oracle_config(config).strategy.threshold_bps < 1
+    # the oracle decides as the backtest does: only execution differs
+    oc = oracle_config(config)
+    assert (oc.strategy, oc.risk, oc.inventory) == (config.strategy, config.risk, config.inventory)
+    assert oc.backtest.competitor_share == 0 and oc.backtest.latency.upbit.max_ms == 0
+    assert D(a.summary["capture"]) <= 1
 
 
 def test_backtest_json_holds_the_report_contract(tmp_path):

@@ -21,11 +21,15 @@ plan, and the stream is advanced to each before its leg fills. While a trade is 
 strategy does not decide (live, a spare pair of leg threads could trade another market):
 trades take a few simulated milliseconds, so this costs little and is stated here.
 
-Oracles (``BacktestOptions.oracle``): the same run with zero latency, no competitors and the
-threshold at break-even (fees only: ``ORACLE_THRESHOLD_BPS``), with the same balances and
-limits; and the unconstrained one, the same but with balances so large (``UNCONSTRAINED``
-times) and the position limit and inventory bands lifted, so inventory never binds.
-``capture = realised / oracle``.
+Oracles (``BacktestOptions.oracle``): the oracle is the same run with zero latency and no
+competitors, and nothing else changed: the strategy's own threshold (and inventory skew),
+balances and limits. It decides as the backtest does but its legs fill at the signal's books,
+so ``capture = realised / oracle`` measures what execution (latency, competitors, partial
+legs and their unwinds) loses: about 100% or less. (A break-even oracle would not be an upper
+bound: under inventory limits it spends coin on small edges a threshold keeps for larger
+ones.) The unconstrained run is the oracle with inventory lifted: balances ``UNCONSTRAINED``
+times larger, no position limit, no bands, no skew; ``unconstrained - oracle`` is what
+inventory costs.
 
 Determinism: the generator, the latency draws and the signal ids are seeded; every time
 stamp is the ``ManualClock``'s.
@@ -64,7 +68,6 @@ from karb.strategy import Strategy
 ORIGIN_NS = NS_PER_S  # the ManualClock's monotonic start
 WALL_ORIGIN_NS = 1_750_000_000 * NS_PER_S  # 2025-06-15 15:06:40 UTC: simulated wall start
 START_COIN_KRW = Decimal("10000000")  # other coins: this much KRW worth (the sim's rule)
-ORACLE_THRESHOLD_BPS = 0.01  # break-even: fees only (the schema wants a positive threshold)
 UNCONSTRAINED = Decimal(1_000_000)
 INVENTORY_EVERY_NS = 600 * NS_PER_S
 HIST_BUCKET_BPS = 1.0
@@ -198,20 +201,18 @@ def check(config: Config) -> None:
 
 
 def oracle_config(config: Config) -> Config:
-    """Zero latency, no competitors, threshold at break-even; same balances and limits."""
+    """Zero latency, no competitors; the strategy's own threshold, balances and limits."""
     zero = dataclasses.replace(config.backtest.latency.upbit, min_ms=0.0, max_ms=0.0)
     latency = dataclasses.replace(config.backtest.latency, upbit=zero, bithumb=zero)
     return dataclasses.replace(
-        config, backtest=dataclasses.replace(config.backtest, latency=latency, competitor_share=0.0),
-        strategy=dataclasses.replace(config.strategy, threshold_bps=ORACLE_THRESHOLD_BPS),
-        inventory=dataclasses.replace(config.inventory, skew_bps=0.0))
+        config, backtest=dataclasses.replace(config.backtest, latency=latency, competitor_share=0.0))
 
 
 def unconstrained_config(config: Config) -> Config:
-    """Inventory limits lifted: no bands, no position limit (balances are scaled by the caller)."""
+    """Inventory lifted: no bands, no skew, no position limit (balances are scaled by the caller)."""
     big = Decimal(10) ** 18
     return dataclasses.replace(
-        config, inventory=dataclasses.replace(config.inventory, bands={}),
+        config, inventory=dataclasses.replace(config.inventory, bands={}, skew_bps=0.0),
         risk=dataclasses.replace(config.risk, max_position_krw=big, max_position={}))
 
 

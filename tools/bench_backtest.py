@@ -1,0 +1,176 @@
+"""How fast is ``karb backtest``, stage by stage? Microseconds per book event, and a 7-day projection.
+
+    python tools/bench_backtest.py [--config config/backtest.yaml] [--seconds 900] [--repeat 3]
+                                   [--no-oracles]
+
+Each stage runs ``--repeat`` times on ``--seconds`` of simulated time of the config's markets;
+the median is printed, per book event, as CPU time (``time.process_time``: the fairer figure
+on a shared machine) and wall time:
+
+* ``generator``: ``MarketGenerator.events()`` alone (the same-run reference);
+* ``generator + apply``: ``SimSource`` applying every event to a ``BookBoard`` (apply = the
+  difference);
+* ``whole run``: ``_simulate`` of the backtest (the driver loop, strategy, legs, journal), with
+  ``Strategy.evaluate`` timed inside it (its share is printed as ``evaluate``; timing it adds
+  ~0.2 us per call); then the same for the oracle and the unconstrained run unless
+  ``--no-oracles``.
+
+The projection multiplies by the book events of 7 simulated days (the measured events per
+simulated second x 604,800) and puts the three runs on 2 cores the way ``run_backtest`` does
+(three processes: wall = max(longest run, sum / 2)). Other processes on the machine inflate
+wall time, and CPU time less so: say which you quote.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from loguru import logger  # noqa: E402
+
+from karb.backtest import run as bt_run  # noqa: E402
+from karb.backtest.run import (ORIGIN_NS, UNCONSTRAINED, WALL_ORIGIN_NS, BacktestOptions,  # noqa: E402
+                               _scaled, _simulate, oracle_config, start_balances,
+                               unconstrained_config)
+from karb.backtest.sources import SimSource  # noqa: E402
+from karb.book import BookBoard  # noqa: E402
+from karb.clock import NS_PER_S  # noqa: E402
+from karb.config import load_config  # noqa: E402
+from karb.sim.market import MarketGenerator  # noqa: E402
+from karb.strategy import Strategy  # noqa: E402
+
+WEEK_S = 7 * 86400
+
+
+def _timed(fn) -> tuple[float, float, int]:
+    """(cpu s, wall s, events) of ``fn()``, which returns its event count."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    events = fn()
+    return time.process_time() - cpu, time.perf_counter() - wall, events
+
+
+def generator_only(config, seconds: float) -> int:
+    end = int(seconds * NS_PER_S)
+    n = 0
+    for event in MarketGenerator(config.sim, config.markets).events():
+        if event.t_ns > end:
+            return n
+        n += 1
+    return n
+
+
+def generator_and_apply(config, seconds: float) -> int:
+    board = BookBoard(config.markets, depth=max(config.venues.upbit.ws_levels,
+                                                config.venues.bithumb.ws_levels))
+    source = SimSource(config.sim, config.markets, board, ORIGIN_NS, WALL_ORIGIN_NS)
+    end = ORIGIN_NS + int(seconds * NS_PER_S)
+    apply = source.apply
+    n = 0
+    for t_ns, event in source.events():
+        if t_ns > end:
+            return n
+        apply(event, t_ns)
+        n += 1
+    return n
+
+
+class _EvaluateTimer:
+    """``Strategy.evaluate`` wrapped: total seconds and calls while installed."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.calls = 0
+        self._original = Strategy.evaluate
+
+    def __enter__(self):
+        original, clock, timer = self._original, time.perf_counter, self
+
+        def evaluate(strategy, *args, **kwargs):
+            t0 = clock()
+            try:
+                return original(strategy, *args, **kwargs)
+            finally:
+                timer.seconds += clock() - t0
+                timer.calls += 1
+        Strategy.evaluate = evaluate
+        return self
+
+    def __exit__(self, *exc):
+        Strategy.evaluate = self._original
+
+
+def whole_run(config, seconds: float, label: str, timer: _EvaluateTimer) -> int:
+    options = BacktestOptions(days=seconds / 86400, oracle=False, parallel=False)
+    start = start_balances(config, options)
+    if label == "unconstrained":
+        start = _scaled(start, UNCONSTRAINED)
+    with tempfile.TemporaryDirectory(prefix="bench-backtest-") as tmp:
+        stats = _simulate(config, options, Path(tmp) / "j.sqlite", None, label, start)
+    timer.trades = stats.summary["trades"]
+    return stats.events
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "config" / "backtest.yaml"))
+    parser.add_argument("--seconds", type=float, default=900.0, help="simulated seconds per run")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-oracles", action="store_true", help="time the backtest run only")
+    args = parser.parse_args()
+    logger.remove()
+    config = load_config(args.config)
+    runs = [("backtest", config)]
+    if not args.no_oracles:
+        runs += [("oracle", oracle_config(config)),
+                 ("unconstrained", unconstrained_config(oracle_config(config)))]
+    print(f"{len(config.markets)} markets, profile {config.sim.profile}, {args.seconds:,.0f} sim s "
+          f"per run, median of {args.repeat}; us per book event as CPU (wall)")
+
+    def median_of(fn) -> tuple[float, float, int, list]:
+        samples = [_timed(fn) for _ in range(args.repeat)]
+        events = samples[0][2]
+        return (statistics.median(s[0] for s in samples) / events * 1e6,
+                statistics.median(s[1] for s in samples) / events * 1e6, events, samples)
+
+    gen_cpu, gen_wall, events, _ = median_of(lambda: generator_only(config, args.seconds))
+    rate = events / args.seconds
+    print(f"  events: {events:,} ({rate:.1f} per sim s; 7 days = {rate * WEEK_S / 1e6:.1f} million)")
+    print(f"  generator             {gen_cpu:7.1f} ({gen_wall:.1f})")
+    ga_cpu, ga_wall, _, _ = median_of(lambda: generator_and_apply(config, args.seconds))
+    print(f"  generator + apply     {ga_cpu:7.1f} ({ga_wall:.1f})   apply {ga_cpu - gen_cpu:.1f} "
+          f"({ga_wall - gen_wall:.1f})")
+    per_run = {}
+    for label, cfg in runs:
+        timers = []
+
+        def one():
+            with _EvaluateTimer() as timer:
+                timers.append(timer)
+                return whole_run(cfg, args.seconds, label, timer)
+        cpu, wall, n, samples = median_of(one)
+        ev = statistics.median(t.seconds for t in timers) / n * 1e6
+        calls = statistics.median(t.calls for t in timers)
+        rest = cpu - ga_cpu - ev
+        per_run[label] = (cpu, wall)
+        print(f"  whole run {label:13s} {cpu:7.1f} ({wall:.1f})   evaluate {ev:.1f} (wall; "
+              f"{ev * n / calls if calls else 0:.1f} per call, {calls / n:.2f} calls per event), "
+              f"rest of the loop and legs ~{rest:.1f}; {timers[0].trades} trades; "
+              f"{args.seconds / (wall * n / 1e6):,.0f} sim s / wall s")
+    week_events = rate * WEEK_S
+    for what, index in (("CPU", 0), ("wall", 1)):
+        each = {k: v[index] * week_events / 1e6 for k, v in per_run.items()}
+        total = max(max(each.values()), sum(each.values()) / 2)
+        print(f"  7 days from {what:4s}: " + ", ".join(f"{k} {v / 60:,.1f} min" for k, v in each.items())
+              + f"; all on 2 cores ~{total / 60:,.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
