@@ -49,16 +49,23 @@ _SIZE_FACTORS = tuple(math.exp(_SIZE_SIGMA * NormalDist().inv_cdf((i + 0.5) / _S
                       for i in range(_SIZE_QUANTILES))
 
 Ladder = tuple[tuple[int, int], ...]  # ((price_sats, size_sats), ...) best first
+FLOAT_SCALE = 1e8  # a float ladder's level is (price / FLOAT_SCALE, size / FLOAT_SCALE)
 
 
 class BookEvent(NamedTuple):
-    """One book update of one venue: ``t_ns`` is sim time since the stream's start."""
+    """One book update of one venue: ``t_ns`` is sim time since the stream's start.
+
+    ``fbids`` / ``fasks``: the same ladders' top ``float_depth`` levels as floats
+    (``sats / FLOAT_SCALE``, what a feed decodes), from a generator made with ``float_depth``;
+    else None."""
 
     t_ns: int
     venue: Venue
     market: str
     bids: Ladder
     asks: Ladder
+    fbids: tuple[tuple[float, float], ...] | None = None
+    fasks: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass
@@ -93,6 +100,8 @@ class _VenueBook:
     jumps: list[_Jump] = field(default_factory=list)
     bids: list[tuple[int, int]] = field(default_factory=list)  # [(price, size), ...] best first
     asks: list[tuple[int, int]] = field(default_factory=list)
+    fbids: list[tuple[float, float]] | None = None  # the float mirror (a ``float_depth`` generator)
+    fasks: list[tuple[float, float]] | None = None
     last_ns: int = 0
     band: tuple[int, int, int] = (0, 0, 1)  # (low, high, tick) of the last mid's tick band
 
@@ -105,11 +114,16 @@ class _Dislocation:
 
 
 class MarketGenerator:
-    """Deterministic book stream for ``markets`` on both venues."""
+    """Deterministic book stream for ``markets`` on both venues.
 
-    def __init__(self, config: SimConfig, markets: list[str]):
+    ``float_depth`` (a backtest): also keep a float mirror of every ladder, converting only the
+    levels that change, and put its top ``float_depth`` levels in each event (``fbids`` /
+    ``fasks``). The stream itself is the same with or without it."""
+
+    def __init__(self, config: SimConfig, markets: list[str], float_depth: int | None = None):
         self.config = config
         self.markets = list(markets)
+        self.float_depth = float_depth
         self._fair: dict[str, _Fair] = {}
         self._books: list[_VenueBook] = []
         self._taken: deque[tuple[Venue, str, str, int, int]] = deque()
@@ -127,6 +141,8 @@ class MarketGenerator:
                 )
                 if params.gap_std_bps:  # start in the stationary law: no warm-up needed
                     book.slow = _slow_std(params) * book.rng.gauss(0.0, 1.0)
+                if float_depth is not None:
+                    book.fbids, book.fasks = [], []
                 self._books.append(book)
         self._by_key = {(b.venue, b.market): b for b in self._books}
 
@@ -171,7 +187,11 @@ class MarketGenerator:
             else:
                 best_bid, best_ask = self._dislocated(book, dis, best_bid, best_ask)
         self._reladder(book, best_bid, best_ask)
-        return BookEvent(t_ns, book.venue, book.market, tuple(book.bids), tuple(book.asks))
+        if book.fbids is None:
+            return BookEvent(t_ns, book.venue, book.market, tuple(book.bids), tuple(book.asks))
+        n = self.float_depth
+        return BookEvent(t_ns, book.venue, book.market, tuple(book.bids), tuple(book.asks),
+                         tuple(book.fbids[:n]), tuple(book.fasks[:n]))
 
     def _advance_premium(self, book: _VenueBook, t_ns: int) -> float:
         p, rng = book.params, book.rng
@@ -233,23 +253,16 @@ class MarketGenerator:
 
     def _reladder(self, book: _VenueBook, best_bid: int, best_ask: int) -> None:
         depth, rng, resized = self.config.depth, book.rng, book.params.resized_per_update
-        bids, asks = book.bids, book.asks
-        # Drop the levels the new touch crossed (a prefix: sides are sorted best first).
-        cut = 0
-        while cut < len(bids) and bids[cut][0] > best_bid:
-            cut += 1
-        bids = bids[cut:] if cut else bids
-        cut = 0
-        while cut < len(asks) and asks[cut][0] < best_ask:
-            cut += 1
-        asks = asks[cut:] if cut else asks
-        book.bids = _extend(_fill_top(bids, best_bid, depth, book, True), depth, book, True)
-        book.asks = _extend(_fill_top(asks, best_ask, depth, book, False), depth, book, False)
-        for side in (book.bids, book.asks):
+        fbids, fasks = book.fbids, book.fasks
+        book.bids, book.fbids = _reside(book, book.bids, fbids, best_bid, depth, True)
+        book.asks, book.fasks = _reside(book, book.asks, fasks, best_ask, depth, False)
+        for side, fside in ((book.bids, book.fbids), (book.asks, book.fasks)):
             for _ in range(resized):
                 i = int(rng.random() * len(side))
                 price = side[i][0]
-                side[i] = (price, _size(book, price))
+                side[i] = level = (price, _size(book, price))
+                if fside is not None:
+                    fside[i] = (price / FLOAT_SCALE, level[1] / FLOAT_SCALE)
 
     def _apply_taken(self) -> None:
         while self._taken:
@@ -257,34 +270,56 @@ class MarketGenerator:
             book = self._by_key.get((venue, market))
             if book is None:
                 continue
-            levels = book.bids if side == "bid" else book.asks
+            levels, floats = (book.bids, book.fbids) if side == "bid" else (book.asks, book.fasks)
             for i, (level_price, level_size) in enumerate(levels):
                 if level_price == price:
                     if level_size > size:
                         levels[i] = (price, level_size - size)
+                        if floats is not None:
+                            floats[i] = (price / FLOAT_SCALE, (level_size - size) / FLOAT_SCALE)
                     else:
                         del levels[i]
+                        if floats is not None:
+                            del floats[i]
                     break
 
 
-def _fill_top(levels: list[tuple[int, int]], best: int, depth: int, book: _VenueBook,
-              bids: bool) -> list[tuple[int, int]]:
-    """Insert fresh levels from ``best`` towards the old top, so the best level exists."""
-    if levels and levels[0][0] == best:
-        return levels
-    new = [(best, _size(book, best))]
-    if not levels:
-        return new
-    return new + _walk(book, best, bids, depth - 1, levels[0][0]) + levels
-
-
-def _extend(levels: list[tuple[int, int]], depth: int, book: _VenueBook,
-            bids: bool) -> list[tuple[int, int]]:
-    """Cut to ``depth`` levels, or add levels beyond the last one until there are ``depth``."""
-    if len(levels) >= depth:
-        return levels[:depth] if len(levels) > depth else levels
-    levels.extend(_walk(book, levels[-1][0], bids, depth - len(levels)))
-    return levels
+def _reside(book: _VenueBook, levels: list[tuple[int, int]], floats: list | None, best: int,
+            depth: int, bids: bool) -> tuple[list[tuple[int, int]], list | None]:
+    """One side moved to its new best price ``best``: drop the levels the new touch crossed (a
+    prefix: sides are sorted best first), insert fresh levels from ``best`` towards the old top
+    so the best level exists, then cut to ``depth`` levels or add levels beyond the last one
+    until there are ``depth``. The kept levels are a slice of the old ones, so the float mirror
+    (``floats``, if kept) converts only the fresh levels."""
+    n, cut = len(levels), 0
+    if bids:
+        while cut < n and levels[cut][0] > best:
+            cut += 1
+    else:
+        while cut < n and levels[cut][0] < best:
+            cut += 1
+    if cut < n and levels[cut][0] == best:
+        top = []
+    else:
+        top = [(best, _size(book, best))]
+        if cut < n:
+            top += _walk(book, best, bids, depth - 1, levels[cut][0])
+    keep = n - cut
+    if len(top) + keep >= depth:
+        keep, tail = depth - len(top), []
+    else:
+        last = levels[n - 1][0] if keep else top[-1][0]
+        tail = _walk(book, last, bids, depth - len(top) - keep)
+    out = top + levels[cut:cut + keep] if top else levels[cut:cut + keep]
+    if tail:
+        out += tail
+    if floats is None:
+        return out, None
+    fout = [(p / FLOAT_SCALE, z / FLOAT_SCALE) for p, z in top] if top else []
+    fout += floats[cut:cut + keep]
+    if tail:
+        fout += [(p / FLOAT_SCALE, z / FLOAT_SCALE) for p, z in tail]
+    return out, fout
 
 
 def _walk(book: _VenueBook, price: int, down: bool, count: int, stop: int | None = None) -> list:
