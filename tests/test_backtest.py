@@ -80,6 +80,30 @@ def test_competitors_take_their_share_of_the_top_level_first():
     assert venue.get_order(client_id="c1").executed_volume == D("0.002")
 
 
+def test_generated_books_reach_the_board_as_the_validated_feed_path_would_build_them(tmp_path):
+    """``SimSource`` skips the feed's validation for the generator's own books: the views are
+    those ``on_snapshot_columns`` (the live decoder's path, with every check) builds."""
+    from karb.backtest.run import ORIGIN_NS, WALL_ORIGIN_NS
+    from karb.backtest.sources import SimSource
+
+    config = _config(tmp_path)
+    fast, checked = BookBoard(config.markets, depth=15), BookBoard(config.markets, depth=15)
+    source = SimSource(config.sim, config.markets, fast, ORIGIN_NS, WALL_ORIGIN_NS)
+    wall_ms = WALL_ORIGIN_NS // 1_000_000 - ORIGIN_NS // 1_000_000
+    for n, (t_ns, event) in enumerate(source.events()):
+        if n == 3000:
+            break
+        source.apply(event, t_ns)
+        bids, asks = event.bids[:15], event.asks[:15]
+        checked.sink(event.venue).on_snapshot_columns(
+            event.market, [p / 1e8 for p, _ in bids], [s / 1e8 for _, s in bids],
+            [p / 1e8 for p, _ in asks], [s / 1e8 for _, s in asks], t_ns // 1_000_000 + wall_ms, t_ns)
+        a, b = fast.get(event.venue, event.market), checked.get(event.venue, event.market)
+        # lag_ns: the book's venue-lag estimate reads the real clock, not the simulated one
+        assert a.view._replace(lag_ns=0) == b.view._replace(lag_ns=0) and a.view.valid
+        a._check()
+
+
 def _config(tmp_path, **strategy):
     return parse_config({
         "markets": ["KRW-BTC", "KRW-XRP"],

@@ -7,7 +7,8 @@ Each stage runs ``--repeat`` times on ``--seconds`` of simulated time of the con
 the median is printed, per book event, as CPU time (``time.process_time``: the fairer figure
 on a shared machine) and wall time:
 
-* ``generator``: ``MarketGenerator.events()`` alone (the same-run reference);
+* ``generator``: ``MarketGenerator.events()`` alone, with the float mirror a backtest uses
+  (the same-run reference);
 * ``generator + apply``: ``SimSource`` applying every event to a ``BookBoard`` (apply = the
   difference);
 * ``whole run``: ``_simulate`` of the backtest (the driver loop, strategy, legs, journal), with
@@ -56,10 +57,14 @@ def _timed(fn) -> tuple[float, float, int]:
     return time.process_time() - cpu, time.perf_counter() - wall, events
 
 
+def _depth(config) -> int:
+    return max(config.venues.upbit.ws_levels, config.venues.bithumb.ws_levels)
+
+
 def generator_only(config, seconds: float) -> int:
     end = int(seconds * NS_PER_S)
     n = 0
-    for event in MarketGenerator(config.sim, config.markets).events():
+    for event in MarketGenerator(config.sim, config.markets, float_depth=_depth(config)).events():
         if event.t_ns > end:
             return n
         n += 1
@@ -67,8 +72,7 @@ def generator_only(config, seconds: float) -> int:
 
 
 def generator_and_apply(config, seconds: float) -> int:
-    board = BookBoard(config.markets, depth=max(config.venues.upbit.ws_levels,
-                                                config.venues.bithumb.ws_levels))
+    board = BookBoard(config.markets, depth=_depth(config))
     source = SimSource(config.sim, config.markets, board, ORIGIN_NS, WALL_ORIGIN_NS)
     end = ORIGIN_NS + int(seconds * NS_PER_S)
     apply = source.apply

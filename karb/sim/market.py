@@ -100,8 +100,11 @@ class _VenueBook:
     jumps: list[_Jump] = field(default_factory=list)
     bids: list[tuple[int, int]] = field(default_factory=list)  # [(price, size), ...] best first
     asks: list[tuple[int, int]] = field(default_factory=list)
-    fbids: list[tuple[float, float]] | None = None  # the float mirror (a ``float_depth`` generator)
+    # the float mirror (a ``float_depth`` generator): the first levels of bids / asks as
+    # floats, at least ``float_depth`` of them after each update
+    fbids: list[tuple[float, float]] | None = None
     fasks: list[tuple[float, float]] | None = None
+    float_depth: int = 0
     last_ns: int = 0
     band: tuple[int, int, int] = (0, 0, 1)  # (low, high, tick) of the last mid's tick band
 
@@ -116,9 +119,9 @@ class _Dislocation:
 class MarketGenerator:
     """Deterministic book stream for ``markets`` on both venues.
 
-    ``float_depth`` (a backtest): also keep a float mirror of every ladder, converting only the
-    levels that change, and put its top ``float_depth`` levels in each event (``fbids`` /
-    ``fasks``). The stream itself is the same with or without it."""
+    ``float_depth`` (a backtest): also keep a float mirror of the top of every ladder,
+    converting only the levels that are new there, and put its top ``float_depth`` levels in
+    each event (``fbids`` / ``fasks``). The stream itself is the same with or without it."""
 
     def __init__(self, config: SimConfig, markets: list[str], float_depth: int | None = None):
         self.config = config
@@ -142,7 +145,7 @@ class MarketGenerator:
                 if params.gap_std_bps:  # start in the stationary law: no warm-up needed
                     book.slow = _slow_std(params) * book.rng.gauss(0.0, 1.0)
                 if float_depth is not None:
-                    book.fbids, book.fasks = [], []
+                    book.fbids, book.fasks, book.float_depth = [], [], float_depth
                 self._books.append(book)
         self._by_key = {(b.venue, b.market): b for b in self._books}
 
@@ -166,13 +169,15 @@ class MarketGenerator:
             yield self._update(book, 0)
         heap = [(int(b.rng.expovariate(b.params.update_hz) * NS), i) for i, b in enumerate(books)]
         heapq.heapify(heap)
-        heapreplace, update = heapq.heapreplace, self._update
+        heapreplace, update, log = heapq.heapreplace, self._update, math.log
+        draws = [(b.rng.random, b.params.update_hz) for b in books]
         while True:
             t_ns, i = heap[0]
-            book = books[i]
-            heapreplace(heap, (t_ns + max(1, int(book.rng.expovariate(book.params.update_hz) * NS)), i))
+            rand, hz = draws[i]
+            # rng.expovariate(hz), inlined (the generator's hottest loop): same draw, same value
+            heapreplace(heap, (t_ns + max(1, int(-log(1.0 - rand()) / hz * NS)), i))
             self.now_ns = t_ns
-            yield update(book, t_ns)
+            yield update(books[i], t_ns)
 
     def _update(self, book: _VenueBook, t_ns: int) -> BookEvent:
         if self._taken:
@@ -194,16 +199,16 @@ class MarketGenerator:
                          tuple(book.fbids[:n]), tuple(book.fasks[:n]))
 
     def _advance_premium(self, book: _VenueBook, t_ns: int) -> float:
-        p, rng = book.params, book.rng
+        p, rng, exp, sqrt = book.params, book.rng, math.exp, math.sqrt
         dt = (t_ns - book.last_ns) / NS
         book.last_ns = t_ns
-        decay = math.exp(-p.noise_reversion_per_s * dt)
+        decay = exp(-p.noise_reversion_per_s * dt)
         std = p.noise_bps * 1e-4
-        book.premium = book.premium * decay + std * math.sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
+        book.premium = book.premium * decay + std * sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
         if p.gap_std_bps:
-            decay = math.exp(-dt / p.gap_reversion_s)
-            book.slow = book.slow * decay + _slow_std(p) * math.sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
-        if rng.random() < 1.0 - math.exp(-p.gaps_per_min / 60.0 * dt):
+            decay = exp(-dt / p.gap_reversion_s)
+            book.slow = book.slow * decay + _slow_std(p) * sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
+        if rng.random() < 1.0 - exp(-p.gaps_per_min / 60.0 * dt):
             amp = _log_uniform(rng, p.gap_bps_min, p.gap_bps_max) * 1e-4
             tau = _log_uniform(rng, p.gap_life_min_s, p.gap_life_max_s) * NS
             book.jumps.append(_Jump(amp if rng.random() < 0.5 else -amp, t_ns, tau))
@@ -253,16 +258,19 @@ class MarketGenerator:
 
     def _reladder(self, book: _VenueBook, best_bid: int, best_ask: int) -> None:
         depth, rng, resized = self.config.depth, book.rng, book.params.resized_per_update
-        fbids, fasks = book.fbids, book.fasks
-        book.bids, book.fbids = _reside(book, book.bids, fbids, best_bid, depth, True)
-        book.asks, book.fasks = _reside(book, book.asks, fasks, best_ask, depth, False)
-        for side, fside in ((book.bids, book.fbids), (book.asks, book.fasks)):
+        book.bids, book.fbids = bids, fbids = _reside(book, book.bids, book.fbids, best_bid, depth, True)
+        book.asks, book.fasks = asks, fasks = _reside(book, book.asks, book.fasks, best_ask, depth, False)
+        rand, scale = rng.random, book.level_krw * 1e16  # _size, inlined
+        for side, fside in ((bids, fbids), (asks, fasks)):
             for _ in range(resized):
-                i = int(rng.random() * len(side))
+                i = int(rand() * len(side))
                 price = side[i][0]
-                side[i] = level = (price, _size(book, price))
-                if fside is not None:
-                    fside[i] = (price / FLOAT_SCALE, level[1] / FLOAT_SCALE)
+                sats = int(scale / price * _SIZE_FACTORS[int(rand() * _SIZE_QUANTILES)])
+                if not 0 < sats < _JSON_EXACT:
+                    sats = _json_size(sats)
+                side[i] = (price, sats)
+                if fside is not None and i < len(fside):
+                    fside[i] = (price / FLOAT_SCALE, sats / FLOAT_SCALE)
 
     def _apply_taken(self) -> None:
         while self._taken:
@@ -275,12 +283,12 @@ class MarketGenerator:
                 if level_price == price:
                     if level_size > size:
                         levels[i] = (price, level_size - size)
-                        if floats is not None:
+                        if floats is not None and i < len(floats):
                             floats[i] = (price / FLOAT_SCALE, (level_size - size) / FLOAT_SCALE)
                     else:
                         del levels[i]
-                        if floats is not None:
-                            del floats[i]
+                        if floats is not None and i < len(floats):
+                            del floats[i]  # still a prefix; the next update extends it
                     break
 
 
@@ -315,10 +323,13 @@ def _reside(book: _VenueBook, levels: list[tuple[int, int]], floats: list | None
         out += tail
     if floats is None:
         return out, None
-    fout = [(p / FLOAT_SCALE, z / FLOAT_SCALE) for p, z in top] if top else []
-    fout += floats[cut:cut + keep]
-    if tail:
-        fout += [(p / FLOAT_SCALE, z / FLOAT_SCALE) for p, z in tail]
+    # the mirror is a prefix: at least the top ``float_depth`` levels, as floats
+    n = book.float_depth
+    fout = [(p / FLOAT_SCALE, z / FLOAT_SCALE) for p, z in top[:n]] if top else []
+    if len(fout) < n:
+        fout += floats[cut:cut + keep]
+        if len(fout) < n and len(fout) < len(out):
+            fout += [(p / FLOAT_SCALE, z / FLOAT_SCALE) for p, z in out[len(fout):n]]
     return out, fout
 
 
