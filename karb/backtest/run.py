@@ -226,44 +226,60 @@ def _scaled(balances: dict[str, dict[str, str]], factor: Decimal) -> dict[str, d
     return {v: {c: str(Decimal(a) * factor) for c, a in b.items()} for v, b in balances.items()}
 
 
+class _SimClock(ManualClock):
+    """The run's ``ManualClock``; only the driver thread moves it (``move_to``), so a read of
+    the monotonic clock needs no lock (one attribute: atomic), a move still takes it."""
+
+    def monotonic_ns(self) -> int:
+        return self._mono
+
+    def move_to(self, t_ns: int) -> None:
+        """Both clocks forward to monotonic ``t_ns``; an earlier time is now, no move."""
+        with self._lock:
+            step = t_ns - self._mono
+            if step > 0:
+                self._mono = t_ns
+                self._wall += step
+
+
+END = object()  # ``_Stream.step``'s end of the stream
+
+
 class _Stream:
     """The source's events in time order; ``step`` for the loop, ``advance_to`` for legs."""
 
-    def __init__(self, source, clock: ManualClock, end_ns: int | None):
+    def __init__(self, source, clock: _SimClock, end_ns: int | None):
         self.source = source
         self.clock = clock
-        self.end_ns = end_ns
+        self.end_ns = end_ns if end_ns is not None else 1 << 62
         self._events = source.events()
         self._apply = source.apply
+        self._market_of = source.market_of
         self._next = next(self._events, None)
         self.count = 0
-        self.last_market: str | None = None
 
-    def _move(self, t_ns: int) -> None:
-        step = t_ns - self.clock.monotonic_ns()
-        if step > 0:
-            self.clock.advance(ns=step)
-
-    def step(self) -> bool:
+    def step(self):
+        """Apply the next event; return its market (None: any, a recording's frame), or
+        ``END``."""
         event = self._next
-        if event is None or (self.end_ns is not None and event[0] > self.end_ns):
-            return False
-        self._move(event[0])
-        self._apply(event[1], event[0])
-        self.last_market = self.source.market_of(event[1])
+        if event is None or event[0] > self.end_ns:
+            return END
+        t_ns, payload = event
+        self.clock.move_to(t_ns)
+        self._apply(payload, t_ns)
         self.count += 1
         self._next = next(self._events, None)
-        return True
+        return self._market_of(payload)
 
     def advance_to(self, t_ns: int) -> None:
-        end = self.end_ns
-        while self._next is not None and self._next[0] <= t_ns and (end is None or self._next[0] <= end):
+        end, move = self.end_ns, self.clock.move_to
+        while self._next is not None and self._next[0] <= t_ns and self._next[0] <= end:
             t, payload = self._next
-            self._move(t)
+            move(t)
             self._apply(payload, t)
             self.count += 1
             self._next = next(self._events, None)
-        self._move(t_ns)
+        move(t_ns)
 
 
 def start_balances(config: Config, options: BacktestOptions) -> dict[str, dict[str, str]]:
@@ -314,7 +330,7 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
               label: str, start_balances: dict[str, dict[str, str]]) -> RunStats:
     sim = config.sim or SimConfig()
     bt = config.backtest
-    clock = ManualClock(monotonic_ns=ORIGIN_NS, wall_ns=WALL_ORIGIN_NS)
+    clock = _SimClock(monotonic_ns=ORIGIN_NS, wall_ns=WALL_ORIGIN_NS)
     fees = {v: (config.venues[v].taker_fee, config.venues[v].maker_fee) for v in Venue}
     rules = RulesBook.fallback(config.markets, fees)
     board = BookBoard(config.markets, depth=max(config.venues.upbit.ws_levels,
@@ -329,7 +345,7 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
     start = start_balances
     stream = _Stream(source, clock, end_ns)
     if options.data and stream._next is not None:  # a recording's clock starts at its first frame
-        clock.advance(ns=max(0, stream._next[0] - clock.monotonic_ns()))
+        clock.move_to(stream._next[0])
     wire = Wire({v: (getattr(bt.latency, v.value).min_ms, getattr(bt.latency, v.value).max_ms)
                  for v in Venue}, sim.seed, stream.advance_to, clock, bt.latency_samples)
     clients = {v: ModelVenue(v, board, rules, clock, wire, bt.competitor_share, bt.competitor_levels)
@@ -369,8 +385,9 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
         evaluate = strategy.evaluate
         last_net = strategy.last_net_bps
         markets = config.markets
-        while stream.step():
-            now = clock.monotonic_ns()
+        step, add = stream.step, hist.add
+        while (market := step()) is not END:
+            now = clock._mono
             if now - last_full >= full_every:
                 # the strategy thread's periodic full pass; it can only find something new
                 # when a cooldown ended, a trade moved balances or risk's blocking changed
@@ -379,13 +396,14 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
                 last_full, full_state = now, state
                 evaluate(now, changed_only=not full)
             else:
-                market = stream.last_market
                 evaluate(now, changed_only=True, markets=(market,) if market else None)
             if runner._tasks:
                 runner.drain()
-            market = stream.last_market
-            for m in ((market,) if market else markets):
-                hist.add(m, last_net)
+            if market:
+                add(market, last_net)
+            else:
+                for m in markets:
+                    add(m, last_net)
             if now >= next_sample:
                 next_sample = now + INVENTORY_EVERY_NS
                 _sample(inventory_samples, risk, clock)
