@@ -3,12 +3,16 @@
 import dataclasses
 import gzip
 import json
+import marshal
+import multiprocessing
 import re
 from decimal import Decimal as D
 
 import orjson
+import pytest
 
 from karb.backtest.run import BacktestOptions, oracle_config, run_backtest
+from karb.backtest.shared import FedSource, FeederGone
 from karb.backtest.venue import ModelVenue, Wire
 from karb.book import BookBoard
 from karb.cli import main
@@ -102,6 +106,28 @@ def test_generated_books_reach_the_board_as_the_validated_feed_path_would_build_
         # lag_ns: the book's venue-lag estimate reads the real clock, not the simulated one
         assert a.view._replace(lag_ns=0) == b.view._replace(lag_ns=0) and a.view.valid
         a._check()
+
+
+def test_the_shared_stream_gives_each_run_what_generating_it_in_the_run_gives(tmp_path):
+    """Parallel: one feeder process generates the stream for all three runs; serial: each run
+    generates its own. Same numbers."""
+    config = _config(tmp_path)
+    shared = run_backtest(config, BacktestOptions(days=120 / 86400, parallel=True)).to_json()
+    alone = run_backtest(config, BacktestOptions(days=120 / 86400, parallel=False)).to_json()
+    for doc in (shared, alone):
+        del doc["wall_seconds"], doc["speed"]
+    assert shared == alone and shared["events"] > 1000 and shared["oracle"]["trades"] > 0
+
+
+def test_a_stream_cut_short_is_an_error_not_a_short_run():
+    receive, send = multiprocessing.Pipe(duplex=False)
+    send.send_bytes(marshal.dumps([(5, 0, 0, ((1.0, 2.0),), ((3.0, 1.0),))]))
+    send.close()  # no end mark: the feeder died
+    board = BookBoard([MARKET])
+    events = FedSource(receive, [MARKET], board, 0, 0).events()
+    assert next(events)[0] == 5
+    with pytest.raises(FeederGone):
+        next(events)
 
 
 def _config(tmp_path, **strategy):

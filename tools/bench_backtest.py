@@ -94,7 +94,7 @@ class _EvaluateTimer:
         self._original = Strategy.evaluate
 
     def __enter__(self):
-        original, clock, timer = self._original, time.perf_counter, self
+        original, clock, timer = self._original, time.thread_time, self
 
         def evaluate(strategy, *args, **kwargs):
             t0 = clock()
@@ -163,7 +163,7 @@ def main() -> int:
         calls = statistics.median(t.calls for t in timers)
         rest = cpu - ga_cpu - ev
         per_run[label] = (cpu, wall)
-        print(f"  whole run {label:13s} {cpu:7.1f} ({wall:.1f})   evaluate {ev:.1f} (wall; "
+        print(f"  whole run {label:13s} {cpu:7.1f} ({wall:.1f})   evaluate {ev:.1f} (CPU; "
               f"{ev * n / calls if calls else 0:.1f} per call, {calls / n:.2f} calls per event), "
               f"rest of the loop and legs ~{rest:.1f}; {timers[0].trades} trades; "
               f"{args.seconds / (wall * n / 1e6):,.0f} sim s / wall s")

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from karb.backtest.runner import InlineRunner
+from karb.backtest.shared import FedSource, feed
 from karb.backtest.sources import RecordingSource, SimSource
 from karb.backtest.venue import ModelVenue, Wire
 from karb.book import BookBoard
@@ -164,7 +165,10 @@ def run_backtest(config: Config, options: BacktestOptions) -> BacktestResult:
                     (unconstrained_config(oracle_config(config)), quiet,
                      Path(tmp) / "unconstrained.sqlite", None, "unconstrained",
                      _scaled(start, UNCONSTRAINED))]
-        if jobs and options.parallel:
+        if jobs and options.parallel and not options.data:
+            run, oracle, unconstrained = _fed_runs(config, options, where / "journal.sqlite", jobs,
+                                                   start)
+        elif jobs and options.parallel:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=len(jobs), mp_context=context,
                                      initializer=_quiet_worker) as pool:
@@ -182,6 +186,64 @@ def run_backtest(config: Config, options: BacktestOptions) -> BacktestResult:
     summary["oracle_pnl_krw"] = oracle.summary["pnl_krw"] if oracle else None
     summary["unconstrained_pnl_krw"] = unconstrained.summary["pnl_krw"] if unconstrained else None
     return BacktestResult(config, options, run, oracle, unconstrained, summary)
+
+
+def _fed_runs(config: Config, options: BacktestOptions, journal_path: Path, jobs: list,
+              start: dict[str, dict[str, str]]) -> tuple[RunStats, ...]:
+    """The backtest here and the oracle runs in two worker processes, all three reading the
+    one stream a feeder process generates (``karb.backtest.shared``)."""
+    context = multiprocessing.get_context("spawn")
+    feeds = [context.Pipe(duplex=False) for _ in range(1 + len(jobs))]
+    results = [context.Pipe(duplex=False) for _ in jobs]
+    board_depth = max(config.venues.upbit.ws_levels, config.venues.bithumb.ws_levels)
+    feeder = context.Process(target=feed, name="backtest-feed", daemon=True, args=(
+        config.sim or SimConfig(), list(config.markets), board_depth,
+        _stream_ns(config, options), [send for _, send in feeds]))
+    workers = [context.Process(target=_fed_worker, name=f"backtest-{job[4]}", daemon=True,
+                               args=(job, feeds[i + 1][0], results[i][1]))
+               for i, job in enumerate(jobs)]
+    processes = [feeder, *workers]
+    try:
+        for process in processes:
+            process.start()
+        for receive, send in feeds:  # the children hold their ends now
+            send.close()
+        for (receive, _), (_, send) in zip(feeds[1:], results):
+            receive.close()
+            send.close()
+        run = _simulate(config, options, journal_path, options.progress, "backtest", start,
+                        feed=feeds[0][0])
+        outcomes = []
+        for (receive, _), job in zip(results, jobs):
+            try:
+                outcome = receive.recv()
+            except EOFError:
+                outcome = RuntimeError(f"the {job[4]} run's process died")
+            if isinstance(outcome, BaseException):
+                raise outcome
+            outcomes.append(outcome)
+        for process in processes:
+            process.join(10)
+        return (run, *outcomes)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+
+
+def _fed_worker(job: tuple, feed_connection, result_connection) -> None:
+    _quiet_worker()
+    try:
+        outcome = _simulate(*job, feed=feed_connection)
+    except BaseException as exc:  # noqa: BLE001 - the parent raises it
+        outcome = exc
+    result_connection.send(outcome)
+
+
+def _stream_ns(config: Config, options: BacktestOptions) -> int:
+    """How much of the generator's stream a run reads (``--days`` or ``backtest.days``)."""
+    days = options.days if options.days is not None else config.backtest.days
+    return int(days * 86400 * NS_PER_S)
 
 
 def _quiet_worker() -> None:
@@ -327,7 +389,8 @@ def _first_prices(config: Config, data: str) -> dict[str, Decimal]:
 
 
 def _simulate(config: Config, options: BacktestOptions, journal_path: Path, progress: TextIO | None,
-              label: str, start_balances: dict[str, dict[str, str]]) -> RunStats:
+              label: str, start_balances: dict[str, dict[str, str]], feed=None) -> RunStats:
+    """One run; ``feed``: read the generator's stream from the shared feeder's connection."""
     sim = config.sim or SimConfig()
     bt = config.backtest
     clock = _SimClock(monotonic_ns=ORIGIN_NS, wall_ns=WALL_ORIGIN_NS)
@@ -338,10 +401,12 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
     if options.data:
         source = RecordingSource(options.data, config, board)
         end_ns = None
+    elif feed is not None:
+        source = FedSource(feed, config.markets, board, ORIGIN_NS, WALL_ORIGIN_NS)
+        end_ns = ORIGIN_NS + _stream_ns(config, options)
     else:
-        days = options.days if options.days is not None else bt.days
         source = SimSource(sim, config.markets, board, ORIGIN_NS, WALL_ORIGIN_NS)
-        end_ns = ORIGIN_NS + int(days * 86400 * NS_PER_S)
+        end_ns = ORIGIN_NS + _stream_ns(config, options)
     start = start_balances
     stream = _Stream(source, clock, end_ns)
     if options.data and stream._next is not None:  # a recording's clock starts at its first frame
