@@ -3,8 +3,8 @@
 import dataclasses
 import gzip
 import json
-import marshal
 import multiprocessing
+import pickle
 import re
 from decimal import Decimal as D
 
@@ -121,7 +121,7 @@ def test_the_shared_stream_gives_each_run_what_generating_it_in_the_run_gives(tm
 
 def test_a_stream_cut_short_is_an_error_not_a_short_run():
     receive, send = multiprocessing.Pipe(duplex=False)
-    send.send_bytes(marshal.dumps([(5, 0, 0, ((1.0, 2.0),), ((3.0, 1.0),))]))
+    send.send_bytes(pickle.dumps([(5, 0, 0, ((1.0, 2.0),), ((3.0, 1.0),))]))
     send.close()  # no end mark: the feeder died
     board = BookBoard([MARKET])
     events = FedSource(receive, [MARKET], board, 0, 0).events()

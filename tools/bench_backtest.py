@@ -5,26 +5,31 @@
 
 Each stage runs ``--repeat`` times on ``--seconds`` of simulated time of the config's markets;
 the median is printed, per book event, as CPU time (``time.process_time``: the fairer figure
-on a shared machine) and wall time:
+on a shared machine) and, in brackets, wall time. The stages follow ``run_backtest``'s
+parallel layout (``karb.backtest.shared``): one feeder process generates the stream, each of
+the three runs reads it from a pipe.
 
-* ``generator``: ``MarketGenerator.events()`` alone, with the float mirror a backtest uses
-  (the same-run reference);
-* ``generator + apply``: ``SimSource`` applying every event to a ``BookBoard`` (apply = the
-  difference);
-* ``whole run``: ``_simulate`` of the backtest (the driver loop, strategy, legs, journal), with
-  ``Strategy.evaluate`` timed inside it (its share is printed as ``evaluate``; timing it adds
-  ~0.2 us per call); then the same for the oracle and the unconstrained run unless
-  ``--no-oracles``.
+* ``generator``: ``MarketGenerator.events()`` with the float mirror a backtest uses (the
+  same-run reference);
+* ``feeder``: the generator plus pickling its batches (the feeder process's work, less
+  the pipe writes);
+* ``decode + apply``: a run's ``FedSource`` reading those batches (from memory here) and
+  applying every event to a ``BookBoard``;
+* ``whole run``: ``_simulate`` reading the same batches (decode, apply, the driver loop,
+  strategy, legs, journal), with ``Strategy.evaluate`` timed inside it (the driver thread's
+  CPU time, ``time.thread_time``; timing adds ~0.3 us per call); ``rest`` is the whole run less
+  decode + apply and evaluate: the loop, histogram, trades and the journal thread. Then the
+  same for the oracle and the unconstrained run unless ``--no-oracles``.
 
 The projection multiplies by the book events of 7 simulated days (the measured events per
-simulated second x 604,800) and puts the three runs on 2 cores the way ``run_backtest`` does
-(three processes: wall = max(longest run, sum / 2)). Other processes on the machine inflate
-wall time, and CPU time less so: say which you quote.
+simulated second x 604,800) and puts the feeder and the three runs on 2 cores (wall = the
+larger of the slowest process and half the summed CPU). Other processes on the machine inflate
+wall time, and CPU time less so.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import pickle
 import statistics
 import sys
 import tempfile
@@ -36,14 +41,14 @@ sys.path.insert(0, str(ROOT))
 
 from loguru import logger  # noqa: E402
 
-from karb.backtest import run as bt_run  # noqa: E402
 from karb.backtest.run import (ORIGIN_NS, UNCONSTRAINED, WALL_ORIGIN_NS, BacktestOptions,  # noqa: E402
                                _scaled, _simulate, oracle_config, start_balances,
                                unconstrained_config)
-from karb.backtest.sources import SimSource  # noqa: E402
+from karb.backtest.shared import BATCH, PROTOCOL, FedSource  # noqa: E402
 from karb.book import BookBoard  # noqa: E402
 from karb.clock import NS_PER_S  # noqa: E402
 from karb.config import load_config  # noqa: E402
+from karb.model import Venue  # noqa: E402
 from karb.sim.market import MarketGenerator  # noqa: E402
 from karb.strategy import Strategy  # noqa: E402
 
@@ -71,26 +76,54 @@ def generator_only(config, seconds: float) -> int:
     return n
 
 
-def generator_and_apply(config, seconds: float) -> int:
+def feeder(config, seconds: float, out: list[bytes]) -> int:
+    """What ``karb.backtest.shared.feed`` does before its pipe writes; the batches go to ``out``."""
+    venues = {v: i for i, v in enumerate(Venue)}
+    markets = {m: i for i, m in enumerate(config.markets)}
+    end = int(seconds * NS_PER_S)
+    out.clear()
+    batch, n = [], 0
+    for event in MarketGenerator(config.sim, config.markets, float_depth=_depth(config)).events():
+        if event.t_ns > end:
+            break
+        batch.append((event.t_ns, venues[event.venue], markets[event.market], event.fbids, event.fasks))
+        n += 1
+        if len(batch) == BATCH:
+            out.append(pickle.dumps(batch, PROTOCOL))
+            batch = []
+    out.append(pickle.dumps(batch, PROTOCOL))
+    out.append(b"")
+    return n
+
+
+class _Replay:
+    """A feeder connection replaying ``messages`` from memory."""
+
+    def __init__(self, messages: list[bytes]):
+        self._messages = iter(messages)
+
+    def recv_bytes(self) -> bytes:
+        return next(self._messages)
+
+
+def decode_and_apply(config, messages: list[bytes]) -> int:
     board = BookBoard(config.markets, depth=_depth(config))
-    source = SimSource(config.sim, config.markets, board, ORIGIN_NS, WALL_ORIGIN_NS)
-    end = ORIGIN_NS + int(seconds * NS_PER_S)
+    source = FedSource(_Replay(messages), config.markets, board, ORIGIN_NS, WALL_ORIGIN_NS)
     apply = source.apply
     n = 0
     for t_ns, event in source.events():
-        if t_ns > end:
-            return n
         apply(event, t_ns)
         n += 1
     return n
 
 
 class _EvaluateTimer:
-    """``Strategy.evaluate`` wrapped: total seconds and calls while installed."""
+    """``Strategy.evaluate`` wrapped: the calling thread's CPU seconds and calls while installed."""
 
     def __init__(self):
         self.seconds = 0.0
         self.calls = 0
+        self.trades = 0
         self._original = Strategy.evaluate
 
     def __enter__(self):
@@ -110,13 +143,14 @@ class _EvaluateTimer:
         Strategy.evaluate = self._original
 
 
-def whole_run(config, seconds: float, label: str, timer: _EvaluateTimer) -> int:
+def whole_run(config, seconds: float, label: str, messages: list[bytes], timer: _EvaluateTimer) -> int:
     options = BacktestOptions(days=seconds / 86400, oracle=False, parallel=False)
     start = start_balances(config, options)
     if label == "unconstrained":
         start = _scaled(start, UNCONSTRAINED)
     with tempfile.TemporaryDirectory(prefix="bench-backtest-") as tmp:
-        stats = _simulate(config, options, Path(tmp) / "j.sqlite", None, label, start)
+        stats = _simulate(config, options, Path(tmp) / "j.sqlite", None, label, start,
+                          feed=_Replay(messages))
     timer.trades = stats.summary["trades"]
     return stats.events
 
@@ -137,39 +171,41 @@ def main() -> int:
     print(f"{len(config.markets)} markets, profile {config.sim.profile}, {args.seconds:,.0f} sim s "
           f"per run, median of {args.repeat}; us per book event as CPU (wall)")
 
-    def median_of(fn) -> tuple[float, float, int, list]:
+    def median_of(fn) -> tuple[float, float, int]:
         samples = [_timed(fn) for _ in range(args.repeat)]
         events = samples[0][2]
         return (statistics.median(s[0] for s in samples) / events * 1e6,
-                statistics.median(s[1] for s in samples) / events * 1e6, events, samples)
+                statistics.median(s[1] for s in samples) / events * 1e6, events)
 
-    gen_cpu, gen_wall, events, _ = median_of(lambda: generator_only(config, args.seconds))
+    gen_cpu, gen_wall, events = median_of(lambda: generator_only(config, args.seconds))
     rate = events / args.seconds
     print(f"  events: {events:,} ({rate:.1f} per sim s; 7 days = {rate * WEEK_S / 1e6:.1f} million)")
-    print(f"  generator             {gen_cpu:7.1f} ({gen_wall:.1f})")
-    ga_cpu, ga_wall, _, _ = median_of(lambda: generator_and_apply(config, args.seconds))
-    print(f"  generator + apply     {ga_cpu:7.1f} ({ga_wall:.1f})   apply {ga_cpu - gen_cpu:.1f} "
-          f"({ga_wall - gen_wall:.1f})")
+    print(f"  generator              {gen_cpu:6.1f} ({gen_wall:.1f})")
+    messages: list[bytes] = []
+    feed_cpu, feed_wall, _ = median_of(lambda: feeder(config, args.seconds, messages))
+    print(f"  feeder                 {feed_cpu:6.1f} ({feed_wall:.1f})   pickle {feed_cpu - gen_cpu:.1f}")
+    da_cpu, da_wall, _ = median_of(lambda: decode_and_apply(config, messages))
+    print(f"  decode + apply         {da_cpu:6.1f} ({da_wall:.1f})")
     per_run = {}
     for label, cfg in runs:
-        timers = []
+        timers: list[_EvaluateTimer] = []
 
         def one():
             with _EvaluateTimer() as timer:
                 timers.append(timer)
-                return whole_run(cfg, args.seconds, label, timer)
-        cpu, wall, n, samples = median_of(one)
+                return whole_run(cfg, args.seconds, label, messages, timer)
+        cpu, wall, n = median_of(one)
         ev = statistics.median(t.seconds for t in timers) / n * 1e6
         calls = statistics.median(t.calls for t in timers)
-        rest = cpu - ga_cpu - ev
         per_run[label] = (cpu, wall)
-        print(f"  whole run {label:13s} {cpu:7.1f} ({wall:.1f})   evaluate {ev:.1f} (CPU; "
-              f"{ev * n / calls if calls else 0:.1f} per call, {calls / n:.2f} calls per event), "
-              f"rest of the loop and legs ~{rest:.1f}; {timers[0].trades} trades; "
+        print(f"  whole run {label:13s} {cpu:6.1f} ({wall:.1f})   evaluate {ev:.1f} "
+              f"({ev * n / calls if calls else 0:.1f} per call, {calls / n:.2f} calls per event), "
+              f"rest ~{cpu - da_cpu - ev:.1f}; {timers[0].trades} trades; "
               f"{args.seconds / (wall * n / 1e6):,.0f} sim s / wall s")
     week_events = rate * WEEK_S
-    for what, index in (("CPU", 0), ("wall", 1)):
-        each = {k: v[index] * week_events / 1e6 for k, v in per_run.items()}
+    for what, index, feed_us in (("CPU", 0, feed_cpu), ("wall", 1, feed_wall)):
+        each = {"feeder": feed_us * week_events / 1e6}
+        each.update({k: v[index] * week_events / 1e6 for k, v in per_run.items()})
         total = max(max(each.values()), sum(each.values()) / 2)
         print(f"  7 days from {what:4s}: " + ", ".join(f"{k} {v / 60:,.1f} min" for k, v in each.items())
               + f"; all on 2 cores ~{total / 60:,.1f} min")
