@@ -18,6 +18,7 @@ from karb.book import BookBoard
 from karb.cli import main
 from karb.clock import NS_PER_MS, ManualClock
 from karb.config import parse_config
+from karb.exchanges.errors import VenueError
 from karb.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce, Venue
 from tests.trading_fixtures import MARKET, balances, make_config, make_rules
 
@@ -76,6 +77,9 @@ def test_placement_is_an_acknowledgement_and_the_fill_shows_on_get_order():
     assert (ack.status, ack.executed_volume, ack.fills) == (OrderStatus.OPEN, 0, ())
     done = venue.get_order(client_id="c1")
     assert (done.status, done.executed_volume) == (OrderStatus.DONE, D("0.004"))
+    assert venue.get_order(order_id=ack.order_id) == done  # the placer polls by order id
+    with pytest.raises(VenueError):
+        venue.get_order(order_id="no such order")
 
 
 def test_competitors_take_their_share_of_the_top_level_first():
