@@ -7,7 +7,8 @@ One run builds what ``karb.engine`` builds (``BookBoard``, ``Risk`` with its ``L
 driver loop does, in simulated-time order:
 
 1. take the next book event of the source, move the clock to its time, apply it to the board
-   through the feed sink (``karb.backtest.sources``);
+   (``karb.backtest.sources``; the generator's books as built, a recording's frames through
+   the feed decoder);
 2. ``Strategy.evaluate(now, changed_only=True)``, or a full pass when ``wait_timeout_ms`` of
    simulated time passed since the last one (as the strategy thread does);
 3. the runner drains the legs the pass submitted: each leg's arrival is drawn, the stream is
@@ -30,6 +31,11 @@ bound: under inventory limits it spends coin on small edges a threshold keeps fo
 ones.) The unconstrained run is the oracle with inventory lifted: balances ``UNCONSTRAINED``
 times larger, no position limit, no bands, no skew; ``unconstrained - oracle`` is what
 inventory costs.
+
+Processes (``BacktestOptions.parallel``): on the generator, a feeder process generates the
+stream once and the three runs (this process and two workers) read it from pipes
+(``karb.backtest.shared``); on a recording, the oracle runs go to a process pool and each
+reads the recording itself. Serially, each run generates or reads its own. Same numbers.
 
 Determinism: the generator, the latency draws and the signal ids are seeded; every time
 stamp is the ``ManualClock``'s.
@@ -150,8 +156,9 @@ def run_backtest(config: Config, options: BacktestOptions) -> BacktestResult:
     """The backtest of ``config`` (and its oracles unless ``options.oracle`` is False).
 
     With ``options.parallel`` the two oracle runs go to two worker processes while this one
-    runs the backtest (the machine's cores; a sweep, already one process per point, passes
-    False). The result is the same either way."""
+    runs the backtest, and on the generator a feeder process generates the stream for all
+    three (the machine's cores; a sweep, already one process per point, passes False). The
+    result is the same either way."""
     check(config)
     out = Path(options.out) if options.out else None
     start = start_balances(config, options)
