@@ -17,7 +17,8 @@ the three runs reads it from a pipe.
   applying every event to a ``BookBoard``;
 * ``whole run``: ``_simulate`` reading the same batches (decode, apply, the driver loop,
   strategy, legs, journal), with ``Strategy.evaluate`` timed inside it (the driver thread's
-  CPU time, ``time.thread_time``; timing adds ~0.3 us per call); ``rest`` is the whole run less
+  CPU time, ``time.thread_time``; timing adds ~0.3 us per call; split into the passes over
+  the event's market and the periodic passes over every market); ``rest`` is the whole run less
   decode + apply and evaluate: the loop, histogram, trades and the journal thread. Then the
   same for the oracle and the unconstrained run unless ``--no-oracles``.
 
@@ -123,6 +124,8 @@ class _EvaluateTimer:
     def __init__(self):
         self.seconds = 0.0
         self.calls = 0
+        self.all_seconds = 0.0  # of those, the passes over every market (the periodic pass)
+        self.all_calls = 0
         self.trades = 0
         self._original = Strategy.evaluate
 
@@ -134,8 +137,12 @@ class _EvaluateTimer:
             try:
                 return original(strategy, *args, **kwargs)
             finally:
-                timer.seconds += clock() - t0
+                spent = clock() - t0
+                timer.seconds += spent
                 timer.calls += 1
+                if kwargs.get("markets") is None:
+                    timer.all_seconds += spent
+                    timer.all_calls += 1
         Strategy.evaluate = evaluate
         return self
 
@@ -197,9 +204,14 @@ def main() -> int:
         cpu, wall, n = median_of(one)
         ev = statistics.median(t.seconds for t in timers) / n * 1e6
         calls = statistics.median(t.calls for t in timers)
+        t = timers[len(timers) // 2]
+        one_market = (t.seconds - t.all_seconds) / max(1, t.calls - t.all_calls) * 1e6
+        all_markets = t.all_seconds / max(1, t.all_calls) * 1e6
         per_run[label] = (cpu, wall)
         print(f"  whole run {label:13s} {cpu:6.1f} ({wall:.1f})   evaluate {ev:.1f} "
-              f"({ev * n / calls if calls else 0:.1f} per call, {calls / n:.2f} calls per event), "
+              f"({ev * n / calls if calls else 0:.1f} per call, {calls / n:.2f} calls per event; "
+              f"one market {one_market:.1f}, every market {all_markets:.1f} in "
+              f"{t.all_calls / max(1, t.calls):.0%} of calls), "
               f"rest ~{cpu - da_cpu - ev:.1f}; {timers[0].trades} trades; "
               f"{args.seconds / (wall * n / 1e6):,.0f} sim s / wall s")
     week_events = rate * WEEK_S
