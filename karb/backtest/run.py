@@ -46,6 +46,7 @@ import dataclasses
 import multiprocessing
 import sys
 import random
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -239,6 +240,7 @@ def _fed_runs(config: Config, options: BacktestOptions, journal_path: Path, jobs
 
 
 def _fed_worker(job: tuple, feed_connection, result_connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent ends this process
     _quiet_worker()
     try:
         outcome = _simulate(*job, feed=feed_connection)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 import queue
+import signal
 import threading
 from typing import Iterator
 
@@ -31,7 +32,9 @@ _VENUES = tuple(Venue)
 
 
 def feed(sim: SimConfig, markets: list[str], depth: int, end_ns: int, connections: list) -> None:
-    """The feeder process: every event with ``t_ns <= end_ns`` (stream time) to each connection."""
+    """The feeder process: every event with ``t_ns <= end_ns`` (stream time) to each connection.
+    Ctrl-C is the parent's to handle (it ends this process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     venue_index = {v: i for i, v in enumerate(_VENUES)}
     market_index = {m: i for i, m in enumerate(markets)}
     queues = [queue.Queue(QUEUED) for _ in connections]
