@@ -179,6 +179,11 @@ class Book:
             self._on_change()
         return True
 
+    def apply_generated(self, bids: tuple, asks: tuple, exch_ts_ms: int, recv_ns: int) -> bool:
+        """``apply_snapshot`` for level tuples the caller built itself sorted, positive and
+        uncrossed (a backtest's generated books): no validation, the rest as a snapshot."""
+        return self._replace(bids, asks, exch_ts_ms, recv_ns)
+
     def apply_snapshot_columns(self, bid_prices: list, bid_sizes: list, ask_prices: list,
                                ask_sizes: list, exch_ts_ms: int, recv_ns: int) -> bool:
         """``apply_snapshot`` for levels given as four parallel lists (what a row-wise decoder

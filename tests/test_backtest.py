@@ -3,17 +3,22 @@
 import dataclasses
 import gzip
 import json
+import multiprocessing
+import pickle
 import re
 from decimal import Decimal as D
 
 import orjson
+import pytest
 
 from karb.backtest.run import BacktestOptions, oracle_config, run_backtest
+from karb.backtest.shared import FedSource, FeederGone
 from karb.backtest.venue import ModelVenue, Wire
 from karb.book import BookBoard
 from karb.cli import main
 from karb.clock import NS_PER_MS, ManualClock
 from karb.config import parse_config
+from karb.exchanges.errors import VenueError
 from karb.model import OrderRequest, OrderStatus, OrderType, Side, TimeInForce, Venue
 from tests.trading_fixtures import MARKET, balances, make_config, make_rules
 
@@ -72,12 +77,61 @@ def test_placement_is_an_acknowledgement_and_the_fill_shows_on_get_order():
     assert (ack.status, ack.executed_volume, ack.fills) == (OrderStatus.OPEN, 0, ())
     done = venue.get_order(client_id="c1")
     assert (done.status, done.executed_volume) == (OrderStatus.DONE, D("0.004"))
+    assert venue.get_order(order_id=ack.order_id) == done  # the placer polls by order id
+    with pytest.raises(VenueError):
+        venue.get_order(order_id="no such order")
 
 
 def test_competitors_take_their_share_of_the_top_level_first():
     venue, _ = _venue((1.0, 1.0), share=0.5)
     venue.place_order(_buy("140000000", "0.004"))
     assert venue.get_order(client_id="c1").executed_volume == D("0.002")
+
+
+def test_generated_books_reach_the_board_as_the_validated_feed_path_would_build_them(tmp_path):
+    """``SimSource`` skips the feed's validation for the generator's own books: the views are
+    those ``on_snapshot_columns`` (the live decoder's path, with every check) builds."""
+    from karb.backtest.run import ORIGIN_NS, WALL_ORIGIN_NS
+    from karb.backtest.sources import SimSource
+
+    config = _config(tmp_path)
+    fast, checked = BookBoard(config.markets, depth=15), BookBoard(config.markets, depth=15)
+    source = SimSource(config.sim, config.markets, fast, ORIGIN_NS, WALL_ORIGIN_NS)
+    wall_ms = WALL_ORIGIN_NS // 1_000_000 - ORIGIN_NS // 1_000_000
+    for n, (t_ns, event) in enumerate(source.events()):
+        if n == 3000:
+            break
+        source.apply(event, t_ns)
+        bids, asks = event.bids[:15], event.asks[:15]
+        checked.sink(event.venue).on_snapshot_columns(
+            event.market, [p / 1e8 for p, _ in bids], [s / 1e8 for _, s in bids],
+            [p / 1e8 for p, _ in asks], [s / 1e8 for _, s in asks], t_ns // 1_000_000 + wall_ms, t_ns)
+        a, b = fast.get(event.venue, event.market), checked.get(event.venue, event.market)
+        # lag_ns: the book's venue-lag estimate reads the real clock, not the simulated one
+        assert a.view._replace(lag_ns=0) == b.view._replace(lag_ns=0) and a.view.valid
+        a._check()
+
+
+def test_the_shared_stream_gives_each_run_what_generating_it_in_the_run_gives(tmp_path):
+    """Parallel: one feeder process generates the stream for all three runs; serial: each run
+    generates its own. Same numbers."""
+    config = _config(tmp_path)
+    shared = run_backtest(config, BacktestOptions(days=120 / 86400, parallel=True)).to_json()
+    alone = run_backtest(config, BacktestOptions(days=120 / 86400, parallel=False)).to_json()
+    for doc in (shared, alone):
+        del doc["wall_seconds"], doc["speed"]
+    assert shared == alone and shared["events"] > 1000 and shared["oracle"]["trades"] > 0
+
+
+def test_a_stream_cut_short_is_an_error_not_a_short_run():
+    receive, send = multiprocessing.Pipe(duplex=False)
+    send.send_bytes(pickle.dumps([(5, 0, 0, ((1.0, 2.0),), ((3.0, 1.0),))]))
+    send.close()  # no end mark: the feeder died
+    board = BookBoard([MARKET])
+    events = FedSource(receive, [MARKET], board, 0, 0).events()
+    assert next(events)[0] == 5
+    with pytest.raises(FeederGone):
+        next(events)
 
 
 def _config(tmp_path, **strategy):
@@ -111,7 +165,11 @@ def test_same_seed_same_numbers_and_capture_against_the_oracle(tmp_path):
     assert D(a.unconstrained.start_balances["upbit"]["KRW"]) == D(50_000_000) * 1_000_000
     assert a.unconstrained.summary["trades"] > 0
     assert a.run.latency_ms and all(20 <= x <= 40 for x in a.run.latency_ms)
-    assert oracle_config(config).strategy.threshold_bps < 1
+    # the oracle decides as the backtest does: only execution differs
+    oc = oracle_config(config)
+    assert (oc.strategy, oc.risk, oc.inventory) == (config.strategy, config.risk, config.inventory)
+    assert oc.backtest.competitor_share == 0 and oc.backtest.latency.upbit.max_ms == 0
+    assert D(a.summary["capture"]) <= 1
 
 
 def test_backtest_json_holds_the_report_contract(tmp_path):

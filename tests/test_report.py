@@ -154,7 +154,7 @@ def test_backtest_json_adds_capture_oracle_missed_reasons(journal_path, tmp_path
     _backtest_json(journal_path.parent / "backtest.json")  # found beside the journal
     out = tmp_path / "out"
     text = build_report(journal_path, None, out).read_text(encoding="utf-8")
-    assert "| capture (realised / oracle) | 50.00% |" in text  # 2299.5 / 4599
+    assert "| capture (realised / oracle: what execution kept) | 50.00% |" in text  # 2299.5 / 4599
     assert "| cost of inventory (unconstrained - oracle) | 4,401.00 KRW |" in text
     assert "| KRW-BTC | 3 | 3/3 | 5,500.00 KRW | 300.00 KRW | 11,000.00 KRW | 50.00% |" in text
     assert "| KRW-XRP | 2 | 0/2 | -3,200.50 KRW | 60.00 KRW | -6,401.00 KRW | n/a |" in text  # no edge

@@ -122,6 +122,24 @@ def test_take_removes_our_filled_liquidity_from_the_next_book(config):
     assert {p: s for p, s in after.items() if p != price} == {p: s for p, s in reference.items() if p != price}
 
 
+@pytest.mark.parametrize("profile", ["demo", "realistic"])
+def test_the_float_mirror_is_the_int_ladders_top_and_leaves_the_stream_unchanged(config, profile):
+    """A backtest's generator (``float_depth``) yields the same books as the live sim's, plus
+    their top levels as floats, also after our fills took liquidity (including whole levels)."""
+    sim = dataclasses.replace(config.sim, profile=profile)
+    if profile == "realistic":
+        sim = dataclasses.replace(sim, update_hz=10.0, gaps_per_min=2.0, premium_vol_bps=1.0)
+    plain, mirrored = MarketGenerator(sim, config.markets), MarketGenerator(sim, config.markets, 5)
+    for n, (a, b) in enumerate(itertools.islice(zip(plain.events(), mirrored.events()), 6000)):
+        assert a[:5] == b[:5] and a.fbids is None
+        assert b.fbids == tuple((p / 1e8, s / 1e8) for p, s in b.bids[:5])
+        assert b.fasks == tuple((p / 1e8, s / 1e8) for p, s in b.asks[:5])
+        if n % 50 == 7:  # our fill: part of one level, all of the next (the top-5 mirror shrinks)
+            for gen in (plain, mirrored):
+                gen.take(b.venue, b.market, "ask", *b.asks[1])
+                gen.take(b.venue, b.market, "bid", b.bids[0][0], b.bids[0][1] // 2)
+
+
 def test_legacy_delta_applied_to_the_old_book_gives_the_new_book(config):
     events = [e for e in itertools.islice(MarketGenerator(config.sim, ["KRW-XRP"]).events(), 40)
               if e.venue is Venue.BITHUMB]

@@ -7,7 +7,8 @@ One run builds what ``karb.engine`` builds (``BookBoard``, ``Risk`` with its ``L
 driver loop does, in simulated-time order:
 
 1. take the next book event of the source, move the clock to its time, apply it to the board
-   through the feed sink (``karb.backtest.sources``);
+   (``karb.backtest.sources``; the generator's books as built, a recording's frames through
+   the feed decoder);
 2. ``Strategy.evaluate(now, changed_only=True)``, or a full pass when ``wait_timeout_ms`` of
    simulated time passed since the last one (as the strategy thread does);
 3. the runner drains the legs the pass submitted: each leg's arrival is drawn, the stream is
@@ -21,11 +22,20 @@ plan, and the stream is advanced to each before its leg fills. While a trade is 
 strategy does not decide (live, a spare pair of leg threads could trade another market):
 trades take a few simulated milliseconds, so this costs little and is stated here.
 
-Oracles (``BacktestOptions.oracle``): the same run with zero latency, no competitors and the
-threshold at break-even (fees only: ``ORACLE_THRESHOLD_BPS``), with the same balances and
-limits; and the unconstrained one, the same but with balances so large (``UNCONSTRAINED``
-times) and the position limit and inventory bands lifted, so inventory never binds.
-``capture = realised / oracle``.
+Oracles (``BacktestOptions.oracle``): the oracle is the same run with zero latency and no
+competitors, and nothing else changed: the strategy's own threshold (and inventory skew),
+balances and limits. It decides as the backtest does but its legs fill at the signal's books,
+so ``capture = realised / oracle`` measures what execution (latency, competitors, partial
+legs and their unwinds) loses: about 100% or less. (A break-even oracle would not be an upper
+bound: under inventory limits it spends coin on small edges a threshold keeps for larger
+ones.) The unconstrained run is the oracle with inventory lifted: balances ``UNCONSTRAINED``
+times larger, no position limit, no bands, no skew; ``unconstrained - oracle`` is what
+inventory costs.
+
+Processes (``BacktestOptions.parallel``): on the generator, a feeder process generates the
+stream once and the three runs (this process and two workers) read it from pipes
+(``karb.backtest.shared``); on a recording, the oracle runs go to a process pool and each
+reads the recording itself. Serially, each run generates or reads its own. Same numbers.
 
 Determinism: the generator, the latency draws and the signal ids are seeded; every time
 stamp is the ``ManualClock``'s.
@@ -36,6 +46,7 @@ import dataclasses
 import multiprocessing
 import sys
 import random
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -46,6 +57,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from karb.backtest.runner import InlineRunner
+from karb.backtest.shared import FedSource, feed
 from karb.backtest.sources import RecordingSource, SimSource
 from karb.backtest.venue import ModelVenue, Wire
 from karb.book import BookBoard
@@ -64,7 +76,6 @@ from karb.strategy import Strategy
 ORIGIN_NS = NS_PER_S  # the ManualClock's monotonic start
 WALL_ORIGIN_NS = 1_750_000_000 * NS_PER_S  # 2025-06-15 15:06:40 UTC: simulated wall start
 START_COIN_KRW = Decimal("10000000")  # other coins: this much KRW worth (the sim's rule)
-ORACLE_THRESHOLD_BPS = 0.01  # break-even: fees only (the schema wants a positive threshold)
 UNCONSTRAINED = Decimal(1_000_000)
 INVENTORY_EVERY_NS = 600 * NS_PER_S
 HIST_BUCKET_BPS = 1.0
@@ -146,8 +157,9 @@ def run_backtest(config: Config, options: BacktestOptions) -> BacktestResult:
     """The backtest of ``config`` (and its oracles unless ``options.oracle`` is False).
 
     With ``options.parallel`` the two oracle runs go to two worker processes while this one
-    runs the backtest (the machine's cores; a sweep, already one process per point, passes
-    False). The result is the same either way."""
+    runs the backtest, and on the generator a feeder process generates the stream for all
+    three (the machine's cores; a sweep, already one process per point, passes False). The
+    result is the same either way."""
     check(config)
     out = Path(options.out) if options.out else None
     start = start_balances(config, options)
@@ -161,7 +173,10 @@ def run_backtest(config: Config, options: BacktestOptions) -> BacktestResult:
                     (unconstrained_config(oracle_config(config)), quiet,
                      Path(tmp) / "unconstrained.sqlite", None, "unconstrained",
                      _scaled(start, UNCONSTRAINED))]
-        if jobs and options.parallel:
+        if jobs and options.parallel and not options.data:
+            run, oracle, unconstrained = _fed_runs(config, options, where / "journal.sqlite", jobs,
+                                                   start)
+        elif jobs and options.parallel:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=len(jobs), mp_context=context,
                                      initializer=_quiet_worker) as pool:
@@ -181,6 +196,65 @@ def run_backtest(config: Config, options: BacktestOptions) -> BacktestResult:
     return BacktestResult(config, options, run, oracle, unconstrained, summary)
 
 
+def _fed_runs(config: Config, options: BacktestOptions, journal_path: Path, jobs: list,
+              start: dict[str, dict[str, str]]) -> tuple[RunStats, ...]:
+    """The backtest here and the oracle runs in two worker processes, all three reading the
+    one stream a feeder process generates (``karb.backtest.shared``)."""
+    context = multiprocessing.get_context("spawn")
+    feeds = [context.Pipe(duplex=False) for _ in range(1 + len(jobs))]
+    results = [context.Pipe(duplex=False) for _ in jobs]
+    board_depth = max(config.venues.upbit.ws_levels, config.venues.bithumb.ws_levels)
+    feeder = context.Process(target=feed, name="backtest-feed", daemon=True, args=(
+        config.sim or SimConfig(), list(config.markets), board_depth,
+        _stream_ns(config, options), [send for _, send in feeds]))
+    workers = [context.Process(target=_fed_worker, name=f"backtest-{job[4]}", daemon=True,
+                               args=(job, feeds[i + 1][0], results[i][1]))
+               for i, job in enumerate(jobs)]
+    processes = [feeder, *workers]
+    try:
+        for process in processes:
+            process.start()
+        for receive, send in feeds:  # the children hold their ends now
+            send.close()
+        for (receive, _), (_, send) in zip(feeds[1:], results):
+            receive.close()
+            send.close()
+        run = _simulate(config, options, journal_path, options.progress, "backtest", start,
+                        feed=feeds[0][0])
+        outcomes = []
+        for (receive, _), job in zip(results, jobs):
+            try:
+                outcome = receive.recv()
+            except EOFError:
+                outcome = RuntimeError(f"the {job[4]} run's process died")
+            if isinstance(outcome, BaseException):
+                raise outcome
+            outcomes.append(outcome)
+        for process in processes:
+            process.join(10)
+        return (run, *outcomes)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+
+
+def _fed_worker(job: tuple, feed_connection, result_connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent ends this process
+    _quiet_worker()
+    try:
+        outcome = _simulate(*job, feed=feed_connection)
+    except BaseException as exc:  # noqa: BLE001 - the parent raises it
+        outcome = exc
+    result_connection.send(outcome)
+
+
+def _stream_ns(config: Config, options: BacktestOptions) -> int:
+    """How much of the generator's stream a run reads (``--days`` or ``backtest.days``)."""
+    days = options.days if options.days is not None else config.backtest.days
+    return int(days * 86400 * NS_PER_S)
+
+
 def _quiet_worker() -> None:
     from loguru import logger
 
@@ -198,17 +272,15 @@ def check(config: Config) -> None:
 
 
 def oracle_config(config: Config) -> Config:
-    """Zero latency, no competitors, threshold at break-even; same balances and limits."""
+    """Zero latency, no competitors; the strategy's own threshold, balances and limits."""
     zero = dataclasses.replace(config.backtest.latency.upbit, min_ms=0.0, max_ms=0.0)
     latency = dataclasses.replace(config.backtest.latency, upbit=zero, bithumb=zero)
     return dataclasses.replace(
-        config, backtest=dataclasses.replace(config.backtest, latency=latency, competitor_share=0.0),
-        strategy=dataclasses.replace(config.strategy, threshold_bps=ORACLE_THRESHOLD_BPS),
-        inventory=dataclasses.replace(config.inventory, skew_bps=0.0))
+        config, backtest=dataclasses.replace(config.backtest, latency=latency, competitor_share=0.0))
 
 
 def unconstrained_config(config: Config) -> Config:
-    """Inventory limits lifted: no bands, no position limit (balances are scaled by the caller)."""
+    """Inventory lifted: no bands, no skew, no position limit (balances are scaled by the caller)."""
     big = Decimal(10) ** 18
     return dataclasses.replace(
         config, inventory=dataclasses.replace(config.inventory, bands={}, floor_share=0.0, skew_bps=0.0),
@@ -225,44 +297,60 @@ def _scaled(balances: dict[str, dict[str, str]], factor: Decimal) -> dict[str, d
     return {v: {c: str(Decimal(a) * factor) for c, a in b.items()} for v, b in balances.items()}
 
 
+class _SimClock(ManualClock):
+    """The run's ``ManualClock``; only the driver thread moves it (``move_to``), so a read of
+    the monotonic clock needs no lock (one attribute: atomic), a move still takes it."""
+
+    def monotonic_ns(self) -> int:
+        return self._mono
+
+    def move_to(self, t_ns: int) -> None:
+        """Both clocks forward to monotonic ``t_ns``; an earlier time is now, no move."""
+        with self._lock:
+            step = t_ns - self._mono
+            if step > 0:
+                self._mono = t_ns
+                self._wall += step
+
+
+END = object()  # ``_Stream.step``'s end of the stream
+
+
 class _Stream:
     """The source's events in time order; ``step`` for the loop, ``advance_to`` for legs."""
 
-    def __init__(self, source, clock: ManualClock, end_ns: int | None):
+    def __init__(self, source, clock: _SimClock, end_ns: int | None):
         self.source = source
         self.clock = clock
-        self.end_ns = end_ns
+        self.end_ns = end_ns if end_ns is not None else 1 << 62
         self._events = source.events()
         self._apply = source.apply
+        self._market_of = source.market_of
         self._next = next(self._events, None)
         self.count = 0
-        self.last_market: str | None = None
 
-    def _move(self, t_ns: int) -> None:
-        step = t_ns - self.clock.monotonic_ns()
-        if step > 0:
-            self.clock.advance(ns=step)
-
-    def step(self) -> bool:
+    def step(self):
+        """Apply the next event; return its market (None: any, a recording's frame), or
+        ``END``."""
         event = self._next
-        if event is None or (self.end_ns is not None and event[0] > self.end_ns):
-            return False
-        self._move(event[0])
-        self._apply(event[1], event[0])
-        self.last_market = self.source.market_of(event[1])
+        if event is None or event[0] > self.end_ns:
+            return END
+        t_ns, payload = event
+        self.clock.move_to(t_ns)
+        self._apply(payload, t_ns)
         self.count += 1
         self._next = next(self._events, None)
-        return True
+        return self._market_of(payload)
 
     def advance_to(self, t_ns: int) -> None:
-        end = self.end_ns
-        while self._next is not None and self._next[0] <= t_ns and (end is None or self._next[0] <= end):
+        end, move = self.end_ns, self.clock.move_to
+        while self._next is not None and self._next[0] <= t_ns and self._next[0] <= end:
             t, payload = self._next
-            self._move(t)
+            move(t)
             self._apply(payload, t)
             self.count += 1
             self._next = next(self._events, None)
-        self._move(t_ns)
+        move(t_ns)
 
 
 def start_balances(config: Config, options: BacktestOptions) -> dict[str, dict[str, str]]:
@@ -310,10 +398,11 @@ def _first_prices(config: Config, data: str) -> dict[str, Decimal]:
 
 
 def _simulate(config: Config, options: BacktestOptions, journal_path: Path, progress: TextIO | None,
-              label: str, start_balances: dict[str, dict[str, str]]) -> RunStats:
+              label: str, start_balances: dict[str, dict[str, str]], feed=None) -> RunStats:
+    """One run; ``feed``: read the generator's stream from the shared feeder's connection."""
     sim = config.sim or SimConfig()
     bt = config.backtest
-    clock = ManualClock(monotonic_ns=ORIGIN_NS, wall_ns=WALL_ORIGIN_NS)
+    clock = _SimClock(monotonic_ns=ORIGIN_NS, wall_ns=WALL_ORIGIN_NS)
     fees = {v: (config.venues[v].taker_fee, config.venues[v].maker_fee) for v in Venue}
     rules = RulesBook.fallback(config.markets, fees)
     board = BookBoard(config.markets, depth=max(config.venues.upbit.ws_levels,
@@ -321,14 +410,16 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
     if options.data:
         source = RecordingSource(options.data, config, board)
         end_ns = None
+    elif feed is not None:
+        source = FedSource(feed, config.markets, board, ORIGIN_NS, WALL_ORIGIN_NS)
+        end_ns = ORIGIN_NS + _stream_ns(config, options)
     else:
-        days = options.days if options.days is not None else bt.days
         source = SimSource(sim, config.markets, board, ORIGIN_NS, WALL_ORIGIN_NS)
-        end_ns = ORIGIN_NS + int(days * 86400 * NS_PER_S)
+        end_ns = ORIGIN_NS + _stream_ns(config, options)
     start = start_balances
     stream = _Stream(source, clock, end_ns)
     if options.data and stream._next is not None:  # a recording's clock starts at its first frame
-        clock.advance(ns=max(0, stream._next[0] - clock.monotonic_ns()))
+        clock.move_to(stream._next[0])
     wire = Wire({v: (getattr(bt.latency, v.value).min_ms, getattr(bt.latency, v.value).max_ms)
                  for v in Venue}, sim.seed, stream.advance_to, clock, bt.latency_samples)
     clients = {v: ModelVenue(v, board, rules, clock, wire, bt.competitor_share, bt.competitor_levels)
@@ -369,8 +460,9 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
         evaluate = strategy.evaluate
         last_net = strategy.last_net_bps
         markets = config.markets
-        while stream.step():
-            now = clock.monotonic_ns()
+        step, add = stream.step, hist.add
+        while (market := step()) is not END:
+            now = clock._mono
             if now - last_full >= full_every:
                 # the strategy thread's periodic full pass; it can only find something new
                 # when a cooldown ended, a trade moved balances or risk's blocking changed
@@ -379,13 +471,14 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
                 last_full, full_state = now, state
                 evaluate(now, changed_only=not full)
             else:
-                market = stream.last_market
                 evaluate(now, changed_only=True, markets=(market,) if market else None)
             if runner._tasks:
                 runner.drain()
-            market = stream.last_market
-            for m in ((market,) if market else markets):
-                hist.add(m, last_net)
+            if market:
+                add(market, last_net)
+            else:
+                for m in markets:
+                    add(m, last_net)
             if now >= next_sample:
                 next_sample = now + INVENTORY_EVERY_NS
                 _sample(inventory_samples, risk, clock)

@@ -1,9 +1,11 @@
 """Book streams for a backtest: ``(t_ns, payload)`` in time order, applied to a ``BookBoard``.
 
 ``SimSource``: the sim's seeded generator (``karb.sim.market``) at book level: each
-``BookEvent`` goes straight to the board's sink as a snapshot (prices and sizes as floats, as
-a feed decodes them); no JSON, sockets or HTTP. ``t_ns`` is ``origin_ns`` plus the stream's
-time; the venue timestamp is the simulated wall clock.
+``BookEvent``'s float ladders (the generator's float mirror: prices and sizes as a feed decodes
+them, converted once per level, not per event) go straight to the book as a snapshot
+(``Book.apply_generated``: the generator builds them sorted, positive and uncrossed, so the
+feed's validation is skipped); no JSON, sockets or HTTP. ``t_ns`` is ``origin_ns`` plus the
+stream's time; the venue timestamp is the simulated wall clock.
 
 ``RecordingSource``: recorded frames (``feeds.recorder.read_recording``), each handed to the
 same decoder the live feed thread uses (``feeds.UpbitBookProtocol``, for both venues' 2.0
@@ -26,8 +28,6 @@ from karb.schema import ConfigError
 from karb.sim.config import SimConfig
 from karb.sim.market import MarketGenerator
 
-SCALE = 1e8  # the generator's sats per unit
-
 
 class BadRecording(ValueError):
     """A recording cannot be read; the message names the file, the line and why."""
@@ -36,11 +36,10 @@ class BadRecording(ValueError):
 class SimSource:
     def __init__(self, sim: SimConfig, markets: list[str], board: BookBoard, origin_ns: int,
                  wall_origin_ns: int):
-        self.generator = MarketGenerator(sim, markets)
+        self.generator = MarketGenerator(sim, markets, float_depth=board.depth)
         self.origin_ns = origin_ns
         self._wall_ms = wall_origin_ns // 1_000_000 - origin_ns // 1_000_000
-        self._sinks = {v: board.sink(v) for v in Venue}
-        self._depth = board.depth
+        self._apply = {(v, m): board.get(v, m).apply_generated for v in Venue for m in markets}
         self.bad_frames = 0
 
     def events(self) -> Iterator[tuple[int, object]]:
@@ -52,13 +51,8 @@ class SimSource:
         return event.market
 
     def apply(self, event, t_ns: int) -> None:
-        # the columns path is the one the live decoder takes (same checks, same view)
-        depth = self._depth
-        bids, asks = event.bids[:depth], event.asks[:depth]
-        self._sinks[event.venue].on_snapshot_columns(
-            event.market, [p / SCALE for p, _ in bids], [s / SCALE for _, s in bids],
-            [p / SCALE for p, _ in asks], [s / SCALE for _, s in asks],
-            t_ns // 1_000_000 + self._wall_ms, t_ns)
+        self._apply[(event.venue, event.market)](event.fbids, event.fasks,
+                                                 t_ns // 1_000_000 + self._wall_ms, t_ns)
 
 
 class RecordingSource:

@@ -11,7 +11,9 @@ market rules, exact) with two differences:
 
 Like the live venues, placement answers with an acknowledgement only (Upbit: ``state:
 wait``, ``trades_count: 0``): the fill is seen on the next ``get_order``, after the placer's
-poll interval (simulated time too). The two legs of a trade leave together: the
+poll interval (simulated time too); a look-up by order id goes through an index (the dry run's
+scan of its last ``ORDERS_KEPT`` orders cost a week-long backtest more than the rest of a
+trade). The two legs of a trade leave together: the
 ``InlineRunner`` asks the wire to schedule both arrivals first and ``prefill``s each at its
 arrival, in arrival order, before the placer runs them.
 """
@@ -22,7 +24,7 @@ import random
 from decimal import Decimal
 
 from karb.clock import NS_PER_MS, ManualClock
-from karb.dryrun import DryRunVenue
+from karb.dryrun import ORDERS_KEPT, DryRunVenue
 from karb.exchanges.errors import VenueError
 from karb.model import BookView, OrderRequest, OrderResult, OrderStatus, Venue
 from karb.rules import RulesBook
@@ -63,6 +65,7 @@ class ModelVenue(DryRunVenue):
         self._keep = 1.0 - competitor_share
         self._levels = competitor_levels
         self._prefilled: dict[str, OrderResult | VenueError] = {}
+        self._client_ids: dict[str, str] = {}  # order id -> client id, oldest first
 
     def prefill(self, request: OrderRequest, at_ns: int) -> None:
         """Fill ``request`` at its arrival ``at_ns`` now; ``place_order`` answers for it later."""
@@ -79,11 +82,21 @@ class ModelVenue(DryRunVenue):
         return dataclasses.replace(outcome, status=OrderStatus.OPEN, remaining_volume=request.volume,
                                    **ZERO_FILL)
 
+    def get_order(self, order_id: str | None = None, client_id: str | None = None) -> OrderResult:
+        if client_id is None and order_id is not None:
+            client_id = self._client_ids.get(order_id)
+        return DryRunVenue.get_order(self, order_id, client_id)
+
     def _fill(self, request: OrderRequest) -> OrderResult | VenueError:
         try:
-            return DryRunVenue.place_order(self, request)
+            result = DryRunVenue.place_order(self, request)
         except VenueError as exc:
             return exc
+        ids = self._client_ids
+        ids[result.order_id] = request.client_id
+        if len(ids) > ORDERS_KEPT:
+            del ids[next(iter(ids))]
+        return result
 
     def _view(self, market: str) -> BookView:
         view = self.board.get(self.venue, market).view

@@ -147,14 +147,15 @@ def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: 
             ["realised PnL", krw(m.pnl_krw)], ["fees", krw(m.fees_krw)],
             ["maximum drawdown", krw(m.max_drawdown_krw)]]
     if data.oracle:
-        rows += [["oracle PnL (zero latency, no competition, same constraints)",
+        rows += [["oracle PnL (same strategy, threshold and limits; zero latency, no competition)",
                   krw(data.oracle.pnl_krw)],
-                 ["capture (realised / oracle)",
+                 ["capture (realised / oracle: what execution kept)",
                   pct(m.capture) if m.capture is not None else "n/a (the oracle made nothing)"]]
     else:
         rows += [["oracle PnL and capture", NA_JOURNAL]]
     if data.unconstrained:
-        rows += [["unconstrained opportunity (no inventory limits)", krw(data.unconstrained.pnl_krw)]]
+        rows += [["unconstrained opportunity (the oracle with no inventory limits)",
+                  krw(data.unconstrained.pnl_krw)]]
         if data.oracle:
             rows += [["cost of inventory (unconstrained - oracle)",
                       krw(data.unconstrained.pnl_krw - data.oracle.pnl_krw)]]

@@ -49,16 +49,23 @@ _SIZE_FACTORS = tuple(math.exp(_SIZE_SIGMA * NormalDist().inv_cdf((i + 0.5) / _S
                       for i in range(_SIZE_QUANTILES))
 
 Ladder = tuple[tuple[int, int], ...]  # ((price_sats, size_sats), ...) best first
+FLOAT_SCALE = 1e8  # a float ladder's level is (price / FLOAT_SCALE, size / FLOAT_SCALE)
 
 
 class BookEvent(NamedTuple):
-    """One book update of one venue: ``t_ns`` is sim time since the stream's start."""
+    """One book update of one venue: ``t_ns`` is sim time since the stream's start.
+
+    ``fbids`` / ``fasks``: the same ladders' top ``float_depth`` levels as floats
+    (``sats / FLOAT_SCALE``, what a feed decodes), from a generator made with ``float_depth``;
+    else None."""
 
     t_ns: int
     venue: Venue
     market: str
     bids: Ladder
     asks: Ladder
+    fbids: tuple[tuple[float, float], ...] | None = None
+    fasks: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass
@@ -93,6 +100,11 @@ class _VenueBook:
     jumps: list[_Jump] = field(default_factory=list)
     bids: list[tuple[int, int]] = field(default_factory=list)  # [(price, size), ...] best first
     asks: list[tuple[int, int]] = field(default_factory=list)
+    # the float mirror (a ``float_depth`` generator): the first levels of bids / asks as
+    # floats, at least ``float_depth`` of them after each update
+    fbids: list[tuple[float, float]] | None = None
+    fasks: list[tuple[float, float]] | None = None
+    float_depth: int = 0
     last_ns: int = 0
     band: tuple[int, int, int] = (0, 0, 1)  # (low, high, tick) of the last mid's tick band
 
@@ -105,11 +117,16 @@ class _Dislocation:
 
 
 class MarketGenerator:
-    """Deterministic book stream for ``markets`` on both venues."""
+    """Deterministic book stream for ``markets`` on both venues.
 
-    def __init__(self, config: SimConfig, markets: list[str]):
+    ``float_depth`` (a backtest): also keep a float mirror of the top of every ladder,
+    converting only the levels that are new there, and put its top ``float_depth`` levels in
+    each event (``fbids`` / ``fasks``). The stream itself is the same with or without it."""
+
+    def __init__(self, config: SimConfig, markets: list[str], float_depth: int | None = None):
         self.config = config
         self.markets = list(markets)
+        self.float_depth = float_depth
         self._fair: dict[str, _Fair] = {}
         self._books: list[_VenueBook] = []
         self._taken: deque[tuple[Venue, str, str, int, int]] = deque()
@@ -127,6 +144,8 @@ class MarketGenerator:
                 )
                 if params.gap_std_bps:  # start in the stationary law: no warm-up needed
                     book.slow = _slow_std(params) * book.rng.gauss(0.0, 1.0)
+                if float_depth is not None:
+                    book.fbids, book.fasks, book.float_depth = [], [], float_depth
                 self._books.append(book)
         self._by_key = {(b.venue, b.market): b for b in self._books}
 
@@ -150,13 +169,15 @@ class MarketGenerator:
             yield self._update(book, 0)
         heap = [(int(b.rng.expovariate(b.params.update_hz) * NS), i) for i, b in enumerate(books)]
         heapq.heapify(heap)
-        heapreplace, update = heapq.heapreplace, self._update
+        heapreplace, update, log = heapq.heapreplace, self._update, math.log
+        draws = [(b.rng.random, b.params.update_hz) for b in books]
         while True:
             t_ns, i = heap[0]
-            book = books[i]
-            heapreplace(heap, (t_ns + max(1, int(book.rng.expovariate(book.params.update_hz) * NS)), i))
+            rand, hz = draws[i]
+            # rng.expovariate(hz), inlined (the generator's hottest loop): same draw, same value
+            heapreplace(heap, (t_ns + max(1, int(-log(1.0 - rand()) / hz * NS)), i))
             self.now_ns = t_ns
-            yield update(book, t_ns)
+            yield update(books[i], t_ns)
 
     def _update(self, book: _VenueBook, t_ns: int) -> BookEvent:
         if self._taken:
@@ -171,19 +192,23 @@ class MarketGenerator:
             else:
                 best_bid, best_ask = self._dislocated(book, dis, best_bid, best_ask)
         self._reladder(book, best_bid, best_ask)
-        return BookEvent(t_ns, book.venue, book.market, tuple(book.bids), tuple(book.asks))
+        if book.fbids is None:
+            return BookEvent(t_ns, book.venue, book.market, tuple(book.bids), tuple(book.asks))
+        n = self.float_depth
+        return BookEvent(t_ns, book.venue, book.market, tuple(book.bids), tuple(book.asks),
+                         tuple(book.fbids[:n]), tuple(book.fasks[:n]))
 
     def _advance_premium(self, book: _VenueBook, t_ns: int) -> float:
-        p, rng = book.params, book.rng
+        p, rng, exp, sqrt = book.params, book.rng, math.exp, math.sqrt
         dt = (t_ns - book.last_ns) / NS
         book.last_ns = t_ns
-        decay = math.exp(-p.noise_reversion_per_s * dt)
+        decay = exp(-p.noise_reversion_per_s * dt)
         std = p.noise_bps * 1e-4
-        book.premium = book.premium * decay + std * math.sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
+        book.premium = book.premium * decay + std * sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
         if p.gap_std_bps:
-            decay = math.exp(-dt / p.gap_reversion_s)
-            book.slow = book.slow * decay + _slow_std(p) * math.sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
-        if rng.random() < 1.0 - math.exp(-p.gaps_per_min / 60.0 * dt):
+            decay = exp(-dt / p.gap_reversion_s)
+            book.slow = book.slow * decay + _slow_std(p) * sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
+        if rng.random() < 1.0 - exp(-p.gaps_per_min / 60.0 * dt):
             amp = _log_uniform(rng, p.gap_bps_min, p.gap_bps_max) * 1e-4
             tau = _log_uniform(rng, p.gap_life_min_s, p.gap_life_max_s) * NS
             book.jumps.append(_Jump(amp if rng.random() < 0.5 else -amp, t_ns, tau))
@@ -233,23 +258,19 @@ class MarketGenerator:
 
     def _reladder(self, book: _VenueBook, best_bid: int, best_ask: int) -> None:
         depth, rng, resized = self.config.depth, book.rng, book.params.resized_per_update
-        bids, asks = book.bids, book.asks
-        # Drop the levels the new touch crossed (a prefix: sides are sorted best first).
-        cut = 0
-        while cut < len(bids) and bids[cut][0] > best_bid:
-            cut += 1
-        bids = bids[cut:] if cut else bids
-        cut = 0
-        while cut < len(asks) and asks[cut][0] < best_ask:
-            cut += 1
-        asks = asks[cut:] if cut else asks
-        book.bids = _extend(_fill_top(bids, best_bid, depth, book, True), depth, book, True)
-        book.asks = _extend(_fill_top(asks, best_ask, depth, book, False), depth, book, False)
-        for side in (book.bids, book.asks):
+        book.bids, book.fbids = bids, fbids = _reside(book, book.bids, book.fbids, best_bid, depth, True)
+        book.asks, book.fasks = asks, fasks = _reside(book, book.asks, book.fasks, best_ask, depth, False)
+        rand, scale = rng.random, book.level_krw * 1e16  # _size, inlined
+        for side, fside in ((bids, fbids), (asks, fasks)):
             for _ in range(resized):
-                i = int(rng.random() * len(side))
+                i = int(rand() * len(side))
                 price = side[i][0]
-                side[i] = (price, _size(book, price))
+                sats = int(scale / price * _SIZE_FACTORS[int(rand() * _SIZE_QUANTILES)])
+                if not 0 < sats < _JSON_EXACT:
+                    sats = _json_size(sats)
+                side[i] = (price, sats)
+                if fside is not None and i < len(fside):
+                    fside[i] = (price / FLOAT_SCALE, sats / FLOAT_SCALE)
 
     def _apply_taken(self) -> None:
         while self._taken:
@@ -257,34 +278,59 @@ class MarketGenerator:
             book = self._by_key.get((venue, market))
             if book is None:
                 continue
-            levels = book.bids if side == "bid" else book.asks
+            levels, floats = (book.bids, book.fbids) if side == "bid" else (book.asks, book.fasks)
             for i, (level_price, level_size) in enumerate(levels):
                 if level_price == price:
                     if level_size > size:
                         levels[i] = (price, level_size - size)
+                        if floats is not None and i < len(floats):
+                            floats[i] = (price / FLOAT_SCALE, (level_size - size) / FLOAT_SCALE)
                     else:
                         del levels[i]
+                        if floats is not None and i < len(floats):
+                            del floats[i]  # still a prefix; the next update extends it
                     break
 
 
-def _fill_top(levels: list[tuple[int, int]], best: int, depth: int, book: _VenueBook,
-              bids: bool) -> list[tuple[int, int]]:
-    """Insert fresh levels from ``best`` towards the old top, so the best level exists."""
-    if levels and levels[0][0] == best:
-        return levels
-    new = [(best, _size(book, best))]
-    if not levels:
-        return new
-    return new + _walk(book, best, bids, depth - 1, levels[0][0]) + levels
-
-
-def _extend(levels: list[tuple[int, int]], depth: int, book: _VenueBook,
-            bids: bool) -> list[tuple[int, int]]:
-    """Cut to ``depth`` levels, or add levels beyond the last one until there are ``depth``."""
-    if len(levels) >= depth:
-        return levels[:depth] if len(levels) > depth else levels
-    levels.extend(_walk(book, levels[-1][0], bids, depth - len(levels)))
-    return levels
+def _reside(book: _VenueBook, levels: list[tuple[int, int]], floats: list | None, best: int,
+            depth: int, bids: bool) -> tuple[list[tuple[int, int]], list | None]:
+    """One side moved to its new best price ``best``: drop the levels the new touch crossed (a
+    prefix: sides are sorted best first), insert fresh levels from ``best`` towards the old top
+    so the best level exists, then cut to ``depth`` levels or add levels beyond the last one
+    until there are ``depth``. The kept levels are a slice of the old ones, so the float mirror
+    (``floats``, if kept) converts only the fresh levels."""
+    n, cut = len(levels), 0
+    if bids:
+        while cut < n and levels[cut][0] > best:
+            cut += 1
+    else:
+        while cut < n and levels[cut][0] < best:
+            cut += 1
+    if cut < n and levels[cut][0] == best:
+        top = []
+    else:
+        top = [(best, _size(book, best))]
+        if cut < n:
+            top += _walk(book, best, bids, depth - 1, levels[cut][0])
+    keep = n - cut
+    if len(top) + keep >= depth:
+        keep, tail = depth - len(top), []
+    else:
+        last = levels[n - 1][0] if keep else top[-1][0]
+        tail = _walk(book, last, bids, depth - len(top) - keep)
+    out = top + levels[cut:cut + keep] if top else levels[cut:cut + keep]
+    if tail:
+        out += tail
+    if floats is None:
+        return out, None
+    # the mirror is a prefix: at least the top ``float_depth`` levels, as floats
+    n = book.float_depth
+    fout = [(p / FLOAT_SCALE, z / FLOAT_SCALE) for p, z in top[:n]] if top else []
+    if len(fout) < n:
+        fout += floats[cut:cut + keep]
+        if len(fout) < n and len(fout) < len(out):
+            fout += [(p / FLOAT_SCALE, z / FLOAT_SCALE) for p, z in out[len(fout):n]]
+    return out, fout
 
 
 def _walk(book: _VenueBook, price: int, down: bool, count: int, stop: int | None = None) -> list:
