@@ -48,7 +48,7 @@ from karb.ledger import Reservation
 from karb.legs import Leg, LegState
 from karb.model import OrderRequest, OrderType, Side, Signal, TimeInForce, Venue
 from karb.order_stream import OrderStreams
-from karb.placement import Placer
+from karb.placement import LegPair, Placer
 from karb.resolver import LegResolver
 from karb.risk import Risk, TradeOutcome
 from karb.rules import RulesBook
@@ -281,11 +281,15 @@ class Executor:
             logger.critical("journal did not commit what was left in flight: {}", exc)
 
     def _warm_sessions(self) -> None:
-        # Each leg thread has its own HTTP session (one per thread): open its keep-alive
-        # connection to both venues now, so the first real order pays no TCP/TLS handshake.
+        # Each leg thread has its own HTTP session and its own lean order connection (one per
+        # thread): open both keep-alive connections to both venues now, so the first real
+        # order pays no TCP/TLS handshake.
         for venue, client in self.clients.items():
             try:
                 client.get_ticker(self.config.markets[:1])
+                warm_orders = getattr(client, "warm_orders", None)
+                if warm_orders is not None:
+                    warm_orders(self.config.markets[:1])
             except VenueError as exc:
                 logger.warning("warming {} connection on {} failed: {}", venue.value,
                                threading.current_thread().name, exc)
@@ -328,8 +332,9 @@ class Executor:
             return f"journal: {exc}"
         with self._lock:
             self._in_flight[signal.id] = trade
-        self.pool.submit(self._run_leg, trade, trade.buy)
-        self.pool.submit(self._run_leg, trade, trade.sell)
+        pair = LegPair()  # the two legs' requests are written together, when both are ready
+        self.pool.submit(self._run_leg, trade, trade.buy, pair)
+        self.pool.submit(self._run_leg, trade, trade.sell, pair)
         return None
 
     def _legs(self, signal: Signal) -> tuple[Leg, Leg]:
@@ -349,9 +354,9 @@ class Executor:
         return Leg("buy", buy), Leg("sell", sell)
 
     # --- leg threads --------------------------------------------------------------------
-    def _run_leg(self, trade: Trade, leg: Leg) -> None:
+    def _run_leg(self, trade: Trade, leg: Leg, pair: LegPair | None = None) -> None:
         try:
-            self.placer.run(trade.signal.id, leg)
+            self.placer.run(trade.signal.id, leg, pair=pair)
             if leg.executed_volume:
                 self.risk.ledger.apply_fill(trade.reservation, leg.request.venue, leg.request.market,
                                             leg.request.side, leg.executed_volume,
