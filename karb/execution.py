@@ -3,7 +3,12 @@
 ``submit(signal)`` runs on the strategy thread and returns at once: risk approves and reserves
 both legs' worst-case spend, the intent (both legs, sizes, prices, client ids) is committed to
 the journal, and the two legs go to two idle threads of a pre-started pool (``leg-0``,
-``leg-1``, ...), which send them at the same moment. (The pool is the default ``LegRunner``; a
+``leg-1``, ...), which send them at the same moment. With lean clients
+(``karb.exchanges.wire``) both orders are prepared on the submitting thread before the intent
+is committed (slot, signature, bytes; nothing written) and written by it back to back once it
+is, so no thread hand-off sits between the signal and the wire; when that would mean waiting
+(no free slot, no warm connection) the leg threads prepare them and release them together
+(``karb.placement.LegPair``). (The pool is the default ``LegRunner``; a
 backtest injects one that runs the legs on its own thread in simulated time, after the intent
 is journalled all the same, with the placer's ``pause`` advancing simulated time.) Each leg thread follows its order to a
 final state (``karb.placement``) and books its fill in the ledger; the thread that finishes
@@ -321,10 +326,13 @@ class Executor:
             self.refused += 1
             return reservation
         trade = Trade(signal, reservation, *self._legs(signal), submit_ns)
+        early = self._prepare_here(trade)
         stages = {"recv_ns": max(signal.book_recv_ns), "submit_ns": submit_ns}
         try:
             self.journal.record_intent(signal, (trade.buy, trade.sell), stages)
         except JournalError as exc:
+            for prepared in early.values():
+                prepared.close()  # never written
             self.risk.abandon(signal, reservation)
             self.pool.release(2)
             self.refused += 1
@@ -332,10 +340,38 @@ class Executor:
             return f"journal: {exc}"
         with self._lock:
             self._in_flight[signal.id] = trade
-        pair = LegPair()  # the two legs' requests are written together, when both are ready
-        self.pool.submit(self._run_leg, trade, trade.buy, pair)
-        self.pool.submit(self._run_leg, trade, trade.sell, pair)
+        if early:  # committed: write what is prepared, back to back, before any hand-off
+            sent_ns = self.clock.monotonic_ns()
+            for leg in early:
+                leg.mark_sent(sent_ns)
+            for prepared in early.values():
+                prepared.write()
+        # legs not prepared here are prepared on their threads and released together
+        pair = LegPair() if not early else None
+        for leg in (trade.buy, trade.sell):
+            self.pool.submit(self._run_leg, trade, leg, pair, early.get(leg))
         return None
+
+    def _prepare_here(self, trade: Trade) -> dict:
+        """Both legs' orders prepared on this (the submitting) thread, or none: only with
+        lean clients, and only when neither needs to wait for a slot or a connection (nothing
+        is written; a leg not prepared here is prepared on its leg thread, any error then
+        handled there as for any placement)."""
+        early = {}
+        for leg in (trade.buy, trade.sell):
+            prepare = getattr(self.clients[leg.request.venue], "prepare_order", None)
+            prepared = None
+            if prepare is not None:
+                try:
+                    prepared = prepare(leg.request, wait=False)
+                except Exception:  # nothing was written: its leg thread prepares it again
+                    prepared = None
+            if prepared is None:
+                for other in early.values():
+                    other.close()
+                return {}
+            early[leg] = prepared
+        return early
 
     def _legs(self, signal: Signal) -> tuple[Leg, Leg]:
         market, vol = signal.market, signal.volume
@@ -354,9 +390,10 @@ class Executor:
         return Leg("buy", buy), Leg("sell", sell)
 
     # --- leg threads --------------------------------------------------------------------
-    def _run_leg(self, trade: Trade, leg: Leg, pair: LegPair | None = None) -> None:
+    def _run_leg(self, trade: Trade, leg: Leg, pair: LegPair | None = None,
+                 prepared=None) -> None:
         try:
-            self.placer.run(trade.signal.id, leg, pair=pair)
+            self.placer.run(trade.signal.id, leg, pair=pair, prepared=prepared)
             if leg.executed_volume:
                 self.risk.ledger.apply_fill(trade.reservation, leg.request.venue, leg.request.market,
                                             leg.request.side, leg.executed_volume,

@@ -24,12 +24,14 @@ A leg not final when ``run`` returns may still fill: nothing may be retried or f
 against it until it is resolved.
 
 Sending: a client with a lean path (``prepare_order``, ``karb.exchanges.wire``) first prepares
-the order (slot taken, signed, serialised, connection open; nothing written), then a trade's
-``LegPair`` releases both legs together: the second leg ready writes both requests back to back
-from its own thread, so no thread wake-up, signing or logging sits between the two writes.
-A client without one (the backtest's, a proxied one, Bithumb legacy) is sent with
-``place_order``. Either way the outcome rules above are the same: preparation fails only
-before anything was written.
+the order (slot taken, signed, serialised, connection open; nothing written). The executor
+prepares a trade's legs on the submitting thread when that needs no waiting and writes them
+there, back to back, once the intent is committed, handing them over written; the others are
+prepared here and a trade's ``LegPair`` releases them together: the second leg ready writes
+both requests back to back from its own thread, so no thread wake-up, signing or logging sits
+between the two writes. A client without a lean path (the backtest's, a proxied one, Bithumb
+legacy) is sent with ``place_order``. Either way the outcome rules above are the same:
+preparation fails only before anything was written.
 """
 from __future__ import annotations
 
@@ -95,12 +97,14 @@ class Placer:
         self.stream_applied = self.rest_refreshes = 0
 
     def run(self, signal_id: str, leg: Leg, priority: bool = False,
-            pair: LegPair | None = None) -> Leg:
+            pair: LegPair | None = None, prepared=None) -> Leg:
         """Send ``leg`` (state NEW), released with the rest of its ``pair`` if given, follow
-        it, journal it; return it. Leg thread only."""
+        it, journal it; return it. Leg thread only. A leg the executor already prepared and
+        marked sent comes with its ``prepared`` order (written, or written here)."""
         client = self.clients[leg.request.venue]
-        leg.mark_sent(self.clock.monotonic_ns())
-        result = self._place(client, leg, priority, pair)
+        if leg.state is LegState.NEW:
+            leg.mark_sent(self.clock.monotonic_ns())
+        result = self._place(client, leg, priority, pair, prepared)
         if result is None and leg.state is LegState.UNKNOWN:
             result = self._lookup(client, leg)
         if result is not None:
@@ -120,10 +124,11 @@ class Placer:
                 f"{self.config.fill_timeout_s} s and a cancel; still looking", signal_id, "critical")
         return leg
 
-    def _place(self, client: VenueClient, leg: Leg, priority: bool,
-               pair: LegPair | None) -> OrderResult | None:
+    def _place(self, client: VenueClient, leg: Leg, priority: bool, pair: LegPair | None,
+               prepared) -> OrderResult | None:
         try:
-            prepared = self._prepare(client, leg, priority, pair)
+            if prepared is None:
+                prepared = self._prepare(client, leg, priority, pair)
             if prepared is None:
                 return client.place_order(leg.request, priority=priority)
             try:

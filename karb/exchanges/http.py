@@ -218,7 +218,9 @@ class RestTransport:
         self._proxy = config.proxy
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
-        self._wires: list[WireConnection] = []
+        self._wires: list[WireConnection] = []  # every lean connection, idle or in use
+        self._idle_wires: list[WireConnection] = []
+        self._tls = None  # the lean path's TLS context: requests' defaults (tests inject one)
         self._sessions_lock = threading.Lock()
         self._log = logger.bind(venue=venue.value)
 
@@ -249,7 +251,7 @@ class RestTransport:
         self.limiter.wake()  # a call waiting for a slot gives up (nothing sent)
         with self._sessions_lock:
             sessions, self._sessions = self._sessions, []
-            wires, self._wires = self._wires, []
+            wires, self._wires, self._idle_wires = self._wires, [], []
         for session in sessions:
             _close_session(session)
         for wire in wires:
@@ -299,26 +301,48 @@ class RestTransport:
         """Whether writes can go the lean path (not through a proxy: that is ``requests``')."""
         return not self._proxy
 
-    @property
-    def wire(self) -> WireConnection:
-        """This thread's lean keep-alive connection (not connected until first used)."""
-        wire = getattr(self._local, "wire", None)
-        if wire is None:
-            wire = WireConnection(self.base_url, self.timeout[0], self.timeout[1])
-            self._local.wire = wire
+    def _checkout(self, connect: bool) -> WireConnection | None:
+        """An idle lean connection that is still open (the most recently used first), or with
+        ``connect`` a fresh one (``NotSent`` if it cannot be opened); else None."""
+        while True:
             with self._sessions_lock:
-                self._wires.append(wire)
+                wire = self._idle_wires.pop() if self._idle_wires else None
+            if wire is None:
+                break
+            if wire.alive():
+                return wire
+            wire.close()  # the venue closed it while idle: nothing of ours was written to it
+            with self._sessions_lock:
+                if wire in self._wires:
+                    self._wires.remove(wire)
+        if not connect:
+            return None
+        wire = WireConnection(self.base_url, self.timeout[0], self.timeout[1], self._tls)
+        wire.ready()
+        with self._sessions_lock:
+            self._wires.append(wire)
         return wire
+
+    def _checkin(self, wire: WireConnection) -> None:
+        with self._sessions_lock:
+            if wire.is_open and not self._closed.is_set():
+                self._idle_wires.append(wire)
+            else:
+                wire.close()
+                if wire in self._wires:
+                    self._wires.remove(wire)
 
     def prepare(self, method: str, path: str, *, group: Group, query: Query = (),
                 json_body: dict | None = None, form: str | None = None, auth=None,
-                priority: bool = False, idempotent: bool = False,
-                client_id: str | None = None) -> "PreparedCall":
-        """Take ``group``'s slot, sign and serialise one call and open this thread's connection,
-        writing nothing: ``PreparedCall.finish`` (or ``write``, from any thread) sends it.
+                priority: bool = False, idempotent: bool = False, client_id: str | None = None,
+                wait: bool = True) -> "PreparedCall | None":
+        """Take ``group``'s slot, sign and serialise one call and take a lean connection,
+        writing nothing: ``PreparedCall.write`` (any thread) or ``finish`` sends it.
 
         Raises what ``request`` raises before a byte is sent (``RateLimited``,
-        ``VenueUnavailable`` "not sent"); the slot is then released. Never retried."""
+        ``VenueUnavailable`` "not sent"), the slot then released. Never retried. With
+        ``wait=False`` (a caller that must not block: the strategy thread) it returns None
+        instead of waiting for a slot or opening a connection, having taken neither."""
         query_string = f"?{wire_query(query)}" if query else ""
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate",
                    "Accept": "application/json", "Connection": "keep-alive"}
@@ -329,26 +353,43 @@ class RestTransport:
         elif form is not None:
             data = form.encode("ascii")
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        wire = self.wire
-        ticket = self._acquire(group, priority)  # may raise: nothing was sent
+        if wait:
+            ticket = self._acquire(group, priority)  # may raise: nothing was sent
+        else:
+            try:
+                ticket = self.limiter.acquire(group, priority, 0.0, self._closed)
+            except WindowClosed:
+                return None
+        wire = None
         try:
+            wire = self._checkout(connect=wait)
+            if wire is None:
+                self.limiter.release(group, ticket)
+                return None
             if auth is not None:  # the same signer as requests', on the same url and body
                 auth(_Unsigned(self.base_url + path + query_string, data, headers))
             raw = build_request(method, wire.path_prefix + path + query_string, wire.host_header,
                                 headers, data)
-            wire.ready()
         except NotSent as exc:
             self.limiter.release(group, ticket)
             raise VenueUnavailable(self.venue, f"not sent: {exc}", "not_sent") from exc
         except BaseException:
             self.limiter.release(group, ticket)
+            if wire is not None:
+                self._checkin(wire)
             raise
         return PreparedCall(self, wire, method, group, ticket, raw, idempotent, client_id)
 
     def warm(self, path: str, query: Query = ()) -> None:
-        """One public GET on this thread's lean connection, so the next order finds it open
-        (``execution.keepalive_s`` re-warms it). Raises ``VenueError``."""
-        if self.lean:
+        """One public GET on every idle lean connection (one opened if there is none), so
+        orders find them open (``execution.keepalive_s`` re-warms them). ``VenueError``."""
+        if not self.lean:
+            return
+        with self._sessions_lock:
+            idle, self._idle_wires = self._idle_wires, []
+        for wire in idle or [None]:
+            if wire is not None:
+                self._checkin(wire)  # prepare() takes it back first (LIFO); a dead one is replaced
             self.prepare("GET", path, group=Group.PUBLIC, query=query, idempotent=True).finish()
 
     def _retryable(self, exc: VenueError) -> bool:
@@ -466,7 +507,7 @@ class PreparedCall:
         self._idempotent = idempotent
         self._client_id = client_id
         self._lock = threading.Lock()
-        self._written = self._released = False
+        self._written = self._released = self._answered = False
         self._failure: SentNoAnswer | None = None
         self.wire_ns = 0  # time.monotonic_ns() when the last byte was handed to the socket
 
@@ -487,6 +528,7 @@ class PreparedCall:
             if self._failure is not None:
                 raise self._failure
             answer = self._wire.read(self._method)
+            self._answered = True
             transport.limiter.observe_headers(self._group, answer.headers)
         except SentNoAnswer as exc:
             if self._idempotent:
@@ -500,11 +542,15 @@ class PreparedCall:
 
     def close(self) -> None:
         with self._lock:
+            unread = self._written and not self._answered  # an answer may still be coming
             self._written = True
             if self._released:
                 return
             self._released = True
         self._transport.limiter.release(self._group, self._ticket)
+        if unread:
+            self._wire.close()
+        self._transport._checkin(self._wire)
 
 
 class PreparedOrder:

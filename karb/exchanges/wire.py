@@ -97,10 +97,15 @@ class WireConnection:
     def is_open(self) -> bool:
         return self._sock is not None
 
+    def alive(self) -> bool:
+        """Open, and not closed by the venue while idle (it reads as ready with nothing asked:
+        EOF, a reset, or bytes nobody asked for; what urllib3 checks too)."""
+        return self._sock is not None and not _readable(self._sock)
+
     def ready(self) -> None:
         """Have an open connection the venue has not closed; ``NotSent`` if none can be had."""
-        if self._sock is not None and _readable(self._sock):
-            self.close()  # closed (or talking) while idle: nothing of ours was written to it
+        if self._sock is not None and not self.alive():
+            self.close()  # nothing of ours was written to it
         if self._sock is None:
             self._connect()
 

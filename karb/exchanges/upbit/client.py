@@ -138,11 +138,14 @@ class UpbitClient:
                                priority=priority, idempotent=False, client_id=request.client_id)
         return self._placement_result(request, answer)
 
-    def prepare_order(self, request: OrderRequest, priority: bool = False) -> PreparedOrder | None:
+    def prepare_order(self, request: OrderRequest, priority: bool = False,
+                      wait: bool = True) -> PreparedOrder | None:
         """``place_order`` in two steps, for the lean path (``karb.exchanges.wire``): the order
-        signed and serialised with its rate-limit slot held and this thread's connection open,
+        signed and serialised with its rate-limit slot held and a warm connection taken,
         nothing written. Raises what ``place_order`` raises before sending; None when writes
-        cannot go the lean path (a proxy is configured): use ``place_order``."""
+        cannot go the lean path (a proxy is configured): use ``place_order``. With
+        ``wait=False``, also None (nothing taken) when that would mean waiting for a slot or
+        opening a connection."""
         if not self._http.lean:
             return None
         if self._auth is None:
@@ -150,11 +153,13 @@ class UpbitClient:
                             "public-only", "no_credentials")
         path, body = self._order_body(request)
         call = self._http.prepare("POST", path, group=Group.ORDER, json_body=body, auth=self._auth,
-                                  priority=priority, client_id=request.client_id)
+                                  priority=priority, client_id=request.client_id, wait=wait)
+        if call is None:
+            return None
         return PreparedOrder(call, lambda answer: self._placement_result(request, answer))
 
     def warm_orders(self, markets: list[str]) -> None:
-        """Open (or keep open) this thread's lean order connection with one public call."""
+        """Open (or keep open) the lean order connections with one public call on each."""
         self._http.warm(C.PATH_TICKER, [("markets", markets[0])])
 
     def _order_body(self, request: OrderRequest) -> tuple[str, dict]:
