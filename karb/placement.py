@@ -62,12 +62,12 @@ class LegPair:
     then writes its own; one with none (no lean path, or preparing it failed) never waits, so a
     runner that runs the legs one after the other (the backtest's) is never held."""
 
-    def __init__(self, legs: int = 2, wait_s: float = PAIR_WAIT_S):
+    def __init__(self, legs: int = 2, wait_s: float | None = None):
         self._lock = threading.Lock()
         self._left = legs
         self._prepared: list = []
         self._released = threading.Event()
-        self._wait_s = wait_s
+        self._wait_s = PAIR_WAIT_S if wait_s is None else wait_s
 
     def arrive(self, prepared) -> None:
         with self._lock:
