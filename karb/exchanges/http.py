@@ -60,6 +60,7 @@ BACKOFF_BASE_S = 0.2
 BACKOFF_MAX_S = 5.0
 PRIORITY_MAX_WAIT_S = 2.0  # a cancel / unwind fails rather than wait longer for a slot
 MAX_WAIT_S = 10.0  # any other call
+WARM_MIN = 2  # lean connections kept per venue at least: one trade's leg, and an unwind's
 WINDOW_CLOSED = "window_closed"  # RateLimited code: the limiter refused to wait, nothing sent
 _SAFE = "-_.~,:"  # left as-is in query keys and values; everything else is percent-encoded
 
@@ -220,6 +221,7 @@ class RestTransport:
         self._sessions: list[requests.Session] = []
         self._wires: list[WireConnection] = []  # every lean connection, idle or in use
         self._idle_wires: list[WireConnection] = []
+        self._opening = 0  # fresh lean connections being opened by ``warm``
         self._tls = None  # the lean path's TLS context: requests' defaults (tests inject one)
         self._sessions_lock = threading.Lock()
         self._log = logger.bind(venue=venue.value)
@@ -315,10 +317,11 @@ class RestTransport:
             with self._sessions_lock:
                 if wire in self._wires:
                     self._wires.remove(wire)
-        if not connect:
-            return None
+        return self._open() if connect else None
+
+    def _open(self) -> WireConnection:
         wire = WireConnection(self.base_url, self.timeout[0], self.timeout[1], self._tls)
-        wire.ready()
+        wire.ready()  # NotSent if it cannot be opened
         with self._sessions_lock:
             self._wires.append(wire)
         return wire
@@ -335,14 +338,15 @@ class RestTransport:
     def prepare(self, method: str, path: str, *, group: Group, query: Query = (),
                 json_body: dict | None = None, form: str | None = None, auth=None,
                 priority: bool = False, idempotent: bool = False, client_id: str | None = None,
-                wait: bool = True) -> "PreparedCall | None":
+                wait: bool = True, fresh: bool = False) -> "PreparedCall | None":
         """Take ``group``'s slot, sign and serialise one call and take a lean connection,
         writing nothing: ``PreparedCall.write`` (any thread) or ``finish`` sends it.
 
         Raises what ``request`` raises before a byte is sent (``RateLimited``,
         ``VenueUnavailable`` "not sent"), the slot then released. Never retried. With
         ``wait=False`` (a caller that must not block: the strategy thread) it returns None
-        instead of waiting for a slot or opening a connection, having taken neither."""
+        instead of waiting for a slot or opening a connection, having taken neither.
+        ``fresh`` opens a new connection for it (``warm``)."""
         query_string = f"?{wire_query(query)}" if query else ""
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate",
                    "Accept": "application/json", "Connection": "keep-alive"}
@@ -362,7 +366,7 @@ class RestTransport:
                 return None
         wire = None
         try:
-            wire = self._checkout(connect=wait)
+            wire = self._open() if fresh else self._checkout(connect=wait)
             if wire is None:
                 self.limiter.release(group, ticket)
                 return None
@@ -381,16 +385,25 @@ class RestTransport:
         return PreparedCall(self, wire, method, group, ticket, raw, idempotent, client_id)
 
     def warm(self, path: str, query: Query = ()) -> None:
-        """One public GET on every idle lean connection (one opened if there is none), so
-        orders find them open (``execution.keepalive_s`` re-warms them). ``VenueError``."""
+        """One public GET on every idle lean connection, and on a new one while there are
+        fewer than ``WARM_MIN``, so orders find them open (``execution.keepalive_s`` re-warms
+        them; the leg threads do it at once, so the first takes the idle ones). ``VenueError``."""
         if not self.lean:
             return
         with self._sessions_lock:
             idle, self._idle_wires = self._idle_wires, []
-        for wire in idle or [None]:
-            if wire is not None:
+            fresh = max(0, WARM_MIN - len(self._wires) - self._opening)
+            self._opening += fresh
+        try:
+            for wire in idle:
                 self._checkin(wire)  # prepare() takes it back first (LIFO); a dead one is replaced
-            self.prepare("GET", path, group=Group.PUBLIC, query=query, idempotent=True).finish()
+                self.prepare("GET", path, group=Group.PUBLIC, query=query, idempotent=True).finish()
+            for _ in range(fresh):
+                self.prepare("GET", path, group=Group.PUBLIC, query=query, idempotent=True,
+                             fresh=True).finish()
+        finally:
+            with self._sessions_lock:
+                self._opening -= fresh
 
     def _retryable(self, exc: VenueError) -> bool:
         # A 418 block: retrying only lengthens it. A refused wait: a retry would wait the same.
