@@ -265,6 +265,25 @@ def test_429_closes_the_order_window_and_remaining_req_is_read(server):
     client.close()
 
 
+def test_a_failed_write_is_state_unknown_never_not_sent(server):
+    # a write that fails may have put part (or all) of the request on the wire
+    client = upbit(server.url)
+    prepared = client.prepare_order(order())
+    prepared._call._wire._sock.close()  # the socket fails under the write
+    with pytest.raises(OrderStateUnknown):
+        prepared.send()
+    assert in_flight(client) == 0
+    client.close()
+
+
+def test_a_gzip_answer_is_decoded(server):
+    import gzip
+    client = upbit(server.url)
+    server.script = [(200, {"Content-Encoding": "gzip"}, gzip.compress(orjson.dumps(ORDER_OK)))]
+    assert client.prepare_order(order()).send().order_id == "u-1"
+    client.close()
+
+
 def test_an_unreadable_2xx_placement_is_state_unknown(server):
     client = upbit(server.url)
     server.script = [(200, {}, b"<html>")]
