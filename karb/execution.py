@@ -59,7 +59,9 @@ from karb.risk import Risk, TradeOutcome
 from karb.rules import RulesBook
 from karb.unwind import Unwinder, filled
 
-STAGES = ("frame_to_signal", "signal_to_sent", "frame_to_sent", "sent_to_acked")
+# signal_to_sent: the later leg began to be placed; signal_to_wire: the later leg's request
+# was wholly handed to its socket (lean clients only)
+STAGES = ("frame_to_signal", "signal_to_sent", "signal_to_wire", "frame_to_sent", "sent_to_acked")
 _STOP = object()
 
 
@@ -529,6 +531,9 @@ class Executor:
                 self._latency["frame_to_signal"].append(signal.created_ns - recv)
                 self._latency["frame_to_sent"].append(sent - recv)
             self._latency["signal_to_sent"].append(sent - signal.created_ns)
+            if trade.buy.wire_ns and trade.sell.wire_ns:
+                wire = max(trade.buy.wire_ns, trade.sell.wire_ns)
+                self._latency["signal_to_wire"].append(wire - signal.created_ns)
             if trade.buy.acked_ns and trade.sell.acked_ns:
                 self._latency["sent_to_acked"].append(acked - sent)
         return {"sent_ns": sent, "acked_ns": acked or None, "done_ns": done_ns}

@@ -100,6 +100,8 @@ def test_submitting_thread_writes_both_legs_back_to_back_after_the_intent_commit
     assert trade.buy.sent_ns == trade.sell.sent_ns <= min(trade.buy.wire_ns, trade.sell.wire_ns)
     # then each leg's answer was read on a leg thread (StubVenue records who placed)
     assert all(t.startswith("leg-") for t in r.venues[UP].threads + r.venues[BT].threads)
+    p50, p99 = r.executor.stats()["latency_us"]["signal_to_wire"]
+    assert 0 < p50 <= p99
 
 
 def test_intent_not_journalled_writes_nothing_and_frees_the_prepared_orders(lean_rig):
