@@ -288,9 +288,9 @@ class Executor:
             logger.critical("journal did not commit what was left in flight: {}", exc)
 
     def _warm_sessions(self) -> None:
-        # Each leg thread has its own HTTP session and its own lean order connection (one per
-        # thread): open both keep-alive connections to both venues now, so the first real
-        # order pays no TCP/TLS handshake.
+        # Each leg thread has its own HTTP session (one per thread): open its keep-alive
+        # connection to both venues now, and keep the venues' pooled lean order connections
+        # open (``warm_orders``), so the first real order pays no TCP/TLS handshake.
         for venue, client in self.clients.items():
             try:
                 client.get_ticker(self.config.markets[:1])

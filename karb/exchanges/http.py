@@ -533,6 +533,9 @@ class PreparedCall:
                 self.wire_ns = self._wire.write(self._data)
             except SentNoAnswer as exc:
                 self._failure = exc
+            except Exception as exc:  # whatever it was, part of the request may have gone
+                self._wire.close()
+                self._failure = SentNoAnswer(f"write failed: {type(exc).__name__}: {exc}")
 
     def finish(self) -> Any:
         transport = self._transport
