@@ -276,6 +276,15 @@ def test_a_failed_write_is_state_unknown_never_not_sent(server):
     client.close()
 
 
+def test_a_malformed_answer_is_state_unknown_and_its_connection_dropped(server):
+    client = upbit(server.url)
+    server.script = [("abc", {}, ORDER_OK)]  # a status line http.client cannot read
+    with pytest.raises(OrderStateUnknown):
+        client.prepare_order(order()).send()
+    assert client._http._idle_wires == []
+    client.close()
+
+
 def test_a_gzip_answer_is_decoded(server):
     import gzip
     client = upbit(server.url)

@@ -28,7 +28,7 @@ import ssl
 import time
 import zlib
 from dataclasses import dataclass
-from http.client import HTTPMessage, HTTPResponse
+from http.client import HTTPException, HTTPMessage, HTTPResponse
 from urllib.parse import urlsplit
 
 import certifi
@@ -147,8 +147,8 @@ class WireConnection:
         try:
             response.begin()
             content = response.read()
-        except (OSError, ValueError, EOFError) as exc:  # timeout, reset, RemoteDisconnected,
-            self.close()  # IncompleteRead, a malformed status line or header
+        except (OSError, ValueError, EOFError, HTTPException) as exc:  # timeout, reset,
+            self.close()  # RemoteDisconnected, IncompleteRead, a malformed status line or header
             raise SentNoAnswer(f"no answer: {type(exc).__name__}: {exc}") from exc
         finally:
             response.close()
