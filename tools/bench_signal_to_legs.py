@@ -20,6 +20,10 @@ cheap venue so inventory stays balanced. Per trade (all ``time.monotonic_ns``):
                            without waiting), with its parts below
   wire gap                 between the two legs' last bytes (how "together" they are)
 
+"sendall returned" is the Python thread running again after the call: it includes any wait
+for the GIL after the system call (another thread may take it while ``send`` runs), so the
+bytes were in the kernel no later than the time shown.
+
 ``--path lean`` (default) is the engine as built: prepared orders released together on the
 lean connections (``karb.exchanges.wire``). ``--path requests`` disables the lean path, so
 both legs go through ``requests`` as before it existed; "on the wire" is then taken from
