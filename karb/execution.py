@@ -3,7 +3,12 @@
 ``submit(signal)`` runs on the strategy thread and returns at once: risk approves and reserves
 both legs' worst-case spend, the intent (both legs, sizes, prices, client ids) is committed to
 the journal, and the two legs go to two idle threads of a pre-started pool (``leg-0``,
-``leg-1``, ...), which send them at the same moment. (The pool is the default ``LegRunner``; a
+``leg-1``, ...), which send them at the same moment. With lean clients
+(``karb.exchanges.wire``) both orders are prepared on the submitting thread before the intent
+is committed (slot, signature, bytes; nothing written) and written by it back to back once it
+is, so no thread hand-off sits between the signal and the wire; when that would mean waiting
+(no free slot, no warm connection) the leg threads prepare them and release them together
+(``karb.placement.LegPair``). (The pool is the default ``LegRunner``; a
 backtest injects one that runs the legs on its own thread in simulated time, after the intent
 is journalled all the same, with the placer's ``pause`` advancing simulated time.) Each leg thread follows its order to a
 final state (``karb.placement``) and books its fill in the ledger; the thread that finishes
@@ -48,13 +53,15 @@ from karb.ledger import Reservation
 from karb.legs import Leg, LegState
 from karb.model import OrderRequest, OrderType, Side, Signal, TimeInForce, Venue
 from karb.order_stream import OrderStreams
-from karb.placement import Placer
+from karb.placement import LegPair, Placer
 from karb.resolver import LegResolver
 from karb.risk import Risk, TradeOutcome
 from karb.rules import RulesBook
 from karb.unwind import Unwinder, filled
 
-STAGES = ("frame_to_signal", "signal_to_sent", "frame_to_sent", "sent_to_acked")
+# signal_to_sent: the later leg began to be placed; signal_to_wire: the later leg's request
+# was wholly handed to its socket (lean clients only)
+STAGES = ("frame_to_signal", "signal_to_sent", "signal_to_wire", "frame_to_sent", "sent_to_acked")
 _STOP = object()
 
 
@@ -282,10 +289,14 @@ class Executor:
 
     def _warm_sessions(self) -> None:
         # Each leg thread has its own HTTP session (one per thread): open its keep-alive
-        # connection to both venues now, so the first real order pays no TCP/TLS handshake.
+        # connection to both venues now, and keep the venues' pooled lean order connections
+        # open (``warm_orders``), so the first real order pays no TCP/TLS handshake.
         for venue, client in self.clients.items():
             try:
                 client.get_ticker(self.config.markets[:1])
+                warm_orders = getattr(client, "warm_orders", None)
+                if warm_orders is not None:
+                    warm_orders(self.config.markets[:1])
             except VenueError as exc:
                 logger.warning("warming {} connection on {} failed: {}", venue.value,
                                threading.current_thread().name, exc)
@@ -317,10 +328,13 @@ class Executor:
             self.refused += 1
             return reservation
         trade = Trade(signal, reservation, *self._legs(signal), submit_ns)
+        early = self._prepare_here(trade)
         stages = {"recv_ns": max(signal.book_recv_ns), "submit_ns": submit_ns}
         try:
             self.journal.record_intent(signal, (trade.buy, trade.sell), stages)
         except JournalError as exc:
+            for prepared in early.values():
+                prepared.close()  # never written
             self.risk.abandon(signal, reservation)
             self.pool.release(2)
             self.refused += 1
@@ -328,9 +342,38 @@ class Executor:
             return f"journal: {exc}"
         with self._lock:
             self._in_flight[signal.id] = trade
-        self.pool.submit(self._run_leg, trade, trade.buy)
-        self.pool.submit(self._run_leg, trade, trade.sell)
+        if early:  # committed: write what is prepared, back to back, before any hand-off
+            sent_ns = self.clock.monotonic_ns()
+            for leg in early:
+                leg.mark_sent(sent_ns)
+            for prepared in early.values():
+                prepared.write()
+        # legs not prepared here are prepared on their threads and released together
+        pair = LegPair() if not early else None
+        for leg in (trade.buy, trade.sell):
+            self.pool.submit(self._run_leg, trade, leg, pair, early.get(leg))
         return None
+
+    def _prepare_here(self, trade: Trade) -> dict:
+        """Both legs' orders prepared on this (the submitting) thread, or none: only with
+        lean clients, and only when neither needs to wait for a slot or a connection (nothing
+        is written; a leg not prepared here is prepared on its leg thread, any error then
+        handled there as for any placement)."""
+        early = {}
+        for leg in (trade.buy, trade.sell):
+            prepare = getattr(self.clients[leg.request.venue], "prepare_order", None)
+            prepared = None
+            if prepare is not None:
+                try:
+                    prepared = prepare(leg.request, wait=False)
+                except Exception:  # nothing was written: its leg thread prepares it again
+                    prepared = None
+            if prepared is None:
+                for other in early.values():
+                    other.close()
+                return {}
+            early[leg] = prepared
+        return early
 
     def _legs(self, signal: Signal) -> tuple[Leg, Leg]:
         market, vol = signal.market, signal.volume
@@ -349,9 +392,10 @@ class Executor:
         return Leg("buy", buy), Leg("sell", sell)
 
     # --- leg threads --------------------------------------------------------------------
-    def _run_leg(self, trade: Trade, leg: Leg) -> None:
+    def _run_leg(self, trade: Trade, leg: Leg, pair: LegPair | None = None,
+                 prepared=None) -> None:
         try:
-            self.placer.run(trade.signal.id, leg)
+            self.placer.run(trade.signal.id, leg, pair=pair, prepared=prepared)
             if leg.executed_volume:
                 self.risk.ledger.apply_fill(trade.reservation, leg.request.venue, leg.request.market,
                                             leg.request.side, leg.executed_volume,
@@ -487,6 +531,9 @@ class Executor:
                 self._latency["frame_to_signal"].append(signal.created_ns - recv)
                 self._latency["frame_to_sent"].append(sent - recv)
             self._latency["signal_to_sent"].append(sent - signal.created_ns)
+            if trade.buy.wire_ns and trade.sell.wire_ns:
+                wire = max(trade.buy.wire_ns, trade.sell.wire_ns)
+                self._latency["signal_to_wire"].append(wire - signal.created_ns)
             if trade.buy.acked_ns and trade.sell.acked_ns:
                 self._latency["sent_to_acked"].append(acked - sent)
         return {"sent_ns": sent, "acked_ns": acked or None, "done_ns": done_ns}

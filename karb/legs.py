@@ -58,7 +58,7 @@ class Leg:
     """An order we intend to send, its state, and what the venue says filled (exact)."""
 
     __slots__ = ("role", "request", "state", "order_id", "executed_volume", "executed_funds",
-                 "paid_fee", "error", "history", "sent_ns", "acked_ns", "fills")
+                 "paid_fee", "error", "history", "sent_ns", "wire_ns", "acked_ns", "fills")
 
     def __init__(self, role: str, request: OrderRequest):
         self.role = role  # "buy", "sell", "retry-1", "flatten-2", ...
@@ -70,7 +70,8 @@ class Leg:
         self.paid_fee = ZERO
         self.error = ""
         self.history: list[tuple[LegState, int]] = [(LegState.NEW, 0)]
-        self.sent_ns = 0
+        self.sent_ns = 0  # the leg left NEW: its thread began to place it
+        self.wire_ns = 0  # its request's last byte was handed to the socket (lean path only)
         self.acked_ns = 0
         self.fills: tuple = ()
 

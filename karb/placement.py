@@ -22,9 +22,20 @@
 
 A leg not final when ``run`` returns may still fill: nothing may be retried or flattened
 against it until it is resolved.
+
+Sending: a client with a lean path (``prepare_order``, ``karb.exchanges.wire``) first prepares
+the order (slot taken, signed, serialised, connection open; nothing written). The executor
+prepares a trade's legs on the submitting thread when that needs no waiting and writes them
+there, back to back, once the intent is committed, handing them over written; the others are
+prepared here and a trade's ``LegPair`` releases them together: the second leg ready writes
+both requests back to back from its own thread, so no thread wake-up, signing or logging sits
+between the two writes. A client without a lean path (the backtest's, a proxied one, Bithumb
+legacy) is sent with ``place_order``. Either way the outcome rules above are the same:
+preparation fails only before anything was written.
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
@@ -41,6 +52,35 @@ from karb.model import OrderResult, OrderStatus, Venue
 from karb.order_stream import OrderStreams
 
 NOT_PLACED = (InvalidOrder, InsufficientFunds, RateLimited, VenueUnavailable, AuthError)
+PAIR_WAIT_S = 0.005  # a prepared leg waits this long at most for the other leg to be ready
+
+
+class LegPair:
+    """Releases a trade's legs together. Each leg's thread arrives once, with its prepared
+    order or None; the last to arrive writes every prepared order, in arrival order, back to
+    back. A leg that arrives with a prepared order waits at most ``wait_s`` for the others and
+    then writes its own; one with none (no lean path, or preparing it failed) never waits, so a
+    runner that runs the legs one after the other (the backtest's) is never held."""
+
+    def __init__(self, legs: int = 2, wait_s: float | None = None):
+        self._lock = threading.Lock()
+        self._left = legs
+        self._prepared: list = []
+        self._released = threading.Event()
+        self._wait_s = PAIR_WAIT_S if wait_s is None else wait_s
+
+    def arrive(self, prepared) -> None:
+        with self._lock:
+            if prepared is not None:
+                self._prepared.append(prepared)
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            for ready in self._prepared:
+                ready.write()  # a no-op for one its own thread wrote after waiting
+            self._released.set()
+        elif prepared is not None:
+            self._released.wait(self._wait_s)
 
 
 class Placer:
@@ -56,11 +96,15 @@ class Placer:
         self.lookups = 0
         self.stream_applied = self.rest_refreshes = 0
 
-    def run(self, signal_id: str, leg: Leg, priority: bool = False) -> Leg:
-        """Send ``leg`` (state NEW), follow it, journal it; return it. Leg thread only."""
+    def run(self, signal_id: str, leg: Leg, priority: bool = False,
+            pair: LegPair | None = None, prepared=None) -> Leg:
+        """Send ``leg`` (state NEW), released with the rest of its ``pair`` if given, follow
+        it, journal it; return it. Leg thread only. A leg the executor already prepared and
+        marked sent comes with its ``prepared`` order (written, or written here)."""
         client = self.clients[leg.request.venue]
-        leg.mark_sent(self.clock.monotonic_ns())
-        result = self._place(client, leg, priority)
+        if leg.state is LegState.NEW:
+            leg.mark_sent(self.clock.monotonic_ns())
+        result = self._place(client, leg, priority, pair, prepared)
         if result is None and leg.state is LegState.UNKNOWN:
             result = self._lookup(client, leg)
         if result is not None:
@@ -80,9 +124,18 @@ class Placer:
                 f"{self.config.fill_timeout_s} s and a cancel; still looking", signal_id, "critical")
         return leg
 
-    def _place(self, client: VenueClient, leg: Leg, priority: bool) -> OrderResult | None:
+    def _place(self, client: VenueClient, leg: Leg, priority: bool, pair: LegPair | None,
+               prepared) -> OrderResult | None:
         try:
-            return client.place_order(leg.request, priority=priority)
+            if prepared is None:
+                prepared = self._prepare(client, leg, priority, pair)
+            if prepared is None:
+                return client.place_order(leg.request, priority=priority)
+            try:
+                return prepared.send()
+            finally:
+                leg.wire_ns = prepared.wire_ns
+                prepared.close()
         except NOT_PLACED as exc:
             self._reject(leg, exc)
         except UnknownVenueError as exc:
@@ -96,6 +149,20 @@ class Placer:
             logger.exception("placing {} raised unexpectedly", leg.client_id)
             self._unknown(leg, exc)
         return None
+
+    @staticmethod
+    def _prepare(client: VenueClient, leg: Leg, priority: bool, pair: LegPair | None):
+        # the lean path's prepared order, or None (then ``place_order``); the pair hears of
+        # this leg whatever happens, so a failed preparation never holds the other leg
+        prepared = None
+        prepare = getattr(client, "prepare_order", None)
+        try:
+            if prepare is not None:
+                prepared = prepare(leg.request, priority=priority)
+        finally:
+            if pair is not None:
+                pair.arrive(prepared)
+        return prepared
 
     def _reject(self, leg: Leg, exc: Exception) -> None:
         leg.reject(f"{type(exc).__name__}: {exc}", self.clock.monotonic_ns())

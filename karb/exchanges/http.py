@@ -46,7 +46,9 @@ from karb.exchanges.errors import (
     AuthError, InsufficientFunds, InvalidOrder, OrderNotFound, OrderNotReady, OrderStateUnknown,
     RateLimited, UnknownVenueError, VenueError, VenueUnavailable, WalletSuspended,
 )
-from karb.exchanges.ratelimit import MAX_PAUSE_S, WINDOW_MARGIN_S, Group, RateLimiter, WindowClosed
+from karb.exchanges.ratelimit import (MAX_PAUSE_S, WINDOW_MARGIN_S, Group, RateLimiter, Ticket,
+                                      WindowClosed)
+from karb.exchanges.wire import NotSent, SentNoAnswer, WireConnection, build_request
 from karb.model import Venue
 
 Query = Sequence[tuple[str, "str | Sequence[str]"]]
@@ -58,6 +60,7 @@ BACKOFF_BASE_S = 0.2
 BACKOFF_MAX_S = 5.0
 PRIORITY_MAX_WAIT_S = 2.0  # a cancel / unwind fails rather than wait longer for a slot
 MAX_WAIT_S = 10.0  # any other call
+WARM_MIN = 2  # lean connections kept per venue at least: one trade's leg, and an unwind's
 WINDOW_CLOSED = "window_closed"  # RateLimited code: the limiter refused to wait, nothing sent
 _SAFE = "-_.~,:"  # left as-is in query keys and values; everything else is percent-encoded
 
@@ -225,6 +228,10 @@ class RestTransport:
         self._proxy = config.proxy
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
+        self._wires: list[WireConnection] = []  # every lean connection, idle or in use
+        self._idle_wires: list[WireConnection] = []
+        self._opening = 0  # fresh lean connections being opened by ``warm``
+        self._tls = None  # the lean path's TLS context: requests' defaults (tests inject one)
         self._sessions_lock = threading.Lock()
         self._log = logger.bind(venue=venue.value)
 
@@ -255,8 +262,11 @@ class RestTransport:
         self.limiter.wake()  # a call waiting for a slot gives up (nothing sent)
         with self._sessions_lock:
             sessions, self._sessions = self._sessions, []
+            wires, self._wires, self._idle_wires = self._wires, [], []
         for session in sessions:
             _close_session(session)
+        for wire in wires:
+            wire.close()
 
     # --- requests -------------------------------------------------------------------------
     def request(self, method: str, path: str, *, group: Group, query: Query = (),
@@ -296,6 +306,114 @@ class RestTransport:
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    # --- the lean write path (karb.exchanges.wire) -----------------------------------------
+    @property
+    def lean(self) -> bool:
+        """Whether writes can go the lean path (not through a proxy: that is ``requests``')."""
+        return not self._proxy
+
+    def _checkout(self, connect: bool) -> WireConnection | None:
+        """An idle lean connection that is still open (the most recently used first), or with
+        ``connect`` a fresh one (``NotSent`` if it cannot be opened); else None."""
+        while True:
+            with self._sessions_lock:
+                wire = self._idle_wires.pop() if self._idle_wires else None
+            if wire is None:
+                break
+            if wire.alive():
+                return wire
+            wire.close()  # the venue closed it while idle: nothing of ours was written to it
+            with self._sessions_lock:
+                if wire in self._wires:
+                    self._wires.remove(wire)
+        return self._open() if connect else None
+
+    def _open(self) -> WireConnection:
+        wire = WireConnection(self.base_url, self.timeout[0], self.timeout[1], self._tls)
+        wire.ready()  # NotSent if it cannot be opened
+        with self._sessions_lock:
+            self._wires.append(wire)
+        return wire
+
+    def _checkin(self, wire: WireConnection) -> None:
+        with self._sessions_lock:
+            if wire.is_open and not self._closed.is_set():
+                self._idle_wires.append(wire)
+            else:
+                wire.close()
+                if wire in self._wires:
+                    self._wires.remove(wire)
+
+    def prepare(self, method: str, path: str, *, group: Group, query: Query = (),
+                json_body: dict | None = None, form: str | None = None, auth=None,
+                priority: bool = False, idempotent: bool = False, client_id: str | None = None,
+                wait: bool = True, fresh: bool = False) -> "PreparedCall | None":
+        """Take ``group``'s slot, sign and serialise one call and take a lean connection,
+        writing nothing: ``PreparedCall.write`` (any thread) or ``finish`` sends it.
+
+        Raises what ``request`` raises before a byte is sent (``RateLimited``,
+        ``VenueUnavailable`` "not sent"), the slot then released. Never retried. With
+        ``wait=False`` (a caller that must not block: the strategy thread) it returns None
+        instead of waiting for a slot or opening a connection, having taken neither.
+        ``fresh`` opens a new connection for it (``warm``)."""
+        query_string = f"?{wire_query(query)}" if query else ""
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate",
+                   "Accept": "application/json", "Connection": "keep-alive"}
+        data = None
+        if json_body is not None:
+            data = orjson.dumps(json_body)
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        elif form is not None:
+            data = form.encode("ascii")
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if wait:
+            ticket = self._acquire(group, priority)  # may raise: nothing was sent
+        else:
+            try:
+                ticket = self.limiter.acquire(group, priority, 0.0, self._closed)
+            except WindowClosed:
+                return None
+        wire = None
+        try:
+            wire = self._open() if fresh else self._checkout(connect=wait)
+            if wire is None:
+                self.limiter.release(group, ticket)
+                return None
+            if auth is not None:  # the same signer as requests', on the same url and body
+                auth(_Unsigned(self.base_url + path + query_string, data, headers))
+            raw = build_request(method, wire.path_prefix + path + query_string, wire.host_header,
+                                headers, data)
+        except NotSent as exc:
+            self.limiter.release(group, ticket)
+            raise VenueUnavailable(self.venue, f"not sent: {exc}", "not_sent") from exc
+        except BaseException:
+            self.limiter.release(group, ticket)
+            if wire is not None:
+                self._checkin(wire)
+            raise
+        return PreparedCall(self, wire, method, group, ticket, raw, idempotent, client_id)
+
+    def warm(self, path: str, query: Query = ()) -> None:
+        """One public GET on every idle lean connection, and on a new one while there are
+        fewer than ``WARM_MIN``, so orders find them open (``execution.keepalive_s`` re-warms
+        them; the leg threads do it at once, so the first takes the idle ones). ``VenueError``."""
+        if not self.lean:
+            return
+        with self._sessions_lock:
+            idle, self._idle_wires = self._idle_wires, []
+            fresh = max(0, WARM_MIN - len(self._wires) - self._opening)
+            self._opening += fresh
+        try:
+            for wire in idle:
+                self._checkin(wire)  # prepare() takes it back first (LIFO); a dead one is replaced
+                self.prepare("GET", path, group=Group.PUBLIC, query=query, idempotent=True).finish()
+            for _ in range(fresh):
+                self.prepare("GET", path, group=Group.PUBLIC, query=query, idempotent=True,
+                             fresh=True).finish()
+        finally:
+            with self._sessions_lock:
+                self._opening -= fresh
+
     def _retryable(self, exc: VenueError) -> bool:
         # A 418 block: retrying only lengthens it. A refused wait: a retry would wait the same.
         if isinstance(exc, RateLimited):
@@ -327,22 +445,26 @@ class RestTransport:
             self.limiter.observe_headers(group, response.headers)
         finally:
             self.limiter.release(group, ticket)
-        text = response.text
+        return self._answer(group, response.status_code, response.content, response.text,
+                            response.headers, idempotent, client_id)
+
+    def _answer(self, group: Group, status: int, content: bytes, text: str, headers,
+                idempotent: bool, client_id: str | None) -> Any:
+        """The decoded body of an answer, or raise the ``VenueError`` it means (both paths)."""
         try:
-            body = orjson.loads(response.content) if response.content else None
+            body = orjson.loads(content) if content else None
         except orjson.JSONDecodeError:
             body = None
-        error = self._error_of(self.venue, response.status_code, body, text, response.headers)
+        error = self._error_of(self.venue, status, body, text, headers)
         if error is None and body is None:
-            message = f"unreadable {response.status_code} body: {text[:120]!r}"
-            error = (UnknownVenueError(self.venue, message, "bad_body", response.status_code)
+            message = f"unreadable {status} body: {text[:120]!r}"
+            error = (UnknownVenueError(self.venue, message, "bad_body", status)
                      if idempotent else OrderStateUnknown(self.venue, message, client_id))
-        if isinstance(error, VenueUnavailable) and not idempotent and response.status_code >= 500 \
-                and response.status_code != 503:
+        if isinstance(error, VenueUnavailable) and not idempotent and status >= 500 \
+                and status != 503:
             # A 500/502/504 on an order may come after the venue applied it (a gateway timing
             # out on a slow backend): unknown, not "not placed". 503 is maintenance.
-            error = OrderStateUnknown(self.venue, f"{response.status_code} on a write: {error}",
-                                      client_id)
+            error = OrderStateUnknown(self.venue, f"{status} on a write: {error}", client_id)
         if error is not None:
             if isinstance(error, RateLimited):
                 self._rate_limited(group, error)
@@ -373,3 +495,107 @@ class RestTransport:
     @staticmethod
     def _backoff(attempt: int) -> float:
         return min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2 ** attempt))
+
+
+class _Unsigned:
+    """What a ``requests`` auth reads and writes of a prepared request (url, body, headers),
+    so the lean path signs with the very same signers."""
+
+    __slots__ = ("url", "body", "headers")
+
+    def __init__(self, url: str, body: bytes | None, headers: dict[str, str]):
+        self.url = url
+        self.body = body
+        self.headers = headers
+
+
+class PreparedCall:
+    """One call signed and serialised, its rate-limit slot held, not yet (or just) written.
+
+    ``write`` may be called from any thread (a trade's last leg to be ready writes both legs'
+    requests back to back) and writes at most once; ``finish`` belongs to the preparing
+    thread: it writes if nobody has, reads the answer, releases the slot and returns the
+    decoded body or raises the venue error, exactly as ``RestTransport.request`` would.
+    ``close`` gives the slot back and forbids any later write (for a call never finished)."""
+
+    def __init__(self, transport: RestTransport, wire: WireConnection, method: str, group: Group,
+                 ticket: Ticket, data: bytes, idempotent: bool, client_id: str | None):
+        self._transport = transport
+        self._wire = wire
+        self._method = method
+        self._group = group
+        self._ticket = ticket
+        self._data = data
+        self._idempotent = idempotent
+        self._client_id = client_id
+        self._lock = threading.Lock()
+        self._written = self._released = self._answered = False
+        self._failure: SentNoAnswer | None = None
+        self.wire_ns = 0  # time.monotonic_ns() when the last byte was handed to the socket
+
+    def write(self) -> None:
+        with self._lock:
+            if self._written:
+                return
+            self._written = True
+            try:
+                self.wire_ns = self._wire.write(self._data)
+            except SentNoAnswer as exc:
+                self._failure = exc
+            except Exception as exc:  # whatever it was, part of the request may have gone
+                self._wire.close()
+                self._failure = SentNoAnswer(f"write failed: {type(exc).__name__}: {exc}")
+
+    def finish(self) -> Any:
+        transport = self._transport
+        try:
+            self.write()
+            if self._failure is not None:
+                raise self._failure
+            answer = self._wire.read(self._method)
+            self._answered = True
+            transport.limiter.observe_headers(self._group, answer.headers)
+        except SentNoAnswer as exc:
+            if self._idempotent:
+                raise VenueUnavailable(transport.venue, f"no answer: {exc}", "timeout") from exc
+            raise OrderStateUnknown(transport.venue, f"sent, no answer: {exc}",
+                                    self._client_id) from exc
+        finally:
+            self.close()
+        return transport._answer(self._group, answer.status, answer.content, answer.text,
+                                 answer.headers, self._idempotent, self._client_id)
+
+    def close(self) -> None:
+        with self._lock:
+            unread = self._written and not self._answered  # an answer may still be coming
+            self._written = True
+            if self._released:
+                return
+            self._released = True
+        self._transport.limiter.release(self._group, self._ticket)
+        if unread:
+            self._wire.close()
+        self._transport._checkin(self._wire)
+
+
+class PreparedOrder:
+    """A placement ready to go (``VenueClient.prepare_order``): ``write`` may be called from
+    any thread; ``send`` (the preparing thread) writes it if nobody has and returns what
+    ``place_order`` returns, raising what it raises; ``close`` after a ``send`` is a no-op."""
+
+    def __init__(self, call: PreparedCall, result: Callable[[Any], Any]):
+        self._call = call
+        self._result = result  # the client's reading of the placement answer
+
+    @property
+    def wire_ns(self) -> int:
+        return self._call.wire_ns
+
+    def write(self) -> None:
+        self._call.write()
+
+    def send(self):
+        return self._result(self._call.finish())
+
+    def close(self) -> None:
+        self._call.close()

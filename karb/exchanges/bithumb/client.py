@@ -67,11 +67,9 @@ class BithumbClient(UpbitClient):
         return [replace(fees[quote_currency(m)], market=m) if quote_currency(m) in fees else MarketInfo(m)
                 for m in markets]
 
-    def place_order(self, request: OrderRequest, priority: bool = False) -> OrderResult:
-        body = parse.order_body(self.venue, request, type_key="order_type", id_key="client_order_id")
-        answer = self._private("POST", C.PATH_PLACE, group=Group.ORDER, json_body=body,
-                               priority=priority, idempotent=False, client_id=request.client_id)
-        return self._placement_result(request, answer)
+    def _order_body(self, request: OrderRequest) -> tuple[str, dict]:
+        return C.PATH_PLACE, parse.order_body(self.venue, request, type_key="order_type",
+                                              id_key="client_order_id")
 
     def _placement_result(self, request: OrderRequest, answer) -> OrderResult:
         # Ids only; a 2xx we cannot read means the order probably exists.

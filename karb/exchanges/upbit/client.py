@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from karb.config import VenueConfig
 from karb.exchanges.errors import AuthError, OrderStateUnknown, VenueError, parse_body
-from karb.exchanges.http import RestTransport, jwt_api_error
+from karb.exchanges.http import PreparedOrder, RestTransport, jwt_api_error
 from karb.exchanges.market_state import parse_upbit_states
 from karb.exchanges.ratelimit import Group, RateLimiter
 from karb.exchanges.upbit import constants as C
@@ -142,10 +142,37 @@ class UpbitClient:
         return self._parsed(parse.parse_balances, self._private("GET", C.PATH_ACCOUNTS))
 
     def place_order(self, request: OrderRequest, priority: bool = False) -> OrderResult:
-        body = parse.order_body(self.venue, request)
-        answer = self._private("POST", C.PATH_ORDERS, group=Group.ORDER, json_body=body,
+        path, body = self._order_body(request)
+        answer = self._private("POST", path, group=Group.ORDER, json_body=body,
                                priority=priority, idempotent=False, client_id=request.client_id)
         return self._placement_result(request, answer)
+
+    def prepare_order(self, request: OrderRequest, priority: bool = False,
+                      wait: bool = True) -> PreparedOrder | None:
+        """``place_order`` in two steps, for the lean path (``karb.exchanges.wire``): the order
+        signed and serialised with its rate-limit slot held and a warm connection taken,
+        nothing written. Raises what ``place_order`` raises before sending; None when writes
+        cannot go the lean path (a proxy is configured): use ``place_order``. With
+        ``wait=False``, also None (nothing taken) when that would mean waiting for a slot or
+        opening a connection."""
+        if not self._http.lean:
+            return None
+        if self._auth is None:
+            raise AuthError(self.venue, f"no API keys loaded: this {self.venue.value} client is "
+                            "public-only", "no_credentials")
+        path, body = self._order_body(request)
+        call = self._http.prepare("POST", path, group=Group.ORDER, json_body=body, auth=self._auth,
+                                  priority=priority, client_id=request.client_id, wait=wait)
+        if call is None:
+            return None
+        return PreparedOrder(call, lambda answer: self._placement_result(request, answer))
+
+    def warm_orders(self, markets: list[str]) -> None:
+        """Open (or keep open) the lean order connections with one public call on each."""
+        self._http.warm(C.PATH_TICKER, [("markets", markets[0])])
+
+    def _order_body(self, request: OrderRequest) -> tuple[str, dict]:
+        return C.PATH_ORDERS, parse.order_body(self.venue, request)
 
     def _placement_result(self, request: OrderRequest, answer: Any) -> OrderResult:
         # A 2xx whose body we cannot read: the order probably exists. Say so, never "failed".
