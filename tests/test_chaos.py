@@ -130,9 +130,18 @@ def test_a_trade_leg_placed_while_the_kill_file_was_there_is_reported_not_an_unw
     truth, journal = _a_clean_trade()
     journal.orders.append(_order("s0f1", "upbit", "sell", "0.01", "1400000", "700", role="flatten-1"))
     truth.orders["upbit"].append(_venue_order("s0f1"))
-    found = traded_while_killed(truth, journal, since_ns=T0, subject="r1")
+    found = traded_while_killed(truth, journal, since_ns=T0 - 1, subject="r1")  # decided at T0
     assert sorted(v.subject for v in found) == ["r1 bithumb/s1s", "r1 upbit/s1b"]
     assert traded_while_killed(truth, journal, since_ns=T0 + 2_000_000, subject="r1") == []
+
+
+def test_a_leg_decided_before_the_kill_file_but_held_at_the_venue_is_not_trading_while_killed():
+    # decided at T0, the kill file seen from T0 + 1 ms; a delay_orders fault made the venue
+    # create the legs only at T0 + 2 s
+    truth, journal = _a_clean_trade()
+    for orders in truth.orders.values():
+        orders[0]["created_ns"] = T0 + 2_000_000_000
+    assert traded_while_killed(truth, journal, since_ns=T0 + 1_000_000, subject="r1") == []
 
 
 def test_read_journal_reads_the_engines_schema(tmp_path):

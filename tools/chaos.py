@@ -548,8 +548,14 @@ class Campaign:
         time.sleep(self.args.settle_s)
         deadline = time.monotonic() + (quiet_timeout_s if quiet_timeout_s is not None else self.args.quiet_timeout_s)
         while True:
+            # journal, venues, journal: an order placed between the reads (a recovery's unwind)
+            # would otherwise be in one view and not the other; journalled first, so two equal
+            # journal reads around the venue read make one consistent picture
+            before = read_journal(self.journal_path)
             truth, journal = self.sim.truth(), read_journal(self.journal_path)
             busy = journal.in_flight(time.time_ns(), STUCK_AFTER_S)
+            if (before.orders, before.signals, before.fills) != (journal.orders, journal.signals, journal.fills):
+                busy.append("the journal moved during the venue read")
             if truth.resting():
                 busy.append(f"{truth.resting()} orders resting at the venues")
             if not busy or time.monotonic() > deadline:

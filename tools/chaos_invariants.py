@@ -14,8 +14,9 @@ identifier. ``JournalView`` is what the engine's SQLite journal says (``orders``
                          funds and fee differs from the sim account's total (free + locked)
 ``halt_lost``            a halt or an open breaker seen before a kill was gone after the restart
                          (decided by the campaign, which watches the engine: ``halt_lost``)
-``traded_while_killed``  a new trade's leg (role buy/sell) reached a venue while the kill file was
-                         in place, e.g. on the first strategy pass after a restart
+``traded_while_killed``  a trade decided (its signal journalled) while the kill file was in place
+                         had a leg (role buy/sell) reach a venue, e.g. on the first strategy pass
+                         after a restart
 
 ``fills_disagreements`` is reported beside them, not as a violation: an order whose ``fills`` rows
 do not add up to its executed volume and funds (an Upbit order final in its placement answer
@@ -263,14 +264,19 @@ def halt_lost(before, after, last_closed_t: float | None, reset_s: float, subjec
 
 
 def traded_while_killed(truth: Truth, journal: JournalView, since_ns: int, subject: str) -> list[Violation]:
-    """Trade legs (not unwind orders) the venues created after ``since_ns``, while the kill file
-    was in place. Orders the journal does not know are ``unjournalled_order``'s business."""
-    roles = {o["client_id"]: o.get("role") for o in journal.orders}
+    """Trade legs (not unwind orders) decided after ``since_ns`` (their signal's journalled
+    time), while the kill file was in place, that reached a venue. The decision time, not the
+    venue's creation stamp: a leg sent just before the file appeared can be created later (a
+    ``delay_orders`` fault holds it at the venue). Orders the journal does not know are
+    ``unjournalled_order``'s business."""
+    decided = {s["id"]: int(s.get("wall_ns") or 0) for s in journal.signals}
+    legs = {o["client_id"]: o for o in journal.orders if o.get("role") in ("buy", "sell")}
     out = []
     for venue, orders in sorted(truth.orders.items()):
         for order in orders:
             ident = order.get("identifier")
-            if int(order.get("created_ns") or 0) > since_ns and roles.get(ident) in ("buy", "sell"):
+            leg = legs.get(ident)
+            if leg is not None and decided.get(leg.get("signal_id"), 0) > since_ns:
                 out.append(Violation("traded_while_killed", f"{subject} {venue}/{ident}",
-                                     f"{roles[ident]} leg {ident} placed on {venue} with the kill switch engaged"))
+                                     f"{leg['role']} leg {ident} placed on {venue} with the kill switch engaged"))
     return out
