@@ -127,9 +127,10 @@ class Planner:
                                    "of its start amount"))
         return out
 
-    def plans(self, top: TopOfBook, network_fees: Mapping[str, Decimal],
+    def plans(self, top: TopOfBook, network_fees: Mapping,
               earnings: Mapping[Direction, Decimal]) -> list[Plan]:
-        """A plan for every low side of every traded coin and of KRW (module docstring)."""
+        """A plan for every low side of every traded coin and of KRW (module docstring).
+        ``network_fees``: coin per withdrawal, keyed ``(venue, asset)`` or ``asset``."""
         out = []
         coins = sorted({m.split("-", 1)[1] for m in self.markets})
         for asset in coins + ["KRW"]:
@@ -160,7 +161,7 @@ class Planner:
               network_fees: Mapping[str, Decimal]) -> Plan:
         net = self.net_type(asset)
         plan = Plan(asset, "coin", rich, poor, ZERO, net, why)
-        fee = network_fees.get(asset)
+        fee = _fee(network_fees, rich, asset)
         book = top(rich, f"KRW-{asset}")
         if fee is None:
             return _with(plan, problem=f"no network fee known for {asset} (rebalance.network_fee.{asset})")
@@ -180,7 +181,7 @@ class Planner:
         market = f"KRW-{bridge}"
         net = self.net_type(bridge)
         plan = Plan("KRW", "krw", rich, poor, ZERO, net, why, bridge=bridge)
-        fee = network_fees.get(bridge)
+        fee = _fee(network_fees, rich, bridge)
         buy_top, sell_top = top(rich, market), top(poor, market)
         if fee is None:
             return _with(plan, problem=f"no network fee known for the bridge {bridge}")
@@ -205,6 +206,12 @@ class Planner:
         }
         arriving = (volume - fee) * bid * (1 - sell_fee)
         return _with(plan, amount=arriving, costs=costs, bridge_volume=volume)
+
+
+def _fee(fees: Mapping, venue: Venue, asset: str) -> Decimal | None:
+    """The sending venue's fee for ``asset`` (keyed ``(venue, asset)``), else the asset's."""
+    found = fees.get((venue, asset))
+    return found if found is not None else fees.get(asset)
 
 
 def _with(plan: Plan, **changes) -> Plan:
