@@ -1,6 +1,6 @@
 """The ``rebalance`` thread: follow open transfers, plan, and (opt-in) move coin back.
 
-Every ``rebalance.check_s`` the thread calls ``step(now_ns)`` (the backtest calls the same
+Every ``rebalance.check_s`` (the first one after start) the thread calls ``step(now_ns)`` (the backtest calls the same
 method from its loop on simulated time):
 
 1. ``TransferExecutor.poll()``: every open transfer followed (arrived, failed, overdue: alert and
@@ -85,13 +85,12 @@ class Rebalancer:
             stop_thread(self._thread, timeout)
 
     def _run(self) -> None:
-        while True:
+        # the first pass one check_s after start: start-up's own requests go first
+        while not self._stop.wait(self.config.check_s):
             try:
                 self.step(self.clock.monotonic_ns())
             except Exception:  # a bad pass must not end the thread: the next one tries again
                 logger.exception("rebalance pass failed")
-            if self._stop.wait(self.config.check_s):
-                return
 
     # --- one pass -----------------------------------------------------------------------------
     def step(self, now_ns: int) -> list[Plan]:
