@@ -22,6 +22,7 @@ from karb.rebalance.config import Destination, RebalanceConfig
 from karb.rebalance.plan import Planner
 from karb.rebalance.rebalancer import Rebalancer
 from karb.rebalance.transfer import TransferExecutor, auto_transfer_refusal
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 XRP = "XRP"
@@ -68,7 +69,7 @@ def _drain_bithumb_xrp(w) -> dict:
     return start
 
 
-def _rebalancer(w, mode: str, alerts: list):
+def _rebalancer(w, mode: str, alerts: list, **extra):
     start = _drain_bithumb_xrp(w)
     ledger = Ledger()
     reload = lambda: [ledger.load(v, w.cluster.balances(v)) for v in Venue]  # noqa: E731
@@ -79,7 +80,7 @@ def _rebalancer(w, mode: str, alerts: list):
     config = RebalanceConfig(
         mode=mode, whitelist={"bithumb": {XRP: {XRP: Destination(w.cluster.wallet.deposit_address(BT, key, XRP))}}},
         max_transfer={XRP: Decimal(10**6)}, daily_cap={XRP: Decimal(10**7)}, test_amount={XRP: Decimal(10)},
-        arrival_s={XRP: 1800.0})
+        arrival_s={XRP: 1800.0}, **extra)
     executor = TransferExecutor(config, w.clients, w.journal, clock=w.clock,
                                 disabled_reason=auto_transfer_refusal(mode, "sim"), notify=alerts.append)
     planner = Planner(config, inventory, ["KRW-XRP"], lambda venue, market: Decimal("0.0005"))
@@ -110,6 +111,20 @@ def test_plan_mode_shows_and_alerts_the_plan_once_and_never_withdraws(world):
     assert "worth it" in rebalancer.lines()[0]
     assert _posts(world) == 0 and world.journal.query("SELECT * FROM transfers") == []
     assert inventory.volume_cap("KRW-XRP", UP, BT, 3200.0) == 0  # still drained
+
+
+def test_the_rebalance_thread_plans_every_check_s_and_stops(world):
+    alerts: list = []
+    rebalancer, _, _ = _rebalancer(world, "plan", alerts, check_s=0.05)
+    rebalancer.start()
+    try:
+        assert rebalancer._thread.name == "rebalance"
+        wait_until(lambda: rebalancer.lines(), timeout=10)
+        assert "XRP upbit -> bithumb" in rebalancer.lines()[0]
+    finally:
+        rebalancer.stop(2.0)
+    assert not rebalancer._thread.is_alive()
+    assert [a.kind for a in alerts] == ["rebalance_plan"] and _posts(world) == 0
 
 
 def test_auto_mode_moves_the_coin_back_and_the_drained_direction_can_trade_again(world):
