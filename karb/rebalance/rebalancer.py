@@ -35,7 +35,6 @@ from karb.alerts import Alert
 from karb.book import BookBoard
 from karb.clock import NS_PER_S, Clock
 from karb.exchanges.errors import VenueError
-from karb.inventory import Inventory
 from karb.journal import Journal, JournalError
 from karb.model import Venue
 from karb.rebalance.config import RebalanceConfig
