@@ -37,7 +37,7 @@ class Alert:
     kind: str  # low_balance | order_failures | feed_down | residual_exposure | circuit_open
     #            | journal_error | recorder_failed | halted | unresolved_orders | market_skipped
     #            | rate_limit_ban | transfer_overdue | transfer_failed | transfer_unknown
-    #            notices: startup | shutdown | sanity_confirmed | sanity_refuted
+    #            notices: startup | shutdown | sanity_confirmed | sanity_refuted | rebalance_plan
     key: str  # what it is about (venue, asset...), so two feeds alert separately
     message: str
     severity: str = "critical"  # critical | warning | info (the log level too)

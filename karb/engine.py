@@ -11,7 +11,9 @@ balances), reads the kill switch and starts its thread, then starts the
 feeds, the private order/asset streams (``karb.order_stream``; not in dry-run) and the
 executor, which recovers what a previous run left open (``karb.recovery``), the
 ``venue-state`` thread (markets a venue flags are held before the first pass;
-``karb.venue_state``), and only then the strategy, balance sync, the ``resume-watch`` thread (``karb resume`` clears a halt within
+``karb.venue_state``), and only then the strategy, balance sync, the ``rebalance`` thread
+(``karb.rebalance.rebalancer``: plans shown in the panel; withdrawals only in ``rebalance.mode:
+auto`` on a live or sim run), the ``resume-watch`` thread (``karb resume`` clears a halt within
 a second), rules refresh (daily; after start-up it also checks each market's own fee, one
 look-up every 2 s) and monitor. So neither a kill file nor a halt present at start lets a
 first strategy pass trade. The ``alerts`` thread starts right after the locks and stops last,
@@ -53,8 +55,11 @@ from karb.model import Balance, Venue, base_currency
 from karb.monitor import Monitor
 from karb.notifiers import from_environment
 from karb.order_stream import OrderStreams
+from karb.rebalance.plan import Planner
+from karb.rebalance.rebalancer import Rebalancer
+from karb.rebalance.transfer import TransferExecutor, auto_transfer_refusal
 from karb.recovery import recovery_of
-from karb.risk import Risk
+from karb.risk import Risk, taker_fee
 from karb.rules import MarketInfo, RulesBook, describe_fees
 from karb.secrets import SecretsError, load_alert_secrets
 from karb.startup import check_clocks, check_keys, check_markets
@@ -162,6 +167,14 @@ class Engine:
         self.balance_sync = BalanceSync(self.order_clients, self.risk, self.journal, config, self.clock,
                                         streams=self.streams)
         self.executor.add_listener(self.balance_sync.request_refresh)
+        self.transfers = TransferExecutor(config.rebalance, clients, self.journal, clock=self.clock,
+                                          disabled_reason=auto_transfer_refusal(config.rebalance.mode, mode),
+                                          notify=self.alerter.notify)
+        planner = Planner(config.rebalance, self.inventory, config.markets,
+                          lambda venue, market: taker_fee(config, self.rules, venue, market))
+        self.rebalancer = Rebalancer(config.rebalance, planner, self.transfers, self.board, self.journal,
+                                     self.clock, fee_clients=clients, notify=self.alerter.notify,
+                                     on_moved=self.balance_sync.request_refresh)
         self.monitor = Monitor(config.monitor, self.snapshot, out=out, panel=panel,
                                alerter=self.alerter)
         self._journal_watch = _ErrorWatch(JOURNAL_CLEAR_S)
@@ -206,6 +219,7 @@ class Engine:
         self._run_part(self.venue_state.start, self.venue_state.stop)  # flags held before trading
         self._run_part(self.strategy.start, self.strategy.stop)
         self._run_part(self.balance_sync.start, self.balance_sync.stop)
+        self._run_part(self.rebalancer.start, self.rebalancer.stop)
         self._run_part(self._rules_thread.start, self._stop_rules_thread)
         self._run_part(self.monitor.start, self.monitor.stop)
         if self.mode == "live":
@@ -396,7 +410,7 @@ class Engine:
             rate_limit_bans=self._rate_limit_bans(),
             circuit=risk["circuit"],
             trading_state=risk["state"], halt_reason=risk["kill_reason"] or risk["halt_reason"],
-            transfers=[str(t) for t in self.inventory.transfers(assets + ["KRW"])],
+            transfers=self.rebalancer.lines(),
             inventory={a: {v.value: (shares[v.value], self.inventory.target_share(v, a) or 0.0) for v in Venue}
                        for a, shares in self.inventory.shares(assets + ["KRW"]).items()},
             journal_errors=journal_errors,

@@ -81,6 +81,10 @@ class Inventory:
         """``venue``'s target share of ``asset``; None before ``set_targets`` named the asset."""
         return self._targets.get(asset, {}).get(venue)
 
+    def band(self, venue: Venue, asset: str) -> BandConfig | None:
+        """``asset``'s band on ``venue`` (configured, or the default floor), if any."""
+        return self._bands.get((venue, asset))
+
     def shares(self, assets: list[str]) -> dict[str, dict[str, float]]:
         """Each asset's share per venue now (the panel and metrics show it beside its target)."""
         out = {}

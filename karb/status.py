@@ -59,7 +59,7 @@ class EngineSnapshot:
     circuit: str = "closed"
     trading_state: str = "active"
     halt_reason: str | None = None
-    transfers: list[str] = field(default_factory=list)  # suggested rebalancing transfers
+    transfers: list[str] = field(default_factory=list)  # rebalance plans, open transfers, blocks
     # asset -> venue -> (share of the asset held there now, its target share)
     inventory: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     journal_errors: int = 0  # failed journal writes since start

@@ -172,6 +172,15 @@ def test_a_backtest_summary_that_disagrees_with_the_journal_is_pointed_out(journ
     assert "`backtest.json` says PnL 1.00 KRW, the journal 2,299.50 KRW" in text
 
 
+def test_rebalancing_cost_is_shown_inside_pnl(journal_path, tmp_path):
+    bj = _backtest_json(tmp_path / "bt.json", summary={"pnl_krw": "2299.5", "rebalance_mode": "auto",
+                                                        "transfers": 3, "rebalance_cost_krw": "299.5"})
+    text = build_report(journal_path, bj, tmp_path / "out").read_text(encoding="utf-8")
+    assert "| rebalancing transfers sent (rebalance.mode auto) | 3 |" in text
+    assert "| rebalancing cost (network fees at the sending venue's bid) | 299.50 KRW |" in text
+    assert "| PnL after rebalancing | 2,000.00 KRW |" in text
+
+
 def test_same_input_same_bytes(journal_path, tmp_path):
     _backtest_json(journal_path.parent / "backtest.json")
     a, b = tmp_path / "a", tmp_path / "b"

@@ -60,6 +60,7 @@ from karb.backtest.runner import InlineRunner
 from karb.backtest.shared import FedSource, feed
 from karb.backtest.sources import RecordingSource, SimSource
 from karb.backtest.venue import ModelVenue, Wire
+from karb.backtest.wallet import BacktestRebalance
 from karb.book import BookBoard
 from karb.clock import NS_PER_MS, NS_PER_S, ManualClock
 from karb.config import Config
@@ -441,6 +442,7 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
         risk.ledger.load(venue, balances)
         clients[venue].load(balances)
     inventory.set_targets({v: {c: Decimal(a) for c, a in start[v.value].items()} for v in Venue})
+    rebalance = BacktestRebalance(config, clients, board, rules, risk, inventory, journal, clock)  # rebalance
     if journal_path.exists():
         journal_path.unlink()
     journal.start()
@@ -474,6 +476,7 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
                 evaluate(now, changed_only=True, markets=(market,) if market else None)
             if runner._tasks:
                 runner.drain()
+            rebalance.tick(now)  # rebalance: every rebalance.check_s of simulated time
             if market:
                 add(market, last_net)
             else:
@@ -499,6 +502,7 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
                   file=progress, flush=True)
         journal.flush()
         summary, per_market = _from_journal(journal, risk)
+        summary.update(rebalance.summary(Decimal(summary["pnl_krw"])))  # rebalance
     finally:
         journal.stop()
     missed = Counter(strategy.skipped)

@@ -106,3 +106,13 @@ class ModelVenue(DryRunVenue):
         bids = tuple((p, s * keep) for p, s in view.bids[:n]) + view.bids[n:]
         asks = tuple((p, s * keep) for p, s in view.asks[:n]) + view.asks[n:]
         return view._replace(bids=bids, asks=asks)
+
+    def move_funds(self, currency: str, amount: Decimal) -> bool:
+        """A coin transfer's debit or credit (``karb.backtest.wallet``); False, and nothing
+        moved, if the balance would go below zero."""
+        with self._lock:
+            balance = self._balances.get(currency, Decimal(0)) + amount
+            if balance < 0:
+                return False
+            self._balances[currency] = balance
+            return True

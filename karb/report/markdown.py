@@ -161,8 +161,14 @@ def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: 
                       krw(data.unconstrained.pnl_krw - data.oracle.pnl_krw)]]
     else:
         rows += [["unconstrained opportunity", NA_JOURNAL]]
-    lines += _table(["figure", "value"], rows)
     summary = bt.get("summary") or {}
+    if "rebalance_cost_krw" in summary:  # karb.backtest.wallet: transfers' network fees in KRW
+        cost = Decimal(str(summary["rebalance_cost_krw"]))
+        rows += [[f"rebalancing transfers sent (rebalance.mode {summary.get('rebalance_mode', '?')})",
+                  str(summary.get("transfers", 0))],
+                 ["rebalancing cost (network fees at the sending venue's bid)", krw(cost)],
+                 ["PnL after rebalancing", krw(m.pnl_krw - cost)]]
+    lines += _table(["figure", "value"], rows)
     if "pnl_krw" in summary and Decimal(str(summary["pnl_krw"])) != m.pnl_krw:
         lines += [f"Note: `backtest.json` says PnL {krw(Decimal(str(summary['pnl_krw'])))}, the "
                   f"journal {krw(m.pnl_krw)}; this report uses the journal.", ""]
