@@ -128,7 +128,6 @@ class InventoryConfig:
     skew_bps: float = field(default=10.0, metadata={"ge": 0})
     floor_share: float = field(default=0.2, metadata={"ge": 0, "le": 0.95})  # default band: of start
     soft_share: float = field(default=0.5, metadata={"ge": 0, "le": 1})  # "low": suggest a transfer
-    rebalance_imbalance: float = field(default=0.5, metadata={"le": 1})  # suggest a transfer beyond
 
 
 @dataclass(frozen=True)

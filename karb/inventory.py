@@ -1,6 +1,6 @@
 """Inventory: trading without transfers drains one venue's coin and the other venue's KRW.
 
-Four jobs, all read-only over the ``Ledger``'s free balances:
+Three jobs, all read-only over the ``Ledger``'s free balances:
 
 * targets: each asset's target share per venue, by default where it started (``set_targets``
   with the first balances the journal holds, so a restart keeps the original targets);
@@ -17,15 +17,14 @@ Four jobs, all read-only over the ``Ledger``'s free balances:
   lowers it by ``skew_bps * |p|`` (at most ``skew_bps`` per side; never below zero). The curve
   is smooth at the target, so a market keeps trading both ways whenever the gap swings, and
   drains ever more slowly as a side empties;
-* transfers: the rebalancing transfer to suggest (what, from where, to where, how much).
 
-Called from the strategy thread (caps, threshold) and the status thread (shares, transfers);
+Called from the strategy thread (caps, threshold), the status thread (shares) and the
+rebalancer (``karb.rebalance.plan``: low sides, bands);
 the targets are set once at start-up, before either runs, so no lock.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
 from karb.config import BandConfig, InventoryConfig
@@ -35,19 +34,6 @@ from karb.sizing import steps_within
 
 INF = math.inf
 STEP = Decimal("0.00000001")  # finest coin precision either venue uses
-
-
-@dataclass(frozen=True)
-class Transfer:
-    asset: str
-    from_venue: Venue
-    to_venue: Venue
-    amount: Decimal
-    why: str
-
-    def __str__(self) -> str:
-        return (f"transfer {self.amount.normalize():f} {self.asset} from {self.from_venue.value} "
-                f"to {self.to_venue.value} ({self.why})")
 
 
 class Inventory:
@@ -203,30 +189,3 @@ class Inventory:
         return (((buy_venue, coin), Decimal(1)), ((sell_venue, coin), Decimal(-1)),
                 ((buy_venue, krw), -(buy_price * (1 + buy_fee))),
                 ((sell_venue, krw), sell_price * (1 - sell_fee)))
-
-    def transfers(self, assets: list[str]) -> list[Transfer]:
-        """Transfers that would rebalance: a balance outside its band, or past the imbalance."""
-        out = []
-        for asset in assets:
-            up = self.ledger.free(Venue.UPBIT, asset)
-            bt = self.ledger.free(Venue.BITHUMB, asset)
-            total = up + bt
-            if total <= 0:
-                continue
-            rich, poor = (Venue.UPBIT, Venue.BITHUMB) if up >= bt else (Venue.BITHUMB, Venue.UPBIT)
-            rich_amt, poor_amt = max(up, bt), min(up, bt)
-            poor_band = self._bands.get((poor, asset))
-            rich_band = self._bands.get((rich, asset))
-            if poor_band is not None and poor_amt < poor_band.min:
-                why = f"{poor.value} below its band minimum {poor_band.min}"
-            elif rich_band is not None and rich_band.max is not None and rich_amt > rich_band.max:
-                why = f"{rich.value} above its band maximum {rich_band.max}"
-            elif self.low(poor, asset):
-                why = f"{poor.value} below {self.config.soft_share:.0%} of its start amount"
-            elif abs(float((up - bt) / total)) >= self.config.rebalance_imbalance:
-                why = f"{rich.value} holds {float(rich_amt / total):.0%}"
-            else:
-                continue
-            amount = ((rich_amt - poor_amt) / 2).quantize(STEP, rounding=ROUND_DOWN)
-            out.append(Transfer(asset, rich, poor, amount, why))
-        return out

@@ -114,15 +114,12 @@ def test_configured_band_wins_over_the_default_floor():
     assert inv.check(make_signal(buy_venue=Venue.BITHUMB, volume="0.1"), FEE_BT, FEE_UP) is None
 
 
-def test_shares_and_low_sides_suggest_a_transfer():
+def test_shares_and_low_sides():
     inv, ledger = _started(dict(KRW=10_000_000, BTC=1), dict(KRW=10_000_000, BTC=1))
     ledger.load(Venue.UPBIT, balances(KRW=10_000_000, BTC="0.4"))
     ledger.load(Venue.BITHUMB, balances(KRW=10_000_000, BTC="1.6"))
     assert inv.shares(["BTC"]) == {"BTC": {"upbit": pytest.approx(0.2), "bithumb": pytest.approx(0.8)}}
     assert inv.low(Venue.UPBIT, "BTC") and not inv.low(Venue.BITHUMB, "BTC")
-    (transfer,) = inv.transfers(["BTC", "KRW"])
-    assert (transfer.asset, transfer.from_venue, transfer.to_venue) == ("BTC", Venue.BITHUMB, Venue.UPBIT)
-    assert transfer.amount == D("0.6")
 
 
 def test_without_targets_the_threshold_is_the_base():

@@ -5,7 +5,6 @@ import pytest
 
 from karb.circuit import CircuitBreaker, CircuitState
 from karb.clock import NS_PER_S, ManualClock
-from karb.inventory import Inventory
 from karb.model import Venue
 from karb.risk import Risk, TradeOutcome, TradingState
 from tests.trading_fixtures import balances, make_config, make_rules, make_signal
@@ -218,19 +217,3 @@ def test_circuit_with_zero_failures_is_a_config_error():
         CircuitBreaker(ManualClock(), failures=0)
 
 
-# --- inventory transfers --------------------------------------------------------------------
-
-def test_transfers_with_imbalance_and_band_breach_suggest_what_where_and_how_much(tmp_path):
-    config = make_config(tmp_path, inventory={"rebalance_imbalance": 0.5,
-                                              "bands": {"bithumb": {"KRW": {"min": "1000000"}}}})
-    r = Risk(config, make_rules(config), ManualClock())
-    r.ledger.load(UP, balances(KRW=9_000_000, BTC="0.9"))
-    r.ledger.load(BT, balances(KRW=500_000, BTC="0.1"))
-    inv = Inventory(config.inventory, r.ledger)
-    btc, krw = inv.transfers(["BTC", "KRW"])
-    assert (btc.asset, btc.from_venue, btc.to_venue, btc.amount) == ("BTC", UP, BT, D("0.4"))
-    assert (krw.from_venue, krw.to_venue, krw.amount) == (UP, BT, D(4_250_000))
-    assert "band minimum" in krw.why
-    assert str(btc) == "transfer 0.4 BTC from upbit to bithumb (upbit holds 90%)"
-    r.ledger.load(BT, balances(KRW=8_000_000, BTC="0.8"))
-    assert inv.transfers(["BTC", "KRW"]) == []
