@@ -356,3 +356,22 @@ def test_a_stranded_trade_is_listed_with_its_possible_residual_coin(tmp_path, jo
     assert "sell 0.01 on upbit (sell)" in section  # the order that may still fill
     plain = build_report(journal_path, out_dir=tmp_path / "o2").read_text()
     assert "None: every trade with legs has a booked result." in plain
+
+
+def test_a_halt_is_reported_with_when_and_why(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    clock = write_journal(path)
+    journal = Journal(path, clock)
+    journal.start()
+    journal.record_risk_event("breaker_open", "circuit breaker open")
+    journal.record_risk_event("halt", "10 consecutive failed trades")
+    journal.flush()
+    journal.stop()
+    text = build_report(path, None, tmp_path / "out").read_text(encoding="utf-8")
+    assert "circuit breaker opened 1 times besides" in text
+    assert "| halt | 10 consecutive failed trades |" in text
+
+
+def test_without_halts_the_report_says_none(journal_path, tmp_path):
+    text = build_report(journal_path, None, tmp_path / "out").read_text(encoding="utf-8")
+    assert "## Halts\n\nNone (the circuit breaker opened 0 times)." in text

@@ -132,6 +132,8 @@ class ReportData:
     latency_ms: list[float] | None = None
     threshold_bps: float | None = None
     unbooked: list[Unbooked] = field(default_factory=list)  # signals with legs, no booked result
+    halts: list[tuple[int, str, str]] = field(default_factory=list)  # (wall_ns, halt|resume, reason)
+    breaker_trips: int = 0  # circuit breaker openings
 
 
 def load(journal_path: str | Path, backtest_json: str | Path | None = None,
@@ -162,7 +164,10 @@ def load(journal_path: str | Path, backtest_json: str | Path | None = None,
         inventory=inventory, inventory_source=source, incidents=dict(sorted(incidents.items())),
         first_ns=bt.pop("start_wall_ns", None) or min(times, default=None),
         last_ns=bt.pop("end_wall_ns", None) or max(times, default=None), backtest=extra,
-        unbooked=unbooked, **bt)
+        unbooked=unbooked,
+        halts=[(r["wall_ns"], r["kind"], r["reason"] or "") for r in rows["risk_events"]
+               if r["kind"] in ("halt", "resume")],
+        breaker_trips=sum(r["kind"] == "breaker_open" for r in rows["risk_events"]), **bt)
 
 
 def _unbooked(signals: list[dict[str, Any]], orders: list[Order]) -> list[Unbooked]:
@@ -206,7 +211,10 @@ def _read_journal(path: Path) -> dict[str, list[dict[str, Any]]]:
             raise ReportError(f"{path}: not a K-Arb journal (no {', '.join(sorted(missing))} table)")
         out = {}
         for table, order in (("signals", "wall_ns"), ("orders", "created_wall_ns"),
-                             ("balances", "id"), ("incidents", "id")):
+                             ("balances", "id"), ("incidents", "id"), ("risk_events", "id")):
+            if table not in tables:  # risk_events: journals older than the halts
+                out[table] = []
+                continue
             cursor = conn.execute(f"SELECT * FROM {table} ORDER BY {order}")
             names = [d[0] for d in cursor.description]
             out[table] = [dict(zip(names, row)) for row in cursor.fetchall()]

@@ -42,6 +42,11 @@ def _utc(ns: int | None) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _start_ns(data) -> int:
+    """The run's start (wall ns): the backtest's, else the first trade's or sample's."""
+    return data.first_ns if data.first_ns is not None else 0
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -133,6 +138,15 @@ def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: 
     lines += ["## Phase 3 targets", ""]
     lines += _table(["target", "result", "detail"],
                     [[t, "met" if ok else "**not met**", why] for t, ok, why in targets(m)])
+    lines += ["## Halts", ""]
+    if data.halts:
+        start = _start_ns(data)
+        lines += [f"Trading stopped by a halt until an operator's `karb resume` (the circuit "
+                  f"breaker opened {data.breaker_trips} times besides):", ""]
+        lines += _table(["when (from the start)", "event", "reason"], [
+            [f"{(t - start) / 3.6e12:,.2f} h", kind, reason] for t, kind, reason in data.halts])
+    else:
+        lines += [f"None (the circuit breaker opened {data.breaker_trips} times).", ""]
 
     lines += ["## Summary", ""]
     rows = [["trades (booked)", str(m.trades)], ["trades succeeded (both legs full)", str(m.succeeded)],
