@@ -11,9 +11,6 @@ import pytest
 import yaml
 
 from karb.cli import REPO_CONFIG, main
-from karb.clock import ManualClock
-from karb.config import parse_config
-from karb.exchanges.factory import make_client
 from karb.inventory import Inventory
 from karb.journal import Journal
 from karb.ledger import Ledger
@@ -23,6 +20,8 @@ from karb.rebalance.plan import Planner
 from karb.rebalance.rebalancer import Rebalancer
 from karb.rebalance.transfer import TransferExecutor, auto_transfer_refusal
 from tests.conftest import wait_until
+
+from tests.wallet_support import xrp_wallet_sim
 
 pytestmark = pytest.mark.integration
 XRP = "XRP"
@@ -40,23 +39,11 @@ class _Board:
 
 @pytest.fixture()
 def world(tmp_path):
-    from karb.sim.cluster import SimCluster
-    data = yaml.safe_load((REPO_CONFIG / "sim.yaml").read_text())
-    data["markets"] = ["KRW-XRP"]
-    data["sim"]["markets"] = {"KRW-XRP": data["sim"]["markets"]["KRW-XRP"]}
-    data["sim"]["wallet"] = {"confirm_s": 300, "networks": {"XRP": {"fee": "0.4", "minimum": "5"}}}
-    data["log"] = {"file": None}
-    config = parse_config(data)
-    clock = ManualClock()
-    with SimCluster.from_config(config, clock=clock).start() as cluster:
-        config = cluster.apply_to(config)
-        clients = {v: make_client(v, config, cluster.credentials(v)) for v in Venue}
+    with xrp_wallet_sim() as (cluster, clients, clock, config):
         journal = Journal(tmp_path / "journal.sqlite", clock)
         journal.start()
         yield SimpleNamespace(cluster=cluster, clients=clients, clock=clock, journal=journal, config=config)
         journal.stop()
-        for c in clients.values():
-            c.close()
 
 
 def _drain_bithumb_xrp(w) -> dict:

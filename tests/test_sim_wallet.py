@@ -4,14 +4,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-import yaml
 
-from karb.cli import REPO_CONFIG
-from karb.clock import ManualClock
-from karb.config import parse_config
 from karb.exchanges.errors import InsufficientFunds, InvalidOrder, OrderNotFound, WalletSuspended
-from karb.exchanges.factory import make_client
 from karb.model import Venue
+
+from tests.wallet_support import xrp_wallet_sim
 
 pytestmark = pytest.mark.integration
 ASSET = "XRP"
@@ -19,20 +16,8 @@ ASSET = "XRP"
 
 @pytest.fixture()
 def sim():
-    from karb.sim.cluster import SimCluster
-    data = yaml.safe_load((REPO_CONFIG / "sim.yaml").read_text())
-    data["markets"] = ["KRW-XRP"]
-    data["sim"]["markets"] = {"KRW-XRP": data["sim"]["markets"]["KRW-XRP"]}
-    data["sim"]["wallet"] = {"confirm_s": 300, "networks": {"XRP": {"fee": "0.4", "minimum": "10"}}}
-    data["log"] = {"file": None}
-    config = parse_config(data)
-    clock = ManualClock()
-    with SimCluster.from_config(config, clock=clock).start() as cluster:
-        config = cluster.apply_to(config)
-        clients = {v: make_client(v, config, cluster.credentials(v)) for v in Venue}
+    with xrp_wallet_sim(minimum="10") as (cluster, clients, clock, _config):
         yield cluster, clients, clock
-        for c in clients.values():
-            c.close()
 
 
 def _free(cluster, venue, asset=ASSET) -> Decimal:

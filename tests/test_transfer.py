@@ -8,14 +8,13 @@ import pytest
 import yaml
 
 from karb.cli import REPO_CONFIG
-from karb.clock import ManualClock
-from karb.config import parse_config
 from karb.exchanges.errors import InsufficientFunds, WalletSuspended
-from karb.exchanges.factory import make_client
 from karb.journal import Journal
 from karb.model import Venue
 from karb.rebalance.config import Destination, RebalanceConfig
 from karb.rebalance.transfer import TransferExecutor, TransferIntent, TransferRefused, auto_transfer_refusal
+
+from tests.wallet_support import xrp_wallet_sim
 
 pytestmark = pytest.mark.integration
 XRP = "XRP"
@@ -25,22 +24,10 @@ TO_BITHUMB = TransferIntent(XRP, Decimal("100"), Venue.UPBIT, Venue.BITHUMB, XRP
 
 @pytest.fixture()
 def world(tmp_path):
-    from karb.sim.cluster import SimCluster
-    data = yaml.safe_load((REPO_CONFIG / "sim.yaml").read_text())
-    data["markets"] = ["KRW-XRP"]
-    data["sim"]["markets"] = {"KRW-XRP": data["sim"]["markets"]["KRW-XRP"]}
-    data["sim"]["wallet"] = {"confirm_s": 300, "networks": {"XRP": {"fee": "0.4", "minimum": "5"}}}
-    data["log"] = {"file": None}
-    config = parse_config(data)
-    clock = ManualClock()
-    with SimCluster.from_config(config, clock=clock).start() as cluster:
-        config = cluster.apply_to(config)
-        clients = {v: make_client(v, config, cluster.credentials(v)) for v in Venue}
+    with xrp_wallet_sim() as (cluster, clients, clock, _config):
         w = World(cluster, clients, clock, tmp_path / "journal.sqlite")
         yield w
         w.close()
-        for c in clients.values():
-            c.close()
 
 
 class World:
