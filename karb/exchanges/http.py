@@ -207,6 +207,17 @@ def _close_session(session: requests.Session) -> None:
     session.close()
 
 
+def _encode_body(headers: dict[str, str], json_body: dict | None, form: str | None) -> bytes | None:
+    """The request body's bytes (JSON or an encoded form), its Content-Type set in ``headers``."""
+    if json_body is not None:
+        headers["Content-Type"] = "application/json; charset=utf-8"
+        return orjson.dumps(json_body)
+    if form is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return form.encode("ascii")
+    return None
+
+
 class RestTransport:
     """Send one venue's REST calls. Safe to call from many threads at once.
 
@@ -279,13 +290,8 @@ class RestTransport:
         an already-encoded ``application/x-www-form-urlencoded`` body (Bithumb legacy).
         """
         url = self.base_url + path + (f"?{wire_query(query)}" if query else "")
-        headers, data = {}, None
-        if json_body is not None:
-            data = orjson.dumps(json_body)
-            headers["Content-Type"] = "application/json; charset=utf-8"
-        elif form is not None:
-            data = form.encode("ascii")
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        headers: dict[str, str] = {}
+        data = _encode_body(headers, json_body, form)
         attempts = 1 + (self.retry_reads if idempotent else 0)
         for attempt in range(attempts):
             try:
@@ -359,13 +365,7 @@ class RestTransport:
         query_string = f"?{wire_query(query)}" if query else ""
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate",
                    "Accept": "application/json", "Connection": "keep-alive"}
-        data = None
-        if json_body is not None:
-            data = orjson.dumps(json_body)
-            headers["Content-Type"] = "application/json; charset=utf-8"
-        elif form is not None:
-            data = form.encode("ascii")
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        data = _encode_body(headers, json_body, form)
         if wait:
             ticket = self._acquire(group, priority)  # may raise: nothing was sent
         else:
