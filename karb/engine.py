@@ -400,7 +400,7 @@ class Engine:
         return EngineSnapshot(
             mode=self.mode, uptime_s=(now_ns - self._started_ns) / 1e9, feeds=feeds, markets=markets,
             signals=strategy["signals"], refused=sum(strategy["refused"].values()),
-            trades=risk["trades"], successes=risk["successes"],
+            trades=risk["trades"], successes=risk["successes"], shortfalls=risk["shortfalls"],
             failures=risk["failures"], consecutive_failures=risk["consecutive_failures"],
             realised_pnl_krw=risk["realised_pnl_krw"], fees_krw=risk["fees_krw"], balances=balances,
             residual={a: v for a, v in risk["residual"].items() if v},
@@ -438,7 +438,8 @@ class Engine:
         lines = [
             f"K-Arb summary ({self.mode}, {s.uptime_s:.0f}s)",
             f"  signals {s.signals}, refused {s.refused},"
-            f" trades {s.trades}, succeeded {s.successes}, failed {s.failures}, success rate {rate}",
+            f" trades {s.trades}, succeeded {s.successes}, shortfall {s.shortfalls},"
+            f" failed {s.failures}, success rate {rate}",
             f"  realised PnL {s.realised_pnl_krw:,.0f} KRW, fees {s.fees_krw:,.2f} KRW",
         ]
         for venue, balances in sorted(s.balances.items()):

@@ -470,10 +470,11 @@ class Executor:
             sold, sell_funds, sell_fees = filled(orders, Side.SELL)
             success = self._succeeded(trade)
             outcome = TradeOutcome(signal.market, success, bought, buy_funds, sold, sell_funds,
-                                   buy_fees + sell_fees, signal.buy_price)
+                                   buy_fees + sell_fees, signal.buy_price,
+                                   clean=all(leg.ended_normally for leg in orders))
             realised = self.risk.finish(signal, trade.reservation, outcome)
             done_ns = self.clock.monotonic_ns()
-            status = "filled" if success else ("flat" if outcome.residual == 0 else "residual")
+            status = outcome.status
             self.journal.record_result(signal.id, status, self._stages(trade, done_ns), realised,
                                        outcome.fees, outcome.residual, self._summary(trade))
             log = logger.info if success else logger.warning

@@ -80,6 +80,13 @@ class Leg:
         return self.state in FINAL
 
     @property
+    def ended_normally(self) -> bool:
+        """Filled, or an IOC/market remainder cancelled, with no error on the way (never
+        refused, never unknown, never an answer we had to look up)."""
+        return (self.state in (LegState.FILLED, LegState.CANCELLED) and not self.error
+                and all(state is not LegState.UNKNOWN for state, _ in self.history))
+
+    @property
     def client_id(self) -> str:
         return self.request.client_id
 

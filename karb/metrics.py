@@ -55,7 +55,8 @@ def render_metrics(s: EngineSnapshot) -> str:
                 w.metric("karb_book_age_seconds", "gauge", "Age of the book's last update.",
                          age / 1000, market=m.market, venue=venue)
     w.metric("karb_signals_total", "counter", "Signals produced.", s.signals)
-    for result, count in (("success", s.successes), ("failure", s.failures)):
+    for result, count in (("success", s.successes), ("shortfall", s.shortfalls),
+                          ("failure", s.failures)):
         w.metric("karb_trades_total", "counter", "Two-leg trades by outcome.", count, result=result)
     if s.success_rate is not None:
         w.metric("karb_trade_success_ratio", "gauge", "Successful trades / finished trades.", s.success_rate)

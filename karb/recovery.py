@@ -343,7 +343,7 @@ class Recovery:
         orders = trade.orders
         outcome = _outcome(signal, orders)
         realised = self.risk.finish(signal, trade.reservation, outcome)
-        status = _status(outcome)
+        status = outcome.status
         self.journal.record_result(signal.id, status, {}, realised, outcome.fees, outcome.residual,
                                    "recovered at start: " + _summary(orders))
         self._note(trade, "recovered", f"{status}: {_summary(orders)}; realised {realised:.2f} KRW, "
@@ -364,7 +364,7 @@ class Recovery:
             return
         self.risk.rebook(signal.market, outcome.residual - old_residual,
                          outcome.realised_krw - old_realised, signal.buy_price)
-        self.journal.record_result(signal.id, _status(outcome), {}, outcome.realised_krw,
+        self.journal.record_result(signal.id, outcome.status, {}, outcome.realised_krw,
                                    outcome.fees, outcome.residual,
                                    "re-booked at start: " + _summary(trade.legs))
         self._note(trade, "rebooked", f"residual {old_residual} -> {outcome.residual}, realised "
@@ -381,12 +381,10 @@ def _outcome(signal: Signal, orders: list[Leg]) -> TradeOutcome:
     states = {leg.role: leg.state for leg in orders}
     success = (states.get("buy") is LegState.FILLED and states.get("sell") is LegState.FILLED
                and bought == sold == signal.volume)
+    # ``clean`` stays False: a trade the previous run left unfinished is never a harmless
+    # shortfall, whatever its orders did
     return TradeOutcome(signal.market, success, bought, buy_funds, sold, sell_funds,
                         buy_fees + sell_fees, signal.buy_price)
-
-
-def _status(outcome: TradeOutcome) -> str:
-    return "filled" if outcome.success else ("flat" if outcome.residual == 0 else "residual")
 
 
 def _summary(orders: list[Leg]) -> str:

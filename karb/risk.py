@@ -6,7 +6,9 @@ spend in the ``Ledger`` all-or-nothing. It returns the ``Reservation`` or the re
 (risk checks return reasons, never bare booleans). ``finish(...)`` (called by a leg thread when a
 trade is over) books realised PnL and fees exactly, tracks residual exposure, feeds the circuit
 breaker and applies the automatic halts: daily realised loss, drawdown from the day's peak,
-consecutive failures, and too long on stale market data. Every active halt is kept (by key: the
+consecutive failures, and too long on stale market data. A trade is a success (both legs full),
+a shortfall (less filled than signalled but harmless: see ``TradeOutcome.harmless``) or a
+failure; only failures feed the breaker and the failure streak. Every active halt is kept (by key: the
 same halt raised again is one halt) and each is sticky until resumed; the kill switch stops
 trading until it is cleared. State changes take ``self._lock``.
 
@@ -68,6 +70,9 @@ class TradeOutcome:
 
     ``bought``/``sold`` are coin volumes; ``buy_funds``/``sell_funds`` the venues' reported
     ``executed_funds``; ``fees`` every ``paid_fee``. ``ref_price`` values any residual.
+    ``clean``: every order of the trade (legs and unwinds) ended in a normal venue state, filled
+    or an IOC remainder cancelled; none refused, errored or unknown (default False: an outcome
+    nobody vouched for counts as a failure).
     """
 
     market: str
@@ -78,6 +83,26 @@ class TradeOutcome:
     sell_funds: Decimal = ZERO
     fees: Decimal = ZERO
     ref_price: Decimal = ZERO
+    clean: bool = False
+
+    @property
+    def harmless(self) -> bool:
+        """A shortfall, not a failure: not a success, yet every order ended normally, something
+        filled, the trade ended flat and realised no loss. Competitors taking part of a level
+        before our IOC legs arrive does this every day; it says nothing is wrong. A venue that
+        refuses orders, a loss, a residual or a trade where nothing filled at all (the book we
+        traded on was not there) still count as failures."""
+        return (not self.success and self.clean and self.bought == self.sold
+                and self.bought > 0 and self.realised_krw >= 0)
+
+    @property
+    def status(self) -> str:
+        """The journal's status of the booked trade: filled, shortfall, flat or residual."""
+        if self.success:
+            return "filled"
+        if self.harmless:
+            return "shortfall"
+        return "flat" if self.residual == 0 else "residual"
 
     @property
     def residual(self) -> Decimal:
@@ -134,7 +159,7 @@ class Risk:
         self._day = self._today()
         self.realised_day = self.realised_total = self.fees_total = ZERO
         self.peak_day = ZERO
-        self.trades = self.successes = self.failures = 0
+        self.trades = self.successes = self.shortfalls = self.failures = 0
         self._stale_since_ns: int | None = None
         self._journal: Any = None  # karb.journal.Journal once attach_journal() is called
         self._resume_seen = 0  # id of the last ``resume`` row acted on
@@ -271,10 +296,14 @@ class Risk:
                 self._residual_krw[asset] = self._residual[asset] * outcome.ref_price
             if outcome.success:
                 self.successes += 1
+            elif outcome.harmless:
+                self.shortfalls += 1
             else:
                 self.failures += 1
         if outcome.success:
             self.circuit.record_success(signal.id)
+        elif outcome.harmless:
+            self.circuit.cancel(signal.id)  # neither a failure nor the probe's success
         else:
             self.circuit.record_failure(signal.id)
         self._check_auto_halts()
@@ -372,7 +401,8 @@ class Risk:
             ref[asset] = Decimal(row["buy_price"])
         streak = 0
         for row in today:
-            streak = 0 if row["status"] == "filled" else streak + 1
+            if row["status"] != "shortfall":
+                streak = 0 if row["status"] == "filled" else streak + 1
         halts = journal.active_halts()
         resume_seen, cleared_upto = journal.resume_mark()
         with self._lock:
@@ -386,7 +416,8 @@ class Risk:
             self.peak_day, self.fees_total = peak, fees
             self.trades = len(today)
             self.successes = sum(1 for row in today if row["status"] == "filled")
-            self.failures = self.trades - self.successes
+            self.shortfalls = sum(1 for row in today if row["status"] == "shortfall")
+            self.failures = self.trades - self.successes - self.shortfalls
             self._residual = {a: v for a, v in residual.items() if v}
             self._residual_krw = {a: v * ref[a] for a, v in self._residual.items()}
             self._halts = {h["reason"]: Halt(h["reason"], h["id"], h["wall_ns"]) for h in halts}
@@ -414,7 +445,7 @@ class Risk:
         ages = []
         for row in booked:
             done = _done_wall_ns(row, now)
-            if row["status"] != "filled" and (since is None or done > since):
+            if row["status"] not in ("filled", "shortfall") and (since is None or done > since):
                 ages.append(now - done)
         self.circuit.restore(streak, ages)
 
@@ -499,6 +530,7 @@ class Risk:
                 "residual_krw": dict(self._residual_krw),
                 "trades": self.trades,
                 "successes": self.successes,
+                "shortfalls": self.shortfalls,
                 "failures": self.failures,
                 "in_flight": len(self._in_flight),
             }

@@ -45,6 +45,7 @@ class EngineSnapshot:
     refused: int = 0  # signals the executor or risk refused (counted apart from signals)
     trades: int = 0
     successes: int = 0
+    shortfalls: int = 0  # filled less than signalled, unwound flat at no loss: not failures
     failures: int = 0
     consecutive_failures: int = 0
     realised_pnl_krw: Decimal = Decimal(0)
@@ -71,7 +72,7 @@ class EngineSnapshot:
 
     @property
     def success_rate(self) -> float | None:
-        done = self.successes + self.failures
+        done = self.successes + self.shortfalls + self.failures
         return self.successes / done if done else None
 
 
@@ -123,8 +124,8 @@ def render_panel(s: EngineSnapshot, width: int = 100) -> str:
                 lines.append(f"  {m.market} held: {hold}")
     lines += [
         "",
-        f"signals {s.signals}  refused {s.refused}  trades {s.trades}  success {rate}  failures {s.failures}"
-        f" (consecutive {s.consecutive_failures})",
+        f"signals {s.signals}  refused {s.refused}  trades {s.trades}  success {rate}"
+        f"  shortfalls {s.shortfalls}  failures {s.failures} (consecutive {s.consecutive_failures})",
         f"realised PnL {_money(s.realised_pnl_krw)} KRW  fees {_money(s.fees_krw)} KRW",
     ]
     for venue, balances in sorted(s.balances.items()):

@@ -126,7 +126,7 @@ def test_submit_with_rejected_sell_leg_retries_and_ends_flat_with_incidents(rig)
     # 30 bps tolerance below the signal's 140,700,000: 140,277,900 rounded UP to 1,000
     assert retry.request.price == D(140_278_000)
     assert r.risk.residual("BTC") == 0
-    assert r.risk.summary()["failures"] == 1
+    assert r.risk.summary()["failures"] == 1  # a refused leg is a failure, even unwound flat
     assert {i["kind"] for i in r.incidents()} >= {"leg_rejected", "unwind_step", "unwind_stop"}
     (row,) = r.journal.query("SELECT status FROM signals")
     assert row["status"] == "flat"
@@ -157,6 +157,11 @@ def test_submit_with_partial_sell_retries_the_missing_quantity(rig):
     assert r.risk.residual("BTC") == 0
     assert r.risk.ledger.free(UP, "BTC") == D("0.99") and r.risk.ledger.free(BT, "BTC") == D("1.01")
     assert r.incidents("leg_cancelled")
+    # every order ended normally, flat, at a profit: a shortfall, not a failure for the breaker
+    (row,) = r.journal.query("SELECT status, realised_krw FROM signals")
+    assert row["status"] == "shortfall" and D(row["realised_krw"]) > 0
+    assert (r.risk.summary()["shortfalls"], r.risk.summary()["failures"]) == (1, 0)
+    assert r.risk.circuit.consecutive_failures == 0
 
 
 def test_submit_with_partial_buy_and_retries_failing_buys_back_on_the_sell_venue(rig):

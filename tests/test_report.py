@@ -252,7 +252,7 @@ def test_report_from_a_real_run_sim_journal(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     with sqlite3.connect(tmp_path / "journal.sqlite") as db:
         booked = db.execute("SELECT realised_krw, fees_krw FROM signals "
-                            "WHERE status IN ('filled', 'flat', 'residual')").fetchall()
+                            "WHERE status IN ('filled', 'shortfall', 'flat', 'residual')").fetchall()
     assert booked, "the sim produced no trade to report on"
 
     out = tmp_path / "docs"

@@ -33,7 +33,8 @@ class Books:
         reservation = self.risk.ledger.reserve(signal_id, {})
         bought = D("0.01") + D(residual)
         self.risk.finish(signal, reservation, TradeOutcome(
-            "KRW-BTC", status == "filled", bought, D(0), D("0.01"), D(realised) + 1, D(1), D(140_000_000)))
+            "KRW-BTC", status == "filled", bought, D(0), D("0.01"), D(realised) + 1, D(1), D(140_000_000),
+            clean=status == "shortfall"))
 
     def restart(self, clock=None):
         """A new run on the same journal; ``clock`` (both its clocks) stands for the new process."""
@@ -68,6 +69,25 @@ def test_restart_rebuilds_the_days_pnl_peak_counts_and_residual_from_the_journal
         assert (s["trades"], s["successes"], s["failures"]) == (3, 1, 2)
         assert s["residual"] == {"BTC": D("0.002")} == before["residual"]
         assert after.risk.circuit.consecutive_failures == 2
+    finally:
+        after.close()
+
+
+def test_restart_rebuilds_the_failure_streak_and_counts_without_counting_shortfalls(tmp_path):
+    books = Books(tmp_path, halt_after_failures=3)
+    books.trade("a", "-10")
+    books.trade("b", "0", status="shortfall")
+    books.trade("c", "-10")
+    books.trade("d", "15", status="shortfall")
+    assert books.risk.circuit.consecutive_failures == 2
+    books.journal.flush()
+    after = books.restart()
+    try:
+        s = after.risk.summary()
+        assert (s["trades"], s["successes"], s["shortfalls"], s["failures"]) == (4, 0, 2, 2)
+        assert after.risk.circuit.consecutive_failures == 2  # the shortfalls neither reset nor add
+        after.trade("e", "-10")
+        assert "3 consecutive failed trades" in after.risk.blocked()
     finally:
         after.close()
 

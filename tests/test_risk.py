@@ -158,6 +158,63 @@ def test_finish_with_consecutive_failures_opens_circuit_then_halts(tmp_path):
     assert r.state is TradingState.HALTED
 
 
+def _short(realised_krw=0, clean=True, bought="0.004", sold="0.004"):
+    # a trade that filled 0.004 of its 0.01 on both sides (or as given), unwound flat
+    buy_funds = D(bought) * D(140_000_000)
+    return TradeOutcome("KRW-BTC", False, D(bought), buy_funds, D(sold),
+                        D(sold) * D(140_000_000) + D(400) + D(realised_krw), D(400),
+                        D(140_000_000), clean=clean)
+
+
+@pytest.mark.parametrize("outcome, status", [
+    (_flat(success=True), "filled"),
+    (_short(realised_krw=0), "shortfall"),       # break-even counts as harmless
+    (_short(realised_krw=250), "shortfall"),
+    (_short(realised_krw=-1), "flat"),           # any loss is a failure
+    (_short(clean=False), "flat"),               # an order refused, errored or looked up
+    (_short(bought="0", sold="0"), "flat"),      # nothing filled: the book was not there
+    (_short(bought="0.004", sold="0.003"), "residual"),
+])
+def test_outcome_status_separates_harmless_shortfalls_from_failures(outcome, status):
+    assert outcome.status == status
+    assert outcome.harmless is (status == "shortfall")
+
+
+def test_finish_with_shortfalls_feeds_neither_the_breaker_nor_the_failure_streak(tmp_path):
+    # competitors took part of the level: legs short-filled, unwound flat at no loss. They are
+    # not failures (no trip, no halt) and not successes (they do not reset the streak either)
+    r = _risk(tmp_path, circuit_failures=3, halt_after_failures=3)
+
+    def book(name, outcome):
+        s = make_signal(name)
+        r.finish(s, r.approve(s), outcome)
+
+    book("f1", _flat(success=False))
+    for i in range(20):
+        book(f"short{i}", _short(realised_krw=i))
+    book("f2", _flat(success=False))
+    s = r.summary()
+    assert (s["trades"], s["successes"], s["shortfalls"], s["failures"]) == (22, 0, 20, 2)
+    assert r.circuit.state is CircuitState.CLOSED and r.circuit.consecutive_failures == 2
+    assert r.state is TradingState.ACTIVE
+    book("f3", _flat(success=False))  # the shortfalls in between did not forgive f1 and f2
+    assert r.state is TradingState.HALTED and "3 consecutive failed trades" in r.blocked()
+
+
+def test_finish_with_a_shortfall_as_half_open_probe_frees_the_probe_without_closing(tmp_path):
+    r = _risk(tmp_path, circuit_failures=1, circuit_reset_s=1)
+    s = make_signal("f")
+    r.finish(s, r.approve(s), _flat(success=False))
+    r.clock.advance(1.0)
+    probe = make_signal("probe")
+    res = r.approve(probe)
+    assert not isinstance(res, str)
+    assert "probe trade is in flight" in r.approve(make_signal("other"))
+    r.finish(probe, res, _short(realised_krw=10))
+    assert r.circuit.state is CircuitState.HALF_OPEN  # not closed by a shortfall ...
+    assert not isinstance(r.approve(make_signal("next")), str)  # ... but the next may probe
+
+
 # --- circuit breaker ----------------------------------------------------------------------
 
 def test_circuit_with_n_failures_opens_then_half_opens_after_timeout_then_closes_on_success():

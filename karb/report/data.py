@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-FINISHED = ("filled", "flat", "residual")  # signal statuses of a booked trade
+FINISHED = ("filled", "shortfall", "flat", "residual")  # signal statuses of a booked trade
 PRIMARY_ROLES = ("buy", "sell")  # the two legs of a trade; unwind orders are "retry-N"
 FINAL_ORDER_STATES = ("filled", "cancelled", "rejected")
 _TABLES = {"signals", "orders", "balances", "incidents"}

@@ -150,6 +150,7 @@ def render(data: ReportData, m: Metrics, images: dict[str, object], img_prefix: 
 
     lines += ["## Summary", ""]
     rows = [["trades (booked)", str(m.trades)], ["trades succeeded (both legs full)", str(m.succeeded)],
+            ["trades short-filled, unwound flat at no loss (not failures)", str(m.shortfall_trades)],
             ["trades left with a residual position", str(m.residual_trades)],
             ["residual coin (not marked to market; + = long)",
              ", ".join(f"{k} {v}" for k, v in m.residual_coin.items()) or "none"],

@@ -2,8 +2,10 @@
 
 Definitions (the report repeats them):
 
-* a *trade* is a signal whose result was booked (status filled, flat or residual); it
-  *succeeded* when both legs filled in full (status ``filled``);
+* a *trade* is a signal whose result was booked (status filled, shortfall, flat or residual);
+  it *succeeded* when both legs filled in full (status ``filled``); a *shortfall* filled less
+  than signalled but every order ended normally and it was unwound flat at no loss (not a
+  failure for the circuit breaker);
 * *leg success rate* = primary legs (the buy and the sell of a trade, not unwind orders) filled
   in full / all primary legs: the seed's "order success". A leg not final (unresolved: it may
   or may not have filled) is not a success;
@@ -47,6 +49,7 @@ class MarketRow:
 class Metrics:
     trades: int
     succeeded: int
+    shortfall_trades: int
     residual_trades: int
     residual_coin: dict[str, Decimal]  # market -> net coin left unhedged by trades (+ = long)
     legs_final: int
@@ -119,6 +122,7 @@ def compute(data: ReportData) -> Metrics:
             oracle.per_market.get(market, (ZERO, 0))[0] if oracle else None))
     return Metrics(
         trades=len(trades), succeeded=sum(t.succeeded for t in trades),
+        shortfall_trades=sum(t.status == "shortfall" for t in trades),
         residual_trades=sum(t.status == "residual" for t in trades),
         residual_coin=_residuals(trades),
         legs_final=len(final), legs_complete=sum(o.complete for o in final),
