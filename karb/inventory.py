@@ -47,6 +47,9 @@ class Inventory:
         self._bands = dict(self._configured)
         self._targets: dict[str, dict[Venue, float]] = {}  # asset -> venue -> share of the total
         self._soft: dict[tuple[Venue, str], Decimal] = {}
+        # (venue, asset) -> (ledger.free_version it was computed at, pressure): the strategy asks
+        # on every evaluation with an edge, the balances change only on fills and loads
+        self._pressure: dict[tuple[Venue, str], tuple[int, float]] = {}
 
     def set_targets(self, start: dict[Venue, dict[str, Decimal]]) -> None:
         """Targets and default bands from the start balances (venue -> asset -> free)."""
@@ -62,6 +65,7 @@ class Inventory:
                 if (venue, asset) not in self._configured and amount > 0:
                     floor = (amount * Decimal(repr(self.config.floor_share))).quantize(STEP, ROUND_DOWN)
                     self._bands[(venue, asset)] = BandConfig(min=floor)
+        self._pressure.clear()
 
     def target_share(self, venue: Venue, asset: str) -> float | None:
         """``venue``'s target share of ``asset``; None before ``set_targets`` named the asset."""
@@ -89,6 +93,15 @@ class Inventory:
     def pressure(self, venue: Venue, asset: str) -> float:
         """How far a trade draining ``asset`` on ``venue`` has gone from target towards its
         floor: 0 at target, 1 at the floor, negative above target (at least -1)."""
+        version = self.ledger.free_version  # read first: a change meanwhile makes it stale
+        cached = self._pressure.get((venue, asset))
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        value = self._pressure_now(venue, asset)
+        self._pressure[(venue, asset)] = (version, value)
+        return value
+
+    def _pressure_now(self, venue: Venue, asset: str) -> float:
         share = self.target_share(venue, asset)
         if share is None:  # no target: no opinion
             return 0.0

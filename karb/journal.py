@@ -107,6 +107,15 @@ class Journal:
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         """Create the file and tables, then start the ``journal`` writer thread."""
+        self._reader = self._create()
+        self._intent_conn = self._connect()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="journal", daemon=True)
+        self._thread.start()
+        ready.wait(5.0)
+
+    def _create(self) -> sqlite3.Connection:
+        """Create the file and its tables (migrating older journals); return the connection."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         columns = {row[1] for row in conn.execute("PRAGMA table_info(fills)")}
@@ -118,12 +127,7 @@ class Journal:
         if "upto" not in columns:  # journals from before resumes named the halts they clear
             conn.execute("ALTER TABLE risk_events ADD COLUMN upto INTEGER")
         conn.commit()
-        self._reader = conn
-        self._intent_conn = self._connect()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="journal", daemon=True)
-        self._thread.start()
-        ready.wait(5.0)
+        return conn
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write everything queued, then stop the writer."""
@@ -167,14 +171,14 @@ class Journal:
 
     def record_order(self, signal_id: str, leg) -> None:
         """Insert or update one order row with the leg's current state and amounts."""
-        self._queue.put([self._order_op(signal_id, leg)])
+        self._enqueue([self._order_op(signal_id, leg)])
 
     def record_fills(self, leg) -> None:
         """One row per venue execution, keyed on its trade id (or, when the venue gives none,
         its position in the order's cumulative list): recording the same answer twice is a
         no-op, two identical executions are two rows."""
         now = self.clock.wall_ns()
-        self._queue.put([
+        self._enqueue([
             ("INSERT OR IGNORE INTO fills (client_id, venue, trade_id, price, volume, funds, wall_ns) "
              "VALUES (?,?,?,?,?,?,?)",
              (leg.client_id, leg.request.venue.value, f.trade_id or f"#{n}", str(f.price),
@@ -205,7 +209,7 @@ class Journal:
 
     def record_result(self, signal_id: str, status: str, stages: dict[str, int],
                       realised: Decimal, fees: Decimal, residual: Decimal, detail: str = "") -> None:
-        self._queue.put([(
+        self._enqueue([(
             "UPDATE signals SET status=?, sent_ns=?, acked_ns=?, done_ns=?, realised_krw=?, "
             "fees_krw=?, residual=?, detail=? WHERE id=?",
             (status, stages.get("sent_ns"), stages.get("acked_ns"), stages.get("done_ns"),
@@ -213,14 +217,14 @@ class Journal:
 
     def record_balances(self, venue: str, balances: dict, source: str) -> None:
         now = self.clock.wall_ns()
-        self._queue.put([
+        self._enqueue([
             ("INSERT INTO balances (wall_ns, venue, currency, free, locked, source) VALUES (?,?,?,?,?,?)",
              (now, venue, b.currency, str(b.free), str(b.locked), source))
             for b in balances.values()])
 
     def record_incident(self, kind: str, detail: str, signal_id: str | None = None,
                         severity: str = "warning") -> None:
-        self._queue.put([(
+        self._enqueue([(
             "INSERT INTO incidents (wall_ns, severity, kind, signal_id, detail) VALUES (?,?,?,?,?)",
             (self.clock.wall_ns(), severity, kind, signal_id, detail))])
 
@@ -277,6 +281,10 @@ class Journal:
                     conn.close()
 
     # --- internals ------------------------------------------------------------------------
+    def _enqueue(self, ops: list) -> None:
+        # written by the ``journal`` thread in its next batch; nobody waits
+        self._queue.put(ops)
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False,
                                isolation_level="DEFERRED")

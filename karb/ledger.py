@@ -40,11 +40,18 @@ class Ledger:
         self._open: dict[str, Reservation] = {}
         self._stranded: set[str] = set()  # open reservations nothing books fills against
         self._version = 0  # bumped by every reserve, fill and release
+        self._free_version = 0  # bumped by every change of a free balance (fill or load)
 
     @property
     def version(self) -> int:
         """Changes whenever trading touched the ledger; read it before fetching balances."""
         return self._version
+
+    @property
+    def free_version(self) -> int:
+        """Changes whenever a free balance may have changed (a fill or a load): what a cache
+        of anything computed from ``free`` is keyed on."""
+        return self._free_version
 
     # --- balances ---------------------------------------------------------------------------
     def load(self, venue: Venue, balances: dict[str, Balance], if_version: int | None = None) -> bool:
@@ -63,6 +70,7 @@ class Ledger:
                     self._free[key] = ZERO
             for currency, balance in balances.items():
                 self._free[(venue, currency)] = balance.free
+            self._free_version += 1
             return True
 
     def free(self, venue: Venue, currency: str) -> Decimal:
@@ -145,6 +153,7 @@ class Ledger:
             self._free[spent_key] = self._free.get(spent_key, ZERO) - spent
             self._free[got_key] = self._free.get(got_key, ZERO) + got
             self._version += 1
+            self._free_version += 1
             if not reservation.released:
                 self._hold(reservation, spent_key, -min(spent, reservation.held(*spent_key)))
                 self._hold(reservation, got_key, got)

@@ -78,6 +78,17 @@ def test_threshold_at_target_is_the_base_and_rises_smoothly_as_the_drained_side_
     assert inv.threshold_bps("KRW-BTC", Venue.UPBIT, 20) == math.inf
 
 
+def test_threshold_follows_a_fill_at_once_though_pressure_is_cached_between_changes():
+    from karb.model import Side
+    inv, ledger = _started(dict(KRW=10_000_000, BTC=1), dict(KRW=10_000_000, BTC=1), skew_bps=10)
+    assert inv.threshold_bps("KRW-BTC", Venue.UPBIT, 20) == 20
+    # 0.4 BTC leave Upbit for no KRW (only the coin side moves): of 1.6 BTC, target 0.8, floor
+    # 0.2, have 0.6: p = 0.2 / 0.6 = 1/3 -> +10 * (1/3) / (2/3) = +5 bps
+    reservation = ledger.reserve("t1", {(Venue.UPBIT, "BTC"): D("0.4")})
+    ledger.apply_fill(reservation, Venue.UPBIT, "KRW-BTC", Side.SELL, D("0.4"), D(0), D(0))
+    assert inv.threshold_bps("KRW-BTC", Venue.UPBIT, 20) == pytest.approx(25.0)
+
+
 def test_threshold_counts_the_krw_drained_on_the_buy_venue():
     inv, ledger = _started(dict(KRW=10_000_000, BTC=1), dict(KRW=10_000_000, BTC=1), skew_bps=10)
     # selling on Upbit buys on Bithumb: Bithumb's KRW half-way to its floor (6M of 20M)

@@ -66,7 +66,7 @@ from karb.clock import NS_PER_MS, NS_PER_S, ManualClock
 from karb.config import Config
 from karb.execution import Executor
 from karb.inventory import Inventory
-from karb.journal import Journal
+from karb.backtest.journal import InlineJournal
 from karb.model import Balance, Venue, base_currency
 from karb.risk import Risk, taker_fee
 from karb.rules import RulesBook
@@ -170,10 +170,11 @@ def run_backtest(config: Config, options: BacktestOptions) -> BacktestResult:
         where.mkdir(parents=True, exist_ok=True)
         jobs = []
         if options.oracle and config.backtest.oracle:
-            jobs = [(oracle_config(config), quiet, Path(tmp) / "oracle.sqlite", None, "oracle", start),
+            jobs = [(oracle_config(config), quiet, Path(tmp) / "oracle.sqlite", None, "oracle", start,
+                     False),
                     (unconstrained_config(oracle_config(config)), quiet,
                      Path(tmp) / "unconstrained.sqlite", None, "unconstrained",
-                     _scaled(start, UNCONSTRAINED))]
+                     _scaled(start, UNCONSTRAINED), False)]
         if jobs and options.parallel and not options.data:
             run, oracle, unconstrained = _fed_runs(config, options, where / "journal.sqlite", jobs,
                                                    start)
@@ -399,8 +400,10 @@ def _first_prices(config: Config, data: str) -> dict[str, Decimal]:
 
 
 def _simulate(config: Config, options: BacktestOptions, journal_path: Path, progress: TextIO | None,
-              label: str, start_balances: dict[str, dict[str, str]], feed=None) -> RunStats:
-    """One run; ``feed``: read the generator's stream from the shared feeder's connection."""
+              label: str, start_balances: dict[str, dict[str, str]], histogram: bool = True,
+              feed=None) -> RunStats:
+    """One run; ``feed``: read the generator's stream from the shared feeder's connection;
+    ``histogram``: keep the net spread histogram (the oracle runs' is never shown)."""
     sim = config.sim or SimConfig()
     bt = config.backtest
     clock = _SimClock(monotonic_ns=ORIGIN_NS, wall_ns=WALL_ORIGIN_NS)
@@ -430,7 +433,7 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
     def pause(seconds: float) -> None:  # the placer's poll interval, in simulated time
         stream.advance_to(clock.monotonic_ns() + int(seconds * NS_PER_S))
 
-    journal = Journal(journal_path, clock)
+    journal = InlineJournal(journal_path, clock)
     risk = Risk(config, rules, clock)
     inventory = Inventory(config.inventory, risk.ledger)
     executor = Executor(clients, rules, risk, journal, config, clock, runner=runner, pause=pause)
@@ -462,7 +465,7 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
         evaluate = strategy.evaluate
         last_net = strategy.last_net_bps
         markets = config.markets
-        step, add = stream.step, hist.add
+        step, add = stream.step, (hist.add if histogram else _skip_histogram)
         while (market := step()) is not END:
             now = clock._mono
             if now - last_full >= full_every:
@@ -514,6 +517,10 @@ def _simulate(config: Config, options: BacktestOptions, journal_path: Path, prog
                     stream.count, source.bad_frames)
 
 
+def _skip_histogram(market: str, last_net: dict) -> None:
+    pass
+
+
 class _Histogram:
     """Best net spread (bps) per evaluation of a market with a positive gross gap."""
 
@@ -550,7 +557,7 @@ def _progress(out: TextIO, label: str, done_ns: int, total_ns: int | None, wall_
           file=out, flush=True)
 
 
-def _from_journal(journal: Journal, risk: Risk) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def _from_journal(journal: InlineJournal, risk: Risk) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     rows = journal.query("SELECT market, status, realised_krw, fees_krw, done_ns FROM signals "
                          "WHERE status IS NOT NULL ORDER BY done_ns, id")
     per_market: dict[str, dict[str, Any]] = {}
