@@ -64,7 +64,11 @@ class CircuitBreaker:
         return self._consecutive
 
     def blocked(self) -> str | None:
-        """Why a new trade may not start now (without claiming the probe), or None."""
+        """Why a new trade may not start now (without claiming the probe), or None. Advisory
+        (the strategy asks on every pass; ``acquire`` is the gate), so CLOSED is read without
+        the lock: a trip racing this read is seen on the next pass, and by ``acquire`` now."""
+        if self._state is CircuitState.CLOSED:
+            return None
         with self._lock:
             return self._refusal(self._current())
 
