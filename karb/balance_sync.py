@@ -2,7 +2,8 @@
 
 It runs every ``monitor.balance_sync_s`` and whenever ``request_refresh()`` is called (the
 executor calls it after each trade). For each venue it notes the ledger's version, fetches the
-balances, journals them, and compares them with the ledger's free balances: any difference is
+balances, journals the ones that changed since it last journalled that venue (all of them the
+first time; a currency gone from the answer as a zero), and compares them with the ledger's free balances: any difference is
 drift (a missed fill, a fee rounded differently, a manual deposit or trade) and is logged and
 journalled as an incident. The venue's numbers then replace the ledger's, but only if no trade
 touched the ledger while the answer was in flight (``Ledger.load(if_version=...)``), so a
@@ -69,6 +70,9 @@ class BalanceSync:
         self._view_epoch: dict[Venue, int] = {}
         self._view_rest_ns: dict[Venue, int] = {}
         self._asset_events: dict[Venue, int] = {}
+        # what was last journalled per venue: a sync journals only changes (a full set on every
+        # sync was ~1,800 rows/s at 150 markets with a private stream, ~9 GB of journal a day)
+        self._journalled: dict[Venue, dict[str, tuple[Decimal, Decimal]]] = {}
         self.stream_syncs = self.rest_fetches = 0
         if streams is not None:
             streams.add_asset_listener(self.on_asset)
@@ -144,6 +148,17 @@ class BalanceSync:
             return self.interval_s
         return min(self.interval_s, max(0.0, (settle_end - self.clock.monotonic_ns()) / 1e9))
 
+    def _changes(self, venue: Venue, balances: dict[str, Balance]) -> dict[str, Balance]:
+        # the balances that differ from what was last journalled for ``venue`` (remembered as
+        # journalled; the write itself is queued and its failure counted by the journal)
+        last = self._journalled.setdefault(venue, {})
+        changed = {c: b for c, b in balances.items() if last.get(c) != (b.free, b.locked)}
+        changed.update({c: Balance(c, ZERO) for c, amounts in last.items()
+                        if c not in balances and amounts != (ZERO, ZERO)})
+        for currency, balance in changed.items():
+            last[currency] = (balance.free, balance.locked)
+        return changed
+
     def _settle_end_ns(self) -> int | None:
         with self._lock:
             if self._changed_ns is None:
@@ -188,7 +203,9 @@ class BalanceSync:
         if drift and source == "stream" and not settling:  # only REST's word is adopted as drift
             balances, source = self._balances(venue, rest=True)
             drift = self._drift(venue, balances)
-        self.journal.record_balances(venue.value, balances, source)
+        changed = self._changes(venue, balances)
+        if changed:
+            self.journal.record_balances(venue.value, changed, source)
         adopted = not settling and self.ledger.load(venue, balances, if_version=version)
         with self._lock:
             self.last_sync_ns[venue.value] = self.clock.monotonic_ns()

@@ -78,8 +78,10 @@ class Inventory:
     def shares(self, assets: list[str]) -> dict[str, dict[str, float]]:
         """Each asset's share per venue now (the panel and metrics show it beside its target)."""
         out = {}
+        free = self.ledger.free_balances()  # one lock hold for all: the panel asks every second
+        zero = Decimal(0)
         for asset in assets:
-            held = {v: self.ledger.free(v, asset) for v in Venue}
+            held = {v: free.get((v, asset), zero) for v in Venue}
             total = sum(held.values())
             if total > 0:
                 out[asset] = {v.value: float(held[v] / total) for v in Venue}

@@ -83,6 +83,11 @@ class Ledger:
         with self._lock:
             return self._free.get(key, ZERO) - self._held.get(key, ZERO)
 
+    def free_balances(self) -> dict[Key, Decimal]:
+        """Every free balance at one instant (one lock hold, however many assets)."""
+        with self._lock:
+            return dict(self._free)
+
     def snapshot(self) -> dict[Key, tuple[Decimal, Decimal]]:
         """``(venue, currency) -> (free, held)`` for every known balance."""
         with self._lock:

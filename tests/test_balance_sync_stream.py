@@ -55,9 +55,16 @@ def test_sync_reads_the_stream_view_after_one_rest_baseline_without_a_request(pa
     asset(streams, KRW="1000000", BTC="0.5")  # an event that agrees with the ledger
     assert sync.sync(UP) and venues[UP].fetches == 1
     assert sync.stats()["drift"]["upbit"] == {}
+    risk.ledger.load(UP, balances(KRW=900_000, BTC="0.6"))  # a trade, booked and streamed
+    asset(streams, KRW="900000")
+    asset(streams, BTC="0.6")
+    assert sync.sync(UP) and venues[UP].fetches == 1
     journal.flush()
-    assert [r["source"] for r in journal.query("SELECT DISTINCT source FROM balances ORDER BY id")] == [
-        "sync", "stream"]
+    # journalled: the REST baseline, then only what changed (nothing for the agreeing sync)
+    rows = journal.query("SELECT source, currency, free FROM balances WHERE venue = 'upbit' ORDER BY id")
+    assert [(r["source"], r["currency"], r["free"]) for r in rows] == [
+        ("sync", "KRW", "1000000"), ("sync", "BTC", "0.5"), ("stream", "KRW", "900000"),
+        ("stream", "BTC", "0.6")]
 
 
 def test_drift_seen_on_the_stream_is_confirmed_by_rest_before_it_is_adopted(parts):

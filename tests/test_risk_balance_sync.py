@@ -41,6 +41,18 @@ def test_sync_with_matching_balances_reports_no_drift(parts):
     assert len(journal.query("SELECT * FROM balances")) == 4
 
 
+def test_sync_journals_only_the_balances_that_changed_and_a_vanished_one_as_zero(parts):
+    sync, risk, venues, journal = parts
+    sync.sync_all()
+    sync.sync_all()  # nothing changed: nothing more journalled
+    venues[UP].balances = balances(KRW=1_000_000)  # BTC no longer in the answer
+    sync.sync(UP)
+    journal.flush()
+    rows = journal.query("SELECT venue, currency, free FROM balances ORDER BY id")
+    assert len(rows) == 5
+    assert rows[-1] == {"venue": "upbit", "currency": "BTC", "free": "0"}
+
+
 def test_sync_with_venue_differing_reports_drift_and_adopts_the_venue(parts):
     sync, risk, venues, journal = parts
     venues[UP].balances = balances(KRW="1000012.5", BTC="0.5", ETH="2")
