@@ -51,7 +51,7 @@ from karb.instance_lock import InstanceLock, lock_paths
 from karb.inventory import Inventory
 from karb.journal import Journal, JournalError
 from karb.market_data import MarketData
-from karb.model import Balance, Venue, base_currency
+from karb.model import VENUES, Balance, Venue, base_currency
 from karb.monitor import Monitor
 from karb.notifiers import from_environment
 from karb.order_stream import OrderStreams
@@ -411,7 +411,7 @@ class Engine:
             circuit=risk["circuit"],
             trading_state=risk["state"], halt_reason=risk["kill_reason"] or risk["halt_reason"],
             transfers=self.rebalancer.lines(),
-            inventory={a: {v.value: (shares[v.value], self.inventory.target_share(v, a) or 0.0) for v in Venue}
+            inventory={a: {v.value: (shares[v.value], self.inventory.target_share(v, a) or 0.0) for v in VENUES}
                        for a, shares in self.inventory.shares(assets + ["KRW"]).items()},
             journal_errors=journal_errors,
             journal_failing=self._journal_watch.failing(journal_errors, now_ns),

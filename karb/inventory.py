@@ -29,7 +29,7 @@ from decimal import ROUND_DOWN, Decimal
 
 from karb.config import BandConfig, InventoryConfig
 from karb.ledger import Ledger
-from karb.model import Signal, Venue, base_currency, quote_currency
+from karb.model import VENUES, Signal, Venue, base_currency, quote_currency
 from karb.sizing import steps_within
 
 INF = math.inf
@@ -81,10 +81,10 @@ class Inventory:
         free = self.ledger.free_balances()  # one lock hold for all: the panel asks every second
         zero = Decimal(0)
         for asset in assets:
-            held = {v: free.get((v, asset), zero) for v in Venue}
+            held = {v: free.get((v, asset), zero) for v in VENUES}
             total = sum(held.values())
             if total > 0:
-                out[asset] = {v.value: float(held[v] / total) for v in Venue}
+                out[asset] = {v.value: float(held[v] / total) for v in VENUES}
         return out
 
     def low(self, venue: Venue, asset: str) -> bool:
@@ -107,7 +107,7 @@ class Inventory:
         share = self.target_share(venue, asset)
         if share is None:  # no target: no opinion
             return 0.0
-        held = {v: self.ledger.free(v, asset) for v in Venue}
+        held = {v: self.ledger.free(v, asset) for v in VENUES}
         total = float(sum(held.values()))
         if total <= 0:
             return 0.0

@@ -26,6 +26,9 @@ class Venue(str, enum.Enum):
         return Venue.BITHUMB if self is Venue.UPBIT else Venue.UPBIT
 
 
+VENUES = tuple(Venue)  # iterating the enum itself costs a generator per loop; hot paths use this
+
+
 class Side(str, enum.Enum):
     """Order side. Upbit and Bithumb 2.0 spell these ``bid`` / ``ask`` on the wire."""
 
