@@ -360,7 +360,9 @@ def _report(args, p0, p1, m0, m1, code, work, published) -> dict:
         "feed_msgs_per_s": round(messages / elapsed, 1),
         "signals": m1.get("signals_total", 0),
         "trades_success": m1.get("trades_success", 0),
+        "trades_shortfall": m1.get("trades_shortfall", 0),
         "trades_failure": m1.get("trades_failure", 0),
+        "journal_mib": round(sum(f.stat().st_size for f in work.glob("journal.sqlite*")) / 2**20, 1),
         "realised_pnl_krw": m1.get("realised_pnl_krw", 0),
         "fees_krw": m1.get("fees_krw", 0),
         "ratelimit_429": m1["ratelimit_429"],
@@ -380,8 +382,9 @@ def _print(r: dict) -> None:
     if r["sim_cpu_percent"] is not None:
         print(f"  sim CPU {r['sim_cpu_percent']}% of one core (its own process)")
     print(f"  feed messages {r['feed_msgs_per_s']}/s (both venues)")
-    print(f"  signals {r['signals']:.0f}; trades ok {r['trades_success']:.0f}, failed {r['trades_failure']:.0f}; "
-          f"realised PnL {r['realised_pnl_krw']:,.0f} KRW, fees {r['fees_krw']:,.0f} KRW")
+    print(f"  signals {r['signals']:.0f}; trades ok {r['trades_success']:.0f}, shortfall "
+          f"{r['trades_shortfall']:.0f}, failed {r['trades_failure']:.0f}; realised PnL "
+          f"{r['realised_pnl_krw']:,.0f} KRW, fees {r['fees_krw']:,.0f} KRW; journal {r['journal_mib']} MiB")
     print(f"  429 answers {r['ratelimit_429']:.0f} (metrics), log lines naming a 429: {r['log_429_lines']}")
     for stage, q in r["latency_us"].items():
         print(f"  {stage:<16} p50 {q['p50']:>7} us   p99 {q['p99']:>7} us")
