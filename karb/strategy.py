@@ -27,6 +27,11 @@ A signal whose edge is far beyond the market's usual range (``strategy.sanity_ma
 passes the sanity guard first (``karb.sanity``): it goes out only once a REST read of both books,
 walked by this same code (``look``), shows the gap too; until then the market is skipped.
 
+Never twice on the same evidence: after a taken signal, a market trades again only once *both*
+of its books have a new version. Our own fills change both venues' books; until each feed shows
+that, its book still displays liquidity we took or tried to take (a quiet market's book can sit
+unchanged for seconds, and re-trading it just repeats a miss or double-counts a level).
+
 The better direction's signal goes to ``on_signal`` (the executor's ``submit``), which returns
 None if it took it, or why not. A taken signal starts the market's cooldown and counts in
 ``signals``; a refused one counts in ``refused`` by reason, backs the market off for the same
@@ -123,6 +128,7 @@ class Strategy:
         self._aged: set[str] = set()  # ... of those, the ones pending at the last full pass
         self._loud: set[int] = set()  # markets a full pass must look at again (module docstring)
         self._cooldown_until: dict[str, int] = {}
+        self._traded_on: dict[str, tuple[int, int]] = {}  # market -> book versions of its last signal
         # market -> (reason kind logged, refusals this episode, last reason)
         self._refusing: dict[str, tuple[str, int, str]] = {}
         self._stop = threading.Event()
@@ -322,6 +328,7 @@ class Strategy:
                 continue
             self.signals += 1
             self._cooldown_until[market] = now_ns + self._cooldown_ns
+            self._traded_on[market] = versions
             submitted.append(signal)
             logger.info("{}", describe(signal))
             episode = self._refusing.pop(market, None)
@@ -376,6 +383,10 @@ class Strategy:
                 continue
             if now_ns < self._cooldown_until.get(market, 0):
                 self._skip(market, "cooldown")
+                continue
+            traded = self._traded_on.get(market)
+            if traded is not None and (traded[0] == up.version or traded[1] == bt.version):
+                self._skip(market, "same book", "a book unchanged since the last trade here")
                 continue
             signal = self._walk(market, views, buy_venue, sell_venue, threshold, now_ns)
             if isinstance(signal, tuple):

@@ -160,12 +160,31 @@ def test_evaluate_within_cooldown_waits_then_signals_again(tmp_path):
     assert len(h.evaluate()) == 1
 
 
-def test_evaluate_after_cooldown_without_new_book_marks_signal_not_a_reaction(tmp_path):
+def test_evaluate_after_cooldown_trades_again_only_once_both_books_changed(tmp_path):
+    # never twice on the same evidence: the books still show what the last trade took
     h = Harness(tmp_path, strategy={"threshold_bps": 10, "cooldown_ms": 1000})
     h.books()
     (first,) = h.evaluate()
     h.clock.advance(1.1)
-    (second,) = h.evaluate()  # same book versions: the cooldown ended, no frame arrived
+    assert h.evaluate() == []  # the cooldown ended, no frame arrived
+    assert h.strategy.last_reason["KRW-BTC"].startswith("same book")
+    now = h.clock.monotonic_ns()
+    h.board.get(Venue.UPBIT, "KRW-BTC").apply_snapshot(*UP_BOOK, 2, now)  # Upbit only
+    assert h.evaluate() == []
+    h.books()
+    (second,) = h.evaluate()
+    assert first.on_update and second.on_update
+
+
+def test_evaluate_after_cooldown_on_books_seen_during_it_marks_signal_not_a_reaction(tmp_path):
+    h = Harness(tmp_path, strategy={"threshold_bps": 10, "cooldown_ms": 1000})
+    h.books()
+    (first,) = h.evaluate()
+    h.clock.advance(0.5)
+    h.books()  # both books move on while the market cools down ...
+    assert h.evaluate() == []
+    h.clock.advance(0.6)
+    (second,) = h.evaluate()  # ... and the cooldown ends with no new frame: not a reaction
     assert first.on_update and not second.on_update
 
 
