@@ -3,11 +3,12 @@
 It runs every ``monitor.balance_sync_s`` and whenever ``request_refresh()`` is called (the
 executor calls it after each trade). For each venue it notes the ledger's version, fetches the
 balances, journals the ones that changed since it last journalled that venue (all of them the
-first time; a currency gone from the answer as a zero), and compares them with the ledger's free balances: any difference is
-drift (a missed fill, a fee rounded differently, a manual deposit or trade) and is logged and
-journalled as an incident. The venue's numbers then replace the ledger's, but only if no trade
-touched the ledger while the answer was in flight (``Ledger.load(if_version=...)``), so a
-balance that raced a fill is never taken as truth; it is simply tried again next time.
+first time; a currency gone from the answer as a zero), and compares them with the ledger's
+free balances: any difference is drift (a missed fill, a fee rounded differently, a manual
+deposit or trade) and is logged and journalled as an incident. The venue's numbers then replace
+the ledger's, but only if no trade touched the ledger while the answer was in flight
+(``Ledger.load(if_version=...)``), so a balance that raced a fill is never taken as truth; it
+is simply tried again next time.
 
 A venue's balance also lags its own fills a little, so an answer fetched right after a trade
 can still show the pre-trade numbers. The venue's numbers are therefore not adopted for

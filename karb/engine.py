@@ -411,7 +411,8 @@ class Engine:
             circuit=risk["circuit"],
             trading_state=risk["state"], halt_reason=risk["kill_reason"] or risk["halt_reason"],
             transfers=self.rebalancer.lines(),
-            inventory={a: {v.value: (shares[v.value], self.inventory.target_share(v, a) or 0.0) for v in VENUES}
+            inventory={a: {v.value: (shares[v.value], self.inventory.target_share(v, a) or 0.0)
+                           for v in VENUES}
                        for a, shares in self.inventory.shares(assets + ["KRW"]).items()},
             journal_errors=journal_errors,
             journal_failing=self._journal_watch.failing(journal_errors, now_ns),

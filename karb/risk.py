@@ -3,14 +3,14 @@
 ``approve(signal)`` (called by the executor on the strategy thread) checks, in order: kill
 switch, halt, circuit breaker, trade value, position limits, then reserves both legs' worst-case
 spend in the ``Ledger`` all-or-nothing. It returns the ``Reservation`` or the reason it refused
-(risk checks return reasons, never bare booleans). ``finish(...)`` (called by a leg thread when a
-trade is over) books realised PnL and fees exactly, tracks residual exposure, feeds the circuit
-breaker and applies the automatic halts: daily realised loss, drawdown from the day's peak,
-consecutive failures, and too long on stale market data. A trade is a success (both legs full),
-a shortfall (less filled than signalled but harmless: see ``TradeOutcome.harmless``) or a
-failure; only failures feed the breaker and the failure streak. Every active halt is kept (by key: the
-same halt raised again is one halt) and each is sticky until resumed; the kill switch stops
-trading until it is cleared. State changes take ``self._lock``.
+(risk checks return reasons, never bare booleans). ``finish(...)`` (called by a leg thread when
+a trade is over) books realised PnL and fees exactly, tracks residual exposure, feeds the
+circuit breaker and applies the automatic halts: daily realised loss, drawdown from the day's
+peak, consecutive failures, and too long on stale market data. A trade is a success (both legs
+full), a shortfall (less filled than signalled but harmless: see ``TradeOutcome.harmless``) or
+a failure; only failures feed the breaker and the failure streak. Every active halt is kept (by
+key: the same halt raised again is one halt) and each is sticky until resumed; the kill switch
+stops trading until it is cleared. State changes take ``self._lock``.
 
 Across restarts (``attach_journal``): every new halt is committed to the journal's
 ``risk_events``, also while already halted, and only an operator's ``karb resume`` clears it: its
