@@ -19,12 +19,20 @@ from loguru import logger
 from karb.journal import Journal, JournalError
 
 
+CACHE_KIB = 65_536
+
+
 class InlineJournal(Journal):
     COMMIT_EVERY = 20_000  # statements per commit (a 7-day run writes a few million)
 
     def start(self) -> None:
         self._conn: sqlite3.Connection | None = self._create()
-        self._conn.execute("PRAGMA synchronous=OFF")  # a crash loses a rerunnable backtest only
+        # a crash loses a rerunnable backtest only: no fsync, the rollback journal in memory;
+        # and a 64 MB page cache, since every trade inserts at random places in the id indexes
+        # (measured with this schema at 200,000 trades: ~240 -> ~140 us of SQL per trade)
+        self._conn.execute("PRAGMA synchronous=OFF")
+        self._conn.execute("PRAGMA journal_mode=MEMORY")
+        self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._pending = 0
 
     def stop(self, timeout: float = 5.0) -> None:
