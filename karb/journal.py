@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS transfer_blocks (
     id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ns INTEGER, asset TEXT, kind TEXT, reason TEXT);
 CREATE INDEX IF NOT EXISTS orders_state ON orders (state);
 CREATE INDEX IF NOT EXISTS signals_status ON signals (status);
+CREATE INDEX IF NOT EXISTS signals_wall ON signals (wall_ns);
 """
 # Journals written before fills were keyed on the venue's trade id: (client_id, price, volume,
 # funds) was UNIQUE, which merged two identical executions of one order into one row.
