@@ -157,7 +157,7 @@ def whole_run(config, seconds: float, label: str, messages: list[bytes], timer: 
         start = _scaled(start, UNCONSTRAINED)
     with tempfile.TemporaryDirectory(prefix="bench-backtest-") as tmp:
         stats = _simulate(config, options, Path(tmp) / "j.sqlite", None, label, start,
-                          feed=_Replay(messages))
+                          oracle=label != "backtest", feed=_Replay(messages))
     timer.trades = stats.summary["trades"]
     return stats.events
 
